@@ -1,0 +1,31 @@
+"""helu-lightning: train with HeLU (ReLU forward, hysteresis backward), serve as plain ReLU."""
+
+from .activations import (
+    ActivationSpec,
+    HeLU,
+    NaiveHeLU,
+    activation_factory,
+    available_activations,
+    helu,
+    make_activation,
+    register_activation,
+    register_hf_activations,
+)
+from .surgery import find_activations, replace_activations
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivationSpec",
+    "HeLU",
+    "NaiveHeLU",
+    "__version__",
+    "activation_factory",
+    "available_activations",
+    "find_activations",
+    "helu",
+    "make_activation",
+    "register_activation",
+    "register_hf_activations",
+    "replace_activations",
+]

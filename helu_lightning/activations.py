@@ -1,0 +1,299 @@
+"""HeLU, the hysteresis activation, and the registry that builds any activation by name.
+
+HeLU's forward is ReLU, bit for bit in value. Its backward lets the gradient through wherever ``x > -alpha``
+instead of only where ``x > 0``. To remember which zeros lie in the band ``(-alpha, 0]`` without saving the
+input, the forward writes ``-0.0`` there and ``+0.0`` below the band: the output equals ``relu(x)`` in value, the
+backward reads the mask from the output's sign bits, and the saved tensor is the output itself, which the next
+layer usually saves anyway. Extra memory over ReLU: none.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "ActivationSpec",
+    "HeLU",
+    "NaiveHeLU",
+    "activation_factory",
+    "available_activations",
+    "check_alpha",
+    "helu",
+    "make_activation",
+    "register_activation",
+    "register_hf_activations",
+]
+
+_BITS = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
+
+
+def check_alpha(alpha: Any) -> float:
+    """Return ``alpha`` as a float, or raise ValueError naming the bad value and what is expected."""
+    if isinstance(alpha, Tensor):
+        if alpha.numel() != 1:
+            raise ValueError(f"alpha must be a single number, got a tensor of shape {tuple(alpha.shape)}")
+        alpha = alpha.item()
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise ValueError(f"alpha must be a positive finite number such as 0.05, got {alpha!r}")
+    value = float(alpha)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"alpha must be a positive finite number such as 0.05, got {alpha!r}; "
+            "HeLU passes gradient where x > -alpha, and alpha -> 0 recovers ReLU (use name 'relu' for that)"
+        )
+    return value
+
+
+def _as_dtype(alpha: float, dtype: torch.dtype) -> float:
+    # The band edge is rounded to the input's dtype, exactly as `x > -alpha` compares a 0-dim tensor.
+    return float(torch.tensor(alpha, dtype=dtype)) if dtype != torch.float64 else alpha
+
+
+def _forward(x: Tensor, alpha: Tensor) -> Tensor:
+    """relu(x) with -0.0 on the band (-alpha, 0] and +0.0 below it."""
+    if x.device.type == "cpu" and not torch.compiler.is_compiling():
+        # Two fused-select kernels with a scalar edge: the fastest eager form on CPU.
+        edge = -_as_dtype(float(alpha), x.dtype)
+        y = torch.threshold(x, 0.0, -0.0)
+        return torch.ops.aten.threshold_backward.grad_input(y, x, edge, grad_input=y)
+    # Tensor edge: no host sync on accelerators, one fused kernel under torch.compile.
+    return torch.where(x > -alpha.to(x.dtype), torch.threshold(x, 0.0, -0.0), 0.0)
+
+
+def _backward(grad: Tensor, y: Tensor) -> Tensor:
+    """Gradient where the saved output's bits are not all zero: x > 0 or x in the band."""
+    bits = y.view(_BITS[y.element_size()])
+    if torch.compiler.is_compiling() or grad.device.type != "cpu":
+        return grad * (bits != 0)
+    # Eager CPU: compare straight into the gradient's dtype, then scale in place (no bool temporary).
+    out = torch.ne(bits, 0, out=torch.empty_like(grad))
+    return out.mul_(grad)
+
+
+class _HeLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(x: Tensor, alpha: Tensor) -> Tensor:
+        return _forward(x, alpha)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(output)
+        ctx.mark_non_differentiable()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (y,) = ctx.saved_tensors
+        return _backward(grad, y), None
+
+
+def helu(x: Tensor, alpha: float | Tensor = 0.05) -> Tensor:
+    """Functional HeLU: ``relu(x)`` forward, gradient ``grad * (x > -alpha)`` backward."""
+    if not isinstance(alpha, Tensor):
+        alpha = torch.tensor(check_alpha(alpha))
+    return _HeLUFunction.apply(x, alpha)
+
+
+class HeLU(nn.Module):
+    """Hysteresis ReLU (Kimhi et al., 2024). ``alpha`` is a 0-dim buffer: saved in checkpoints and changeable
+    in place (``set_alpha``) without recompiling a ``torch.compile``-d model."""
+
+    alpha: Tensor
+
+    def __init__(self, alpha: float = 0.05, inplace: bool = False) -> None:
+        super().__init__()
+        self.register_buffer("alpha", torch.tensor(check_alpha(alpha), dtype=torch.float32))
+        self.inplace = inplace
+
+    def set_alpha(self, alpha: float) -> None:
+        """Change alpha in place (validated), keeping the buffer's device and dtype."""
+        with torch.no_grad():
+            self.alpha.fill_(check_alpha(alpha))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.inplace and not torch.is_grad_enabled():
+            # Serving/no-grad: the forward is plain ReLU, so in place is exactly relu_.
+            return torch.relu_(x)
+        return _HeLUFunction.apply(x, self.alpha)
+
+    def extra_repr(self) -> str:
+        text = f"alpha={self.alpha.item():g}"
+        return text + (", inplace=True" if self.inplace else "")
+
+
+class NaiveHeLU(nn.Module):
+    """The authors' reference design: saves the whole input and masks with two ``torch.where``.
+
+    Kept as the twin the fast HeLU is checked against, and as the baseline of ``benchmarks/activation.py``.
+    """
+
+    def __init__(self, alpha: float = 0.05) -> None:
+        super().__init__()
+        self.alpha = check_alpha(alpha)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _NaiveHeLUFunction.apply(x, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha:g}"
+
+
+class _NaiveHeLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, alpha: float) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.alpha = alpha
+        return torch.where(x > 0, x, torch.zeros_like(x))
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (x,) = ctx.saved_tensors
+        return torch.where(x > -ctx.alpha, grad, torch.zeros_like(grad)), None
+
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "relu": nn.ReLU,
+    "helu": HeLU,
+    "helu_naive": NaiveHeLU,
+    "gelu": nn.GELU,
+    "gelu_tanh": partial(nn.GELU, approximate="tanh"),
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+    "identity": nn.Identity,
+}
+
+
+def available_activations() -> list[str]:
+    """The names ``make_activation`` accepts, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _lookup(name: str) -> Callable[..., nn.Module]:
+    if not isinstance(name, str):
+        raise TypeError(f"an activation name must be a string, got {name!r}")
+    key = name.strip().lower().replace("-", "_")
+    if key not in _REGISTRY:
+        close = difflib.get_close_matches(key, _REGISTRY, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"unknown activation {name!r}.{hint} Known activations: {', '.join(available_activations())}; "
+            "add your own with helu_lightning.register_activation(name, cls)."
+        )
+    return _REGISTRY[key]
+
+
+def make_activation(name: str, **kwargs: Any) -> nn.Module:
+    """Build a fresh activation module by registry name, e.g. ``make_activation("helu", alpha=0.01)``."""
+    builder = _lookup(name)
+    try:
+        return builder(**kwargs)
+    except TypeError as err:
+        raise TypeError(f"activation {name!r} does not take {sorted(kwargs)}: {err}") from err
+
+
+def register_activation(name: str, cls: Callable[..., nn.Module], overwrite: bool = False) -> None:
+    """Add ``cls`` to the registry under ``name`` (and to transformers' ``ACT2FN`` once it is loaded)."""
+    key = name.strip().lower().replace("-", "_")
+    if not callable(cls):
+        raise TypeError(f"register_activation({name!r}, ...) needs a class or callable returning an nn.Module")
+    if key in _REGISTRY and _REGISTRY[key] is not cls and not overwrite:
+        raise ValueError(f"activation {key!r} is already registered; pass overwrite=True to replace it")
+    _REGISTRY[key] = cls
+    if "transformers.activations" in sys.modules:
+        register_hf_activations()
+
+
+def register_hf_activations() -> None:
+    """Make every registry name valid as a Hugging Face ``config.hidden_act`` (``ACT2CLS`` / ``ACT2FN``).
+
+    Import-time registration would load transformers for every user, so HF code paths call this instead;
+    it also runs on ``import helu_lightning`` when transformers is already loaded.
+    """
+    from transformers import activations as hf
+
+    for key, builder in _REGISTRY.items():
+        if key not in hf.ACT2CLS or key in ("helu", "helu_naive"):
+            hf.ACT2CLS[key] = builder
+            hf.ACT2FN[key] = builder
+
+
+@dataclass
+class ActivationSpec:
+    """An activation as configs name it: ``{name: helu, alpha: 0.01}``; other options go in ``options``."""
+
+    name: str = "helu"
+    alpha: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def kwargs(self) -> dict[str, Any]:
+        kwargs = dict(self.options)
+        if self.alpha is not None:
+            kwargs["alpha"] = self.alpha
+        return kwargs
+
+
+class ActivationFactory:
+    """A zero-argument callable that builds a fresh activation module per call; picklable and printable."""
+
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        _lookup(name)
+        if "alpha" in kwargs:
+            check_alpha(kwargs["alpha"])
+        self.name = name
+        self.kwargs = kwargs
+        make_activation(name, **kwargs)  # fail now, at configuration time, on bad kwargs
+
+    def __call__(self) -> nn.Module:
+        return make_activation(self.name, **self.kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.kwargs}
+
+    def __repr__(self) -> str:
+        args = "".join(f", {k}={v!r}" for k, v in self.kwargs.items())
+        return f"ActivationFactory({self.name!r}{args})"
+
+
+ActivationLike = str | Mapping[str, Any] | ActivationSpec | Callable[[], nn.Module]
+
+
+def activation_factory(spec: ActivationLike) -> Callable[[], nn.Module]:
+    """Turn a name, a mapping ``{name: helu, alpha: 0.01}``, an ``ActivationSpec`` or a zero-argument callable
+    into a zero-argument callable that returns a fresh ``nn.Module`` each call."""
+    if isinstance(spec, ActivationFactory):
+        return spec
+    if isinstance(spec, str):
+        return ActivationFactory(spec)
+    if isinstance(spec, ActivationSpec):
+        return ActivationFactory(spec.name, **spec.kwargs())
+    if isinstance(spec, Mapping):
+        kwargs = dict(spec)
+        if "name" not in kwargs:
+            raise ValueError(f"an activation mapping needs a 'name' key, e.g. {{name: helu, alpha: 0.05}}; got {spec!r}")
+        name = kwargs.pop("name")
+        kwargs.update(kwargs.pop("options", None) or {})
+        if kwargs.get("alpha", 0) is None:
+            kwargs.pop("alpha")
+        return ActivationFactory(name, **kwargs)
+    if isinstance(spec, type) and issubclass(spec, nn.Module):
+        return spec
+    if callable(spec):
+        return spec
+    raise TypeError(
+        f"cannot make an activation from {spec!r}; give a name ('helu'), a mapping "
+        "({'name': 'helu', 'alpha': 0.05}) or a zero-argument callable returning an nn.Module"
+    )
+
+
+if "transformers.activations" in sys.modules:
+    register_hf_activations()

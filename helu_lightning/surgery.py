@@ -1,0 +1,72 @@
+"""Model surgery: swap the activation modules of any model (torchvision, timm-style, Hugging Face) for fresh
+modules from an activation factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from torch import nn
+
+from .activations import HeLU, NaiveHeLU, activation_factory
+
+__all__ = ["default_targets", "find_activations", "replace_activations"]
+
+
+def default_targets() -> tuple[type[nn.Module], ...]:
+    """ReLU, GELU and, when transformers is installed, its GELU activation classes (BERT's FFN uses these)."""
+    targets: list[type[nn.Module]] = [nn.ReLU, nn.GELU]
+    try:
+        from transformers import activations as hf
+    except ImportError:
+        return tuple(targets)
+    for name in ("GELUActivation", "NewGELUActivation", "FastGELUActivation", "QuickGELUActivation",
+                 "GELUTanh", "PytorchGELUTanh", "AccurateGELUActivation"):
+        cls = getattr(hf, name, None)
+        if isinstance(cls, type) and cls not in targets:
+            targets.append(cls)
+    return tuple(targets)
+
+
+def find_activations(model: nn.Module, targets: Iterable[type[nn.Module]] | None = None) -> list[str]:
+    """Dotted names of every module of the target types (each name once, even for a shared instance)."""
+    types = tuple(targets) if targets is not None else default_targets()
+    return [name for name, module in model.named_modules(remove_duplicate=False) if isinstance(module, types)]
+
+
+def replace_activations(
+    model: nn.Module,
+    factory: Callable[[], nn.Module] | str | dict,
+    targets: Iterable[type[nn.Module]] | None = None,
+    strict: bool = True,
+) -> list[str]:
+    """Replace each activation module of the ``targets`` types by a fresh module from ``factory``.
+
+    Every dotted name gets its own new module, so an instance registered under two names is unshared.
+    (A module *called* twice from one forward, like torchvision's ``BasicBlock.relu``, keeps one name and so
+    one new module; that is correct, as activations hold no per-call state.) Returns the replaced names.
+    Raises ValueError when nothing matches, unless ``strict=False``.
+    """
+    make = activation_factory(factory)
+    types = tuple(targets) if targets is not None else default_targets()
+    names = find_activations(model, types)
+    if not names and strict:
+        present = sorted({type(m).__name__ for m in model.modules() if _looks_like_activation(m)})
+        raise ValueError(
+            f"no activation of type {[t.__name__ for t in types]} found in {type(model).__name__}"
+            f"{'; it has ' + ', '.join(present) if present else ''}. Pass targets=(...) with the classes to "
+            "replace, or strict=False to allow a model without them."
+        )
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        new = make()
+        if not isinstance(new, nn.Module):
+            raise TypeError(f"the activation factory returned {type(new).__name__}, not an nn.Module")
+        setattr(parent, child, new)
+    return names
+
+
+def _looks_like_activation(module: nn.Module) -> bool:
+    activation_modules = (nn.ReLU, nn.GELU, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Hardswish,
+                          nn.Mish, nn.ReLU6, HeLU, NaiveHeLU)
+    return isinstance(module, activation_modules) or type(module).__module__.endswith("activations")
