@@ -1,0 +1,1 @@
+"""Callbacks: alpha scheduling and ReLU-family activation monitors."""

@@ -1,0 +1,1 @@
+"""Backbones whose activations come only from an activation factory."""

@@ -1,0 +1,1 @@
+"""LightningModules: vision classification and GLUE / text classification, each taking an activation spec."""
