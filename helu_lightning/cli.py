@@ -1,6 +1,6 @@
 """``helu-train``: LightningCLI for fit/validate/test/predict, plus ``search``, ``export`` and ``plot``.
 
-    helu-train fit --config configs/digits.yaml
+    helu-train fit --config configs/offline.yaml
     helu-train fit --config configs/cifar100.yaml --model.activation.alpha 0.01
 """
 
@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 # Subcommands that are not Trainer methods: name -> "module:function" taking argv (lazily imported).
 EXTRA_COMMANDS = {
@@ -21,17 +23,38 @@ EXTRA_COMMANDS = {
 
 
 class HeluCLI(LightningCLI):
-    """LightningCLI with any LightningModule / DataModule chosen by ``class_path`` in the config."""
+    """LightningCLI with any LightningModule / DataModule chosen by ``class_path`` in the config, and an optional
+    test of the best checkpoint right after ``fit`` (``test_after_fit: true``)."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=False,
+            help="fit only: after training, test the best checkpoint of the monitored metric (else the last weights)",
+        )
+
+    def after_fit(self) -> None:
+        if not self.config[self.subcommand].get("test_after_fit"):
+            return
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=_best_or_last(self.trainer))
 
 
-def cli(args: list[str] | None = None, run: bool = True, **kwargs) -> HeluCLI:
+def _best_or_last(trainer: Any) -> str | None:
+    """``"best"`` when a checkpoint callback monitored a metric and saved a best file; ``None`` (current weights)
+    otherwise, e.g. under ``fast_dev_run`` where checkpointing is off."""
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
+        return "best"
+    return None
+
+
+def cli(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> HeluCLI:
     """Build the CLI the way ``helu-train`` does (tests and the search call this with ``args``)."""
+    kwargs.setdefault("save_config_kwargs", {"overwrite": True})
     return HeluCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
         **kwargs,

@@ -1,1 +1,21 @@
-"""Backbones whose activations come only from an activation factory."""
+"""Backbones whose activations come only from an activation factory; vision ones are built by name with
+:func:`build_backbone`."""
+
+from .registry import TORCHVISION_PREFIX, available_backbones, build_backbone, register_backbone
+from .resnet import CifarResNet, resnet18_cifar
+from .small_cnn import SmallCNN
+from .torchvision_models import torchvision_classifier, torchvision_classifiers
+from .wide_resnet import WideResNet
+
+__all__ = [
+    "TORCHVISION_PREFIX",
+    "CifarResNet",
+    "SmallCNN",
+    "WideResNet",
+    "available_backbones",
+    "build_backbone",
+    "register_backbone",
+    "resnet18_cifar",
+    "torchvision_classifier",
+    "torchvision_classifiers",
+]

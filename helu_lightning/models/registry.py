@@ -1,0 +1,64 @@
+"""``build_backbone(name, num_classes, act)``: every vision backbone by name, so configs choose one by string."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ..activations import ActivationLike, activation_factory
+from .resnet import resnet18_cifar
+from .small_cnn import SmallCNN
+from .torchvision_models import torchvision_classifier
+from .wide_resnet import WideResNet
+
+__all__ = ["TORCHVISION_PREFIX", "available_backbones", "build_backbone", "register_backbone"]
+
+TORCHVISION_PREFIX = "torchvision:"
+
+# Each builder takes (num_classes, act, in_channels=..., **options) and returns an nn.Module producing logits.
+_BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "small_cnn": SmallCNN,
+    "resnet18_cifar": resnet18_cifar,
+    "wide_resnet": WideResNet,
+}
+
+
+def available_backbones() -> list[str]:
+    """Registered backbone names, sorted; any torchvision classifier is also available as ``torchvision:<name>``."""
+    return sorted(_BACKBONES)
+
+
+def register_backbone(name: str, builder: Callable[..., nn.Module], overwrite: bool = False) -> None:
+    """Add ``builder(num_classes, act, in_channels=..., **options)`` under ``name``."""
+    if name in _BACKBONES and not overwrite:
+        raise ValueError(f"backbone {name!r} is already registered; pass overwrite=True to replace it")
+    if name.startswith(TORCHVISION_PREFIX):
+        raise ValueError(f"backbone names starting with {TORCHVISION_PREFIX!r} are reserved for torchvision models")
+    _BACKBONES[name] = builder
+
+
+def build_backbone(
+    name: str, num_classes: int, act: ActivationLike, in_channels: int = 3, **options: Any
+) -> nn.Module:
+    """Build backbone ``name`` with ``num_classes`` logits and activations only from ``act`` (a factory or spec)."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer (3 for RGB, 1 for grey), got {in_channels!r}")
+    make = activation_factory(act)
+    if name.startswith(TORCHVISION_PREFIX):
+        return torchvision_classifier(name[len(TORCHVISION_PREFIX):], num_classes, make, in_channels, **options)
+    if name not in _BACKBONES:
+        close = difflib.get_close_matches(name, _BACKBONES, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"unknown backbone {name!r}.{hint} Known backbones: {', '.join(available_backbones())}, or any torchvision "
+            f"classifier as '{TORCHVISION_PREFIX}<name>' (e.g. '{TORCHVISION_PREFIX}resnet18')."
+        )
+    try:
+        return _BACKBONES[name](num_classes, make, in_channels=in_channels, **options)
+    except TypeError as err:
+        raise TypeError(f"backbone {name!r} does not take options {sorted(options)}: {err}") from err
