@@ -1,0 +1,229 @@
+"""AlphaScheduler: schedule values against hand-computed numbers, groups, logging, exact resume, YAML, errors."""
+
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.demos.boring_classes import BoringModel
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from helu_lightning.activations import HeLU
+from helu_lightning.callbacks import AlphaScheduler, make_schedule
+from helu_lightning.cli import cli
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+BORING = ["--model", "lightning.pytorch.demos.boring_classes.BoringModel",
+          "--data", "lightning.pytorch.demos.boring_classes.BoringDataModule"]
+
+
+def halving(t: int, total: int, start: float = 0.2) -> float:
+    """A user schedule for the 'callable' tests: start / 2**t."""
+    return start / 2**t
+
+
+class TinyNet(pl.LightningModule):
+    def __init__(self, act: type[nn.Module] = HeLU) -> None:
+        super().__init__()
+        self.model = nn.Sequential(nn.Linear(4, 8), act(), nn.Linear(8, 8), act(), nn.Linear(8, 2))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.model(x), y)
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        data = TensorDataset(torch.randn(32, 4, generator=g), torch.randint(0, 2, (32,), generator=g))
+        return DataLoader(data, batch_size=4)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class Recorder(pl.Callback):
+    """Records (global_step, alpha of each HeLU) at every batch, after the scheduler has run."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.trace: list[tuple[int, tuple[float, ...]]] = []
+        self.stop_at = stop_at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        alphas = tuple(float(m.alpha) for m in pl_module.modules() if isinstance(m, HeLU))
+        self.trace.append((trainer.global_step, alphas))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.stop_at:
+            trainer.should_stop = True
+
+
+def _trainer(tmp_path, callbacks, **kwargs) -> pl.Trainer:
+    options = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    options.update(kwargs)
+    return pl.Trainer(callbacks=callbacks, **options)
+
+
+@pytest.mark.parametrize(
+    ("spec", "t", "total", "expected"),
+    [
+        ({"name": "constant", "value": 0.03}, 7, 10, 0.03),
+        ({"name": "linear", "start": 0.1, "end": 0.01}, 5, 10, 0.055),
+        ({"name": "linear", "start": 0.1, "end": 0.01}, 25, 10, 0.01),
+        ({"name": "cosine", "start": 0.1, "end": 0.01}, 0, 8, 0.1),
+        ({"name": "cosine", "start": 0.1, "end": 0.01}, 2, 8, 0.01 + 0.09 * (1 + math.cos(math.pi / 4)) / 2),
+        ({"name": "cosine", "start": 0.1, "end": 0.01}, 8, 8, 0.01),
+        ({"name": "exponential", "start": 0.1, "gamma": 0.5, "end": 0.02}, 1, 0, 0.05),
+        ({"name": "exponential", "start": 0.1, "gamma": 0.5, "end": 0.02}, 2, 0, 0.025),
+        ({"name": "exponential", "start": 0.1, "gamma": 0.5, "end": 0.02}, 3, 0, 0.02),
+        ({"name": "step", "values": [0.1, 0.05, 0.01], "milestones": [3, 6]}, 2, 0, 0.1),
+        ({"name": "step", "values": [0.1, 0.05, 0.01], "milestones": [3, 6]}, 3, 0, 0.05),
+        ({"name": "step", "values": [0.1, 0.05, 0.01], "milestones": [3, 6]}, 9, 0, 0.01),
+        ({"name": "warmup", "start": 0.01, "peak": 0.1, "end": 0.02, "warmup": 4, "decay": "linear"}, 2, 12, 0.055),
+        ({"name": "warmup", "start": 0.01, "peak": 0.1, "end": 0.02, "warmup": 4, "decay": "linear"}, 8, 12, 0.06),
+        ({"name": "warmup", "start": 0.01, "peak": 0.1, "end": 0.02, "warmup": 4}, 8, 12, 0.06),
+        ({"name": "warmup", "start": 0.01, "peak": 0.1, "end": 0.02, "warmup": 4}, 12, 12, 0.02),
+        ({"name": "callable", "fn": f"{__name__}.halving", "kwargs": {"start": 0.4}}, 3, 0, 0.05),
+        (halving, 2, 0, 0.05),
+    ],
+)
+def test_schedule_values(spec, t, total, expected):
+    assert make_schedule(spec)(t, total) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"name": "cosin", "start": 0.1, "end": 0.01}, "Did you mean 'cosine'"),
+        ({"name": "nope"}, "constant, linear, cosine, exponential, step, warmup, callable"),
+        ({"name": "linear", "start": -0.1, "end": 0.01}, "start must be a positive finite number, got -0.1"),
+        ({"name": "linear", "start": 0.1, "end": 0.0}, "end must be a positive finite number, got 0.0"),
+        ({"name": "constant", "value": float("nan")}, "value must be a positive finite number, got nan"),
+        ({"name": "cosine", "start": float("inf"), "end": 0.01}, "got inf"),
+        ({"name": "step", "values": [0.1], "milestones": [3]}, "one more value than milestones"),
+        ({"name": "step", "values": [0.1, 0.2, 0.3], "milestones": [5, 3]}, "strictly increasing"),
+        ({"name": "linear", "start": 0.1, "end": 0.01, "total": 0}, "total must be an integer >= 1"),
+        ({"name": "linear", "start": 0.1, "stop": 0.01}, "got parameters ['start', 'stop']"),
+        ({"name": "callable", "fn": "no_such_module_xyz.f"}, "cannot import fn 'no_such_module_xyz.f'"),
+        ({"start": 0.1}, "mapping with a 'name' key"),
+    ],
+)
+def test_bad_schedules_are_rejected(spec, message):
+    with pytest.raises(ValueError, match=None) as err:
+        make_schedule(spec)
+    assert message in str(err.value)
+
+
+def test_bad_scheduler_settings():
+    with pytest.raises(ValueError, match="interval must be 'step' or 'epoch'"):
+        AlphaScheduler({"name": "constant", "value": 0.1}, interval="batch")
+    with pytest.raises(ValueError, match="needs a schedule"):
+        AlphaScheduler()
+    with pytest.raises(ValueError, match="not a valid regex"):
+        AlphaScheduler(groups=[{"pattern": "(", "schedule": {"name": "constant", "value": 0.1}}], match="regex")
+
+
+def test_pattern_matching_no_module_names_pattern_and_modules():
+    scheduler = AlphaScheduler(groups=[{"pattern": "*layer9*", "schedule": {"name": "constant", "value": 0.1}}])
+    with pytest.raises(ValueError) as err:
+        scheduler.setup(None, TinyNet(), "fit")
+    assert "'*layer9*'" in str(err.value) and "model.1, model.3" in str(err.value)
+
+
+def test_model_without_helu_is_rejected():
+    with pytest.raises(ValueError, match="found no HeLU module in TinyNet"):
+        AlphaScheduler({"name": "constant", "value": 0.1}).setup(None, TinyNet(nn.ReLU), "fit")
+
+
+def test_schedule_returning_bad_alpha_fails_with_context(tmp_path):
+    scheduler = AlphaScheduler(lambda t, total: 0.1 - 0.05 * t)
+    with pytest.raises(ValueError, match=r"gave alpha=-?0\.0.* at step 2"):
+        _trainer(tmp_path, [scheduler], max_steps=4).fit(TinyNet())
+
+
+def test_per_step_groups_follow_their_schedules_and_log(tmp_path):
+    scheduler = AlphaScheduler(
+        schedule={"name": "linear", "start": 0.1, "end": 0.02},
+        groups=[{"pattern": r"\.1$", "schedule": {"name": "step", "values": [0.3, 0.2], "milestones": [3]},
+                 "name": "first"}],
+        match="regex",
+    )
+    recorder = Recorder()
+    trainer = _trainer(tmp_path, [scheduler, recorder], max_steps=8, log_every_n_steps=1)
+    trainer.fit(TinyNet())
+    assert [t for t, _ in recorder.trace] == list(range(8))
+    for t, (first, second) in recorder.trace:
+        assert first == pytest.approx(0.3 if t < 3 else 0.2)
+        assert second == pytest.approx(0.1 + (0.02 - 0.1) * t / 8, rel=1e-6)
+    assert float(trainer.callback_metrics["alpha/first"]) == pytest.approx(0.2)
+    assert float(trainer.callback_metrics["alpha/default"]) == pytest.approx(0.1 - 0.08 * 7 / 8, rel=1e-6)
+
+
+def test_per_epoch_interval(tmp_path):
+    scheduler = AlphaScheduler({"name": "exponential", "start": 0.1, "gamma": 0.5}, interval="epoch")
+    recorder = Recorder()
+    trainer = _trainer(tmp_path, [scheduler, recorder], max_epochs=3, limit_train_batches=2)
+    trainer.fit(TinyNet())
+    assert [a[0] for _, a in recorder.trace] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    assert float(trainer.callback_metrics["alpha"]) == pytest.approx(0.025)
+
+
+def test_resume_continues_the_schedule_exactly(tmp_path):
+    spec = {"name": "cosine", "start": 0.1, "end": 0.01}
+    full = Recorder()
+    pl.seed_everything(0)
+    _trainer(tmp_path / "full", [AlphaScheduler(spec), full], max_steps=12).fit(TinyNet())
+
+    first = Recorder(stop_at=5)
+    pl.seed_everything(0)
+    trainer = _trainer(tmp_path / "part", [AlphaScheduler(spec), first], max_steps=12)
+    trainer.fit(TinyNet())
+    ckpt = tmp_path / "stopped.ckpt"
+    trainer.save_checkpoint(ckpt)
+    state = torch.load(ckpt, weights_only=True)["callbacks"]
+    assert [s["totals"] for s in state.values() if "totals" in s] == [{"default": 12}]
+
+    second = Recorder()
+    _trainer(tmp_path / "part", [AlphaScheduler(spec), second], max_steps=12).fit(TinyNet(), ckpt_path=ckpt)
+    assert [t for t, _ in first.trace] == [0, 1, 2, 3, 4]
+    assert first.trace + second.trace == full.trace
+
+    # A resumed run that trains longer keeps the schedule length it started with: alpha stays at the end value.
+    longer = Recorder()
+    _trainer(tmp_path / "part", [AlphaScheduler(spec), longer], max_steps=16).fit(TinyNet(), ckpt_path=ckpt)
+    assert longer.trace[:7] == full.trace[5:]
+    assert [a for _, a in longer.trace[7:]] == [(pytest.approx(0.01),) * 2] * 4
+
+
+def test_resume_with_other_groups_is_rejected():
+    scheduler = AlphaScheduler({"name": "constant", "value": 0.1})
+    with pytest.raises(ValueError, match="resume with the same scheduler settings"):
+        scheduler.load_state_dict({"interval": "step", "totals": {"other": 5}})
+
+
+def test_yaml_callbacks_parse_through_the_cli(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "trainer:\n"
+        "  callbacks:\n"
+        "    - class_path: helu_lightning.callbacks.AlphaScheduler\n"
+        "      init_args:\n"
+        "        schedule: {name: warmup, start: 0.01, peak: 0.1, end: 0.02, warmup: 100}\n"
+        "        groups:\n"
+        "          - {pattern: '*layer1.*', schedule: {name: constant, value: 0.05}}\n"
+        "        interval: epoch\n"
+    )
+    parsed = cli(["--config", str(config), *BORING, f"--trainer.default_root_dir={tmp_path}"], run=False)
+    (scheduler,) = [c for c in parsed.trainer.callbacks if isinstance(c, AlphaScheduler)]
+    assert scheduler.interval == "epoch"
+    assert [g.name for g in scheduler.groups] == ["*layer1.*", "default"]
+    assert scheduler.groups[1].schedule(50, 1000) == pytest.approx(0.055)
+    assert isinstance(parsed.model, BoringModel)
+
+
+def test_example_config_parses():
+    parsed = cli(["--config", str(CONFIGS / "callbacks_example.yaml"), *BORING], run=False)
+    kinds = {type(c).__name__ for c in parsed.trainer.callbacks}
+    assert {"AlphaScheduler", "ActivationMonitor"} <= kinds
