@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -124,13 +124,21 @@ class ActivationStats:
 
         return hook
 
-    def summary(self, reduce=lambda t: t) -> dict[str, float]:
-        """Statistics per site (``name`` or ``name#k``) and pooled, after summing counts with ``reduce``."""
+    def _keys(self) -> list[tuple[str, int]]:
+        order = {name: i for i, name in enumerate(self.modules)}
+        return sorted(self.sites, key=lambda k: (order[k[0]], k[1]))
+
+    def flat(self) -> Tensor:
+        """All counts in one tensor (sites in model order), so one all-reduce sums them across ranks."""
+        return torch.cat([self.sites[k].flat() for k in self._keys()])
+
+    def summary(self, reduce: Callable[[Tensor], Tensor] = lambda t: t) -> dict[str, float]:
+        """Statistics per site (``name``, or ``name#k`` for a module called more than once) and pooled over all
+        sites (keys without a site), computed after summing the counts with ``reduce`` (e.g. across ranks)."""
         if not self.sites:
             return {}
-        keys = sorted(self.sites, key=lambda k: (list(self.modules).index(k[0]), k[1]))
-        flat = torch.cat([self.sites[k].flat() for k in keys])
-        flat = reduce(flat).double().cpu()
+        keys = self._keys()
+        flat = reduce(self.flat()).double().cpu()
         reused = {name for name, call in keys if call > 0}
         out: dict[str, float] = {}
         pooled = torch.zeros(6, dtype=torch.float64)  # dead units, units, band, elements, sum, sum of squares
@@ -139,10 +147,10 @@ class ActivationStats:
             units = self.sites[(name, call)].alive.numel()
             alive, sums = flat[offset:offset + units], flat[offset + units:offset + units + 4]
             offset += units + 4
-            dead = float((alive == 0).sum())
+            row = torch.cat([torch.tensor([float((alive == 0).sum()), units], dtype=torch.float64), sums])
             site = f"{name}#{call}" if name in reused else name
-            out.update({f"{stat}/{site}": v for stat, v in zip(STATS, _stats(dead, units, *sums.tolist()))})
-            pooled += torch.tensor([dead, units, *sums.tolist()], dtype=torch.float64)
+            out.update({f"{stat}/{site}": v for stat, v in zip(STATS, _stats(*row.tolist()))})
+            pooled += row
         out.update(dict(zip(STATS, _stats(*pooled.tolist()))))
         return out
 
