@@ -1,0 +1,128 @@
+"""What the image DataModules share: loader settings, a seeded train/validation split, per-split transforms."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["ImageDataModule", "TransformedSubset", "seeded_split"]
+
+
+def seeded_split(n: int, holdout_fractions: Sequence[float], seed: int) -> list[Tensor]:
+    """Shuffle ``range(n)`` with ``seed`` and cut it into ``[rest, *holdouts]``, holdout ``i`` taking
+    ``round(n * holdout_fractions[i])`` indices (at least one when its fraction is above zero)."""
+    sizes = [max(1, round(n * f)) if f > 0 else 0 for f in holdout_fractions]
+    if sum(sizes) >= n:
+        raise ValueError(
+            f"holdout fractions {list(holdout_fractions)} of {n} examples leave nothing to train on; "
+            "use smaller fractions (e.g. val_fraction: 0.1)"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    parts, start = [], 0
+    for size in sizes:
+        parts.append(order[start : start + size])
+        start += size
+    return [order[start:], *parts]
+
+
+class TransformedSubset(Dataset):
+    """The examples ``indices`` of ``dataset`` with ``transform`` applied to the input, so a training split
+    can be augmented while a validation split carved from the same data uses the evaluation transform."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int] | Tensor, transform: Callable | None) -> None:
+        self.dataset = dataset
+        self.indices = [int(i) for i in indices]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, target = self.dataset[self.indices[index]]
+        return (self.transform(image) if self.transform is not None else image), int(target)
+
+
+def check_fraction(name: str, value: float) -> float:
+    """Return ``value`` as a float in [0, 1), or raise ValueError naming the argument and a valid example."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a number in [0, 1) such as 0.1, got {value!r}")
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must lie in [0, 1) (a fraction of the training set, e.g. 0.1), got {value}")
+    return float(value)
+
+
+class ImageDataModule(LightningDataModule):
+    """Loader settings and the train/val/test(/predict) dataloaders; subclasses implement :meth:`build`.
+
+    ``persistent_workers`` only takes effect when ``num_workers > 0`` (PyTorch refuses it otherwise), so a
+    config can keep it on while ``--data.init_args.num_workers 0`` is used for debugging.
+    """
+
+    num_classes: int
+    in_channels: int
+    image_size: int
+
+    def __init__(
+        self,
+        batch_size: int,
+        num_workers: int,
+        pin_memory: bool,
+        persistent_workers: bool,
+        val_fraction: float,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer such as 128, got {batch_size!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an integer >= 0 (0 loads in the main process), got {num_workers!r}")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self.val_fraction = check_fraction("val_fraction", val_fraction)
+        self.seed = int(seed)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def build(self) -> tuple[Dataset, Dataset | None, Dataset]:
+        """Return the (train, validation or None, test) data sets, transforms applied."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set, self.val_set, self.test_set = self.build()
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before its dataloaders are requested")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """The seeded validation split; an empty list (Lightning then skips validation) when val_fraction is 0."""
+        if self.val_fraction == 0:
+            return []
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

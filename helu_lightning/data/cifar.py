@@ -1,0 +1,142 @@
+"""CIFAR-10 and CIFAR-100 from the official python-pickle folders, read by torchvision's CIFAR classes.
+
+    data_dir/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}
+    data_dir/cifar-100-python/{train, test, meta}          (fine labels: 100 classes)
+
+Training images get the paper's pad-4 random crop and horizontal flip; the validation split (seeded, carved
+from the training set) and the official test batch get only the per-channel normalisation.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from torchvision import datasets
+from torchvision.datasets.utils import download_and_extract_archive
+from torchvision.transforms import v2
+
+from helu_lightning.data.base import ImageDataModule, TransformedSubset, seeded_split
+
+__all__ = ["CIFAR100DataModule", "CIFAR10DataModule", "cifar_transforms"]
+
+# Per-channel mean and standard deviation of the training images, pixel values in [0, 1].
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+
+def cifar_transforms(mean: tuple[float, ...], std: tuple[float, ...], augment: bool) -> v2.Compose:
+    """PIL image -> normalised float tensor; with ``augment``, pad-4 random 32x32 crop and horizontal flip first."""
+    steps = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()] if augment else []
+    return v2.Compose([*steps, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+
+def _unchecked(cls: type[datasets.CIFAR10]) -> type[datasets.CIFAR10]:
+    """``cls`` with its md5 checks dropped: presence is checked (with a clear message) before loading, and
+    unreadable files fail in the pickle reader, so re-encoded or fixture copies of the batches also load."""
+    return type(
+        cls.__name__,
+        (cls,),
+        {
+            "train_list": [[name, None] for name, _ in cls.train_list],
+            "test_list": [[name, None] for name, _ in cls.test_list],
+            "meta": {**cls.meta, "md5": None},
+        },
+    )
+
+
+class CIFAR10DataModule(ImageDataModule):
+    """CIFAR-10: 50,000 training images (minus the validation split) and the 10,000-image test batch.
+
+    ``data_dir`` is the folder that holds ``cifar-10-batches-py/`` (or that folder itself); ``download: true``
+    fetches the official archive into it when files are missing.
+    """
+
+    title = "CIFAR-10"
+    dataset_class = _unchecked(datasets.CIFAR10)
+    num_classes = 10
+    in_channels = 3
+    image_size = 32
+    mean, std = CIFAR10_MEAN, CIFAR10_STD
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        download: bool = False,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        augment: bool = True,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, val_fraction, seed)
+        self.save_hyperparameters()
+        root = Path(data_dir).expanduser()
+        self.root = root.parent if root.name == self.dataset_class.base_folder else root
+        self.download = bool(download)
+        self.augment = bool(augment)
+
+    @property
+    def folder(self) -> Path:
+        return self.root / self.dataset_class.base_folder
+
+    def expected_files(self) -> list[str]:
+        cls = self.dataset_class
+        return [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+
+    def missing_files(self) -> list[str]:
+        return [name for name in self.expected_files() if not (self.folder / name).is_file()]
+
+    def check_files(self) -> None:
+        """Raise FileNotFoundError naming the missing files, where they belong, and how to get them."""
+        missing = self.missing_files()
+        if not missing:
+            return
+        cls = self.dataset_class
+        found = "does not exist" if not self.folder.is_dir() else f"lacks {', '.join(missing)}"
+        raise FileNotFoundError(
+            f"{self.title} not found: {self.folder} {found}. Expected the official python version there: "
+            f"{', '.join(self.expected_files())}. Fix: set download: true (needs a network), or fetch {cls.url} "
+            f"by hand and unpack it with `tar -xzf {cls.filename} -C {self.root}`, or point data_dir at the "
+            f"folder that contains {cls.base_folder}/."
+        )
+
+    def prepare_data(self) -> None:
+        if self.download and self.missing_files():
+            cls = self.dataset_class
+            download_and_extract_archive(cls.url, str(self.root), filename=cls.filename, md5=cls.tgz_md5)
+        self.check_files()
+
+    def _load(self, train: bool) -> datasets.CIFAR10:
+        try:
+            return self.dataset_class(str(self.root), train=train)
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as error:
+            raise RuntimeError(
+                f"{self.title} files in {self.folder} could not be read ({type(error).__name__}: {error}); they look "
+                f"truncated or corrupted: delete the folder and download {self.dataset_class.url} again"
+            ) from error
+
+    def build(self) -> tuple[Dataset, Dataset | None, Dataset]:
+        self.check_files()
+        train_data, test_data = self._load(train=True), self._load(train=False)
+        eval_transform = cifar_transforms(self.mean, self.std, augment=False)
+        train_index, val_index = seeded_split(len(train_data), [self.val_fraction], self.seed)
+        train = TransformedSubset(train_data, train_index, cifar_transforms(self.mean, self.std, self.augment))
+        val = TransformedSubset(train_data, val_index, eval_transform) if len(val_index) else None
+        test = TransformedSubset(test_data, range(len(test_data)), eval_transform)
+        return train, val, test
+
+
+class CIFAR100DataModule(CIFAR10DataModule):
+    """CIFAR-100 with its 100 fine labels: ``data_dir`` holds ``cifar-100-python/{train,test,meta}``."""
+
+    title = "CIFAR-100"
+    dataset_class = _unchecked(datasets.CIFAR100)
+    num_classes = 100
+    mean, std = CIFAR100_MEAN, CIFAR100_STD

@@ -1,0 +1,58 @@
+"""scikit-learn's handwritten digits: 1,797 real 8x8 grey images in 10 classes, shipped inside the wheel.
+
+The quickest real vision set that needs no download: the offline default for smoke runs and benchmarks.
+Pixels (0..16) are scaled to [0, 1] and normalised with the whole set's mean and standard deviation; the
+train/validation/test split is seeded. There is no augmentation at 8x8.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from helu_lightning.data.base import ImageDataModule, check_fraction, seeded_split
+
+__all__ = ["DigitsDataModule", "load_digit_tensors"]
+
+# Mean and standard deviation of all 1,797 images after scaling to [0, 1].
+DIGITS_MEAN = 0.3053
+DIGITS_STD = 0.3760
+
+
+def load_digit_tensors() -> tuple[torch.Tensor, torch.Tensor]:
+    """All digits as normalised float images ``(1797, 1, 8, 8)`` and int64 labels ``(1797,)``."""
+    from sklearn.datasets import load_digits  # optional dependency: the `offline` extra
+
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    return (images - DIGITS_MEAN) / DIGITS_STD, torch.as_tensor(digits.target, dtype=torch.int64)
+
+
+class DigitsDataModule(ImageDataModule):
+    """8x8 digits split ``1 - val_fraction - test_fraction`` / ``val_fraction`` / ``test_fraction`` by ``seed``."""
+
+    num_classes = 10
+    in_channels = 1
+    image_size = 8
+
+    def __init__(
+        self,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        seed: int = 0,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, val_fraction, seed)
+        self.save_hyperparameters()
+        self.test_fraction = check_fraction("test_fraction", test_fraction)
+        if self.test_fraction == 0:
+            raise ValueError("test_fraction must be above 0 (the test split is held out from the 1,797 digits), got 0")
+
+    def build(self) -> tuple[Dataset, Dataset | None, Dataset]:
+        images, labels = load_digit_tensors()
+        train, val, test = seeded_split(len(labels), [self.val_fraction, self.test_fraction], self.seed)
+        val_set = TensorDataset(images[val], labels[val]) if len(val) else None
+        return TensorDataset(images[train], labels[train]), val_set, TensorDataset(images[test], labels[test])

@@ -1,0 +1,157 @@
+"""Fashion-MNIST (70,000 28x28 grey images of clothing, 10 classes) from its IDX files.
+
+The four files are looked up, plain or ``.gz``, in ``data_dir/FashionMNIST/raw/`` (torchvision's download
+layout) and then ``data_dir/`` itself; with no ``data_dir``, in the Debian package ``dataset-fashion-mnist``
+(``/usr/share/datasets/fashion-mnist``). They are parsed by torchvision's own IDX reader.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import datasets
+from torchvision.datasets.mnist import read_image_file, read_label_file
+from torchvision.transforms import v2
+
+from helu_lightning.data.base import ImageDataModule, TransformedSubset, seeded_split
+
+__all__ = ["FashionMNISTDataModule", "read_idx"]
+
+DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+# Mean and standard deviation of the training pixels, in [0, 1].
+FASHION_MNIST_MEAN = (0.2860,)
+FASHION_MNIST_STD = (0.3530,)
+
+
+def read_idx(path: Path, reader: Callable[[str], Tensor]) -> Tensor:
+    """Read one IDX file with torchvision's ``reader``, decompressing a ``.gz`` file into a temporary copy
+    first (the reader takes a plain file path)."""
+    if path.suffix != ".gz":
+        return reader(str(path))
+    with tempfile.TemporaryDirectory(prefix="helu-idx-") as tmp:
+        plain = Path(tmp) / path.stem
+        with gzip.open(path, "rb") as source, open(plain, "wb") as target:
+            shutil.copyfileobj(source, target)
+        return reader(str(plain))
+
+
+class _Images(Dataset):
+    """uint8 images ``(N, 1, H, W)`` and integer labels, served one (image, label) pair at a time."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+
+def fashion_mnist_transforms(augment: bool) -> v2.Compose:
+    """uint8 ``(1, 28, 28)`` tensor -> normalised float; with ``augment``, pad-2 random crop and flip first."""
+    steps = [v2.RandomCrop(28, padding=2), v2.RandomHorizontalFlip()] if augment else []
+    to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(FASHION_MNIST_MEAN, FASHION_MNIST_STD)]
+    return v2.Compose([*steps, *to_float])
+
+
+class FashionMNISTDataModule(ImageDataModule):
+    """Fashion-MNIST: 60,000 training images (minus the seeded validation split) and the 10,000 test images.
+
+    Leave ``data_dir`` unset to use ``apt-get install dataset-fashion-mnist``; ``download: true`` (with a
+    ``data_dir`` and a network) lets torchvision fetch the files into ``data_dir/FashionMNIST/raw``.
+    """
+
+    num_classes = 10
+    in_channels = 1
+    image_size = 28
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        download: bool = False,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        augment: bool = True,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, val_fraction, seed)
+        self.save_hyperparameters()
+        if download and data_dir is None:
+            raise ValueError(
+                "download: true needs a writable data_dir to download Fashion-MNIST into (e.g. data_dir: data); "
+                f"or leave download off and `apt-get install dataset-fashion-mnist` (files in {DEBIAN_DIR})"
+            )
+        self.data_dir = None if data_dir is None else Path(data_dir).expanduser()
+        self.download = bool(download)
+        self.augment = bool(augment)
+
+    def search_dirs(self) -> list[Path]:
+        if self.data_dir is None:
+            return [Path(DEBIAN_DIR)]
+        return [self.data_dir / "FashionMNIST" / "raw", self.data_dir]
+
+    def find_files(self) -> dict[str, Path | None]:
+        """Map each of the four IDX files to the first existing plain or ``.gz`` copy (None when absent)."""
+        found: dict[str, Path | None] = {}
+        for key, name in FILES.items():
+            candidates = [folder / file for folder in self.search_dirs() for file in (name, f"{name}.gz")]
+            found[key] = next((path for path in candidates if path.is_file()), None)
+        return found
+
+    def resolve_files(self) -> dict[str, Path]:
+        """The four IDX paths, or FileNotFoundError naming the missing files, where they were sought and the fix."""
+        found = self.find_files()
+        missing = [FILES[key] for key, path in found.items() if path is None]
+        if missing:
+            where = " or ".join(str(folder) for folder in self.search_dirs())
+            raise FileNotFoundError(
+                f"Fashion-MNIST not found: no {', '.join(missing)} (plain or .gz) in {where}. Fix: "
+                f"`apt-get install dataset-fashion-mnist` and leave data_dir unset (it reads {DEBIAN_DIR}), "
+                "or pass data_dir: a folder holding the four IDX files train-images-idx3-ubyte, "
+                "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, "
+                "or set download: true with a data_dir and a network."
+            )
+        return {key: path for key, path in found.items() if path is not None}
+
+    def prepare_data(self) -> None:
+        if self.download and self.data_dir is not None and any(p is None for p in self.find_files().values()):
+            datasets.FashionMNIST(str(self.data_dir), train=True, download=True)
+        self.resolve_files()
+
+    def _read_split(self, files: dict[str, Path], split: str) -> _Images:
+        images = read_idx(files[f"{split}_images"], read_image_file)
+        labels = read_idx(files[f"{split}_labels"], read_label_file)
+        if len(images) != len(labels) or tuple(images.shape[1:]) != (28, 28):
+            raise ValueError(
+                f"Fashion-MNIST {split} files disagree: {files[f'{split}_images']} holds images of shape "
+                f"{tuple(images.shape)}, {files[f'{split}_labels']} holds {len(labels)} labels; expected N 28x28 "
+                "images and N labels. Replace the files with the official ones."
+            )
+        return _Images(images.unsqueeze(1), labels)
+
+    def build(self) -> tuple[Dataset, Dataset | None, Dataset]:
+        files = self.resolve_files()
+        train_data, test_data = self._read_split(files, "train"), self._read_split(files, "test")
+        eval_transform = fashion_mnist_transforms(augment=False)
+        train_index, val_index = seeded_split(len(train_data), [self.val_fraction], self.seed)
+        train = TransformedSubset(train_data, train_index, fashion_mnist_transforms(self.augment))
+        val = TransformedSubset(train_data, val_index, eval_transform) if len(val_index) else None
+        test = TransformedSubset(test_data, range(len(test_data)), eval_transform)
+        return train, val, test

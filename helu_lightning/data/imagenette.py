@@ -1,0 +1,112 @@
+"""Imagenette (10 easy ImageNet classes) from its ImageFolder layout, read by torchvision's ImageFolder.
+
+    data_dir/train/<wnid>/*.JPEG     training images; the validation split is carved from these (seeded)
+    data_dir/val/<wnid>/*.JPEG       the official validation folder, served as the test set
+
+Training images get a random-resized crop and horizontal flip; evaluation resizes to
+``image_size / crop_fraction`` and takes the centre crop. Both use the ImageNet normalisation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from helu_lightning.data.base import ImageDataModule, TransformedSubset, seeded_split
+
+__all__ = ["ImagenetteDataModule", "imagenet_transforms"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
+
+
+def imagenet_transforms(image_size: int, crop_fraction: float, augment: bool) -> v2.Compose:
+    """PIL image -> normalised ``image_size`` square tensor: random-resized crop and flip when ``augment``,
+    otherwise resize the short side to ``image_size / crop_fraction`` and centre-crop."""
+    if augment:
+        steps = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
+    else:
+        steps = [v2.Resize(round(image_size / crop_fraction), antialias=True), v2.CenterCrop(image_size)]
+    to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return v2.Compose([*steps, *to_tensor])
+
+
+class ImagenetteDataModule(ImageDataModule):
+    """Imagenette (or any ImageFolder with ``train/`` and ``val/``): ``data_dir`` is e.g. ``data/imagenette2-160``.
+
+    ``image_size`` defaults to 160, the short side of the 160 px release (the paper does not state its
+    resolution); ``num_classes`` is the number of class folders under ``train/``.
+    """
+
+    in_channels = 3
+
+    def __init__(
+        self,
+        data_dir: str = "data/imagenette2-160",
+        image_size: int = 160,
+        crop_fraction: float = 0.875,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        augment: bool = True,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, val_fraction, seed)
+        self.save_hyperparameters()
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+            raise ValueError(f"image_size must be an integer >= 8 (side of the square crop, e.g. 160), got {image_size!r}")
+        if isinstance(crop_fraction, bool) or not isinstance(crop_fraction, (int, float)) or not 0 < crop_fraction <= 1:
+            raise ValueError(f"crop_fraction must lie in (0, 1] (0.875 is the usual), got {crop_fraction!r}")
+        self.root = Path(data_dir).expanduser()
+        self.image_size = image_size
+        self.crop_fraction = float(crop_fraction)
+        self.augment = bool(augment)
+
+    def check_folders(self) -> None:
+        """Raise FileNotFoundError naming the missing ``train/`` / ``val/`` folder and how to get Imagenette."""
+        missing = [f"{name}/" for name in ("train", "val") if not (self.root / name).is_dir()]
+        if missing:
+            raise FileNotFoundError(
+                f"Imagenette not found: {self.root} lacks {' and '.join(missing)}. Expected "
+                f"{self.root}/train/<class>/*.JPEG and {self.root}/val/<class>/*.JPEG. Fix: download {IMAGENETTE_URL}, "
+                f"unpack it with `tar -xzf imagenette2-160.tgz -C data`, and set data_dir to data/imagenette2-160 "
+                "(any folder with that layout works)."
+            )
+
+    @property
+    def classes(self) -> list[str]:
+        self.check_folders()
+        return datasets.folder.find_classes(str(self.root / "train"))[0]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def prepare_data(self) -> None:
+        self.check_folders()
+
+    def build(self) -> tuple[Dataset, Dataset | None, Dataset]:
+        self.check_folders()
+        train_data = datasets.ImageFolder(str(self.root / "train"))
+        test_data = datasets.ImageFolder(str(self.root / "val"))
+        if test_data.classes != train_data.classes:
+            only_train = sorted(set(train_data.classes) - set(test_data.classes))
+            only_val = sorted(set(test_data.classes) - set(train_data.classes))
+            raise ValueError(
+                f"{self.root}/train and {self.root}/val must hold the same class folders; only in train: "
+                f"{only_train}, only in val: {only_val}. Add or remove folders so both match."
+            )
+        eval_transform = imagenet_transforms(self.image_size, self.crop_fraction, augment=False)
+        train_transform = imagenet_transforms(self.image_size, self.crop_fraction, self.augment)
+        train_index, val_index = seeded_split(len(train_data), [self.val_fraction], self.seed)
+        train = TransformedSubset(train_data, train_index, train_transform)
+        val = TransformedSubset(train_data, val_index, eval_transform) if len(val_index) else None
+        test = TransformedSubset(test_data, range(len(test_data)), eval_transform)
+        return train, val, test
