@@ -61,7 +61,7 @@ class ImagenetteDataModule(ImageDataModule):
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers, val_fraction, seed)
         self.save_hyperparameters()
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-            raise ValueError(f"image_size must be an integer >= 8 (the square crop's side, e.g. 160), got {image_size!r}")
+            raise ValueError(f"image_size must be an integer >= 8 (square crop side, e.g. 160), got {image_size!r}")
         if isinstance(crop_fraction, bool) or not isinstance(crop_fraction, (int, float)) or not 0 < crop_fraction <= 1:
             raise ValueError(f"crop_fraction must lie in (0, 1] (usually 0.875), got {crop_fraction!r}")
         self.root = Path(data_dir).expanduser()
