@@ -14,3 +14,8 @@ __all__ = [
     "ImageDataModule",
     "ImagenetteDataModule",
 ]
+
+from helu_lightning.data.glue import GlueDataModule  # noqa: E402
+from helu_lightning.data.text import TextClassificationDataModule  # noqa: E402
+
+__all__ += ["GlueDataModule", "TextClassificationDataModule"]

