@@ -1,0 +1,189 @@
+"""Fault tolerance of ``helu-train fit``: a real SIGKILL mid-epoch, resumed with ``--ckpt_path last``, ends with the
+same weights and metrics as an uninterrupted run; SIGTERM saves a checkpoint before exit; checkpoints holding
+pickled objects are refused unless the caller opts in.
+
+The fits run configs/offline.yaml (8x8 digits) as subprocesses, three at a time, each 3 epochs of 4 batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helu_lightning.cli import cli
+from helu_lightning.tasks.vision import VisionClassifier
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 300
+PAUSE_STEP = 6  # epoch 1 of 0..2, after 2 of its 4 batches: mid-epoch, after the end-of-epoch-0 checkpoint
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _fit_args(run_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "helu_lightning.cli", "fit", "--config", "configs/offline.yaml",
+        "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2",
+        "--trainer.deterministic", "true", "--trainer.num_sanity_val_steps", "0",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--trainer.default_root_dir", str(run_dir), "--test_after_fit", "false",
+        # An end-of-epoch checkpoint with a fixed directory, so `--ckpt_path last` finds it in a new process.
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.dirpath", str(run_dir / "ckpt"), "--trainer.callbacks.save_last", "true",
+        "--trainer.callbacks+=helu_lightning.resume.RNGState",
+        "--trainer.callbacks+=scale_probes.RankDump", "--trainer.callbacks.out_dir", str(run_dir),
+        *extra,
+    ]
+
+
+def _pause(run_dir: Path) -> list[str]:
+    return ["--trainer.callbacks+=scale_probes.PauseAtStep", "--trainer.callbacks.step", str(PAUSE_STEP),
+            "--trainer.callbacks.marker", str(run_dir / "paused.json")]
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def _finish(proc: subprocess.Popen, log: Path) -> int:
+    try:
+        return proc.wait(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"helu-train did not finish in {TIMEOUT}s; log:\n{log.read_text()[-3000:]}")
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the fit never reached step {PAUSE_STEP}; log:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def _dump(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run-rank0.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Uninterrupted, SIGKILLed and SIGTERMed fits side by side, then both interrupted ones resumed."""
+    base = tmp_path_factory.mktemp("fault")
+    ref, killed, termed = base / "ref", base / "killed", base / "termed"
+    for d in (ref, killed, termed):
+        d.mkdir()
+    on_exception = ["--trainer.callbacks+=lightning.pytorch.callbacks.OnExceptionCheckpoint",
+                    "--trainer.callbacks.dirpath", str(termed / "ckpt")]
+    procs = {
+        "ref": _start(_fit_args(ref), ref / "fit.log"),
+        "killed": _start(_fit_args(killed, *_pause(killed)), killed / "fit.log"),
+        "termed": _start(_fit_args(termed, *on_exception, *_pause(termed)), termed / "fit.log"),
+    }
+    out: dict = {"dirs": {"ref": ref, "killed": killed, "termed": termed}}
+    _wait_for(killed / "paused.json", procs["killed"], killed / "fit.log")
+    out["ckpts_at_kill"] = sorted(p.name for p in (killed / "ckpt").iterdir())
+    procs["killed"].send_signal(signal.SIGKILL)
+    _wait_for(termed / "paused.json", procs["termed"], termed / "fit.log")
+    procs["termed"].send_signal(signal.SIGTERM)
+    out["rc"] = {name: _finish(proc, base / name / "fit.log") for name, proc in procs.items()}
+    out["ckpts_after_term"] = sorted(p.name for p in (termed / "ckpt").iterdir())
+    if (termed / "ckpt" / "on_exception.ckpt").exists():
+        out["on_exception"] = torch.load(termed / "ckpt" / "on_exception.ckpt", weights_only=True)
+    resumed = {name: _start(_fit_args(out["dirs"][name], *extra, "--ckpt_path", "last"), base / name / "resume.log")
+               for name, extra in (("killed", []), ("termed", on_exception))}
+    out["resume_rc"] = {name: _finish(proc, base / name / "resume.log") for name, proc in resumed.items()}
+    out["ckpts_after_resume"] = sorted(p.name for p in (termed / "ckpt").iterdir())
+    return out
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(runs: dict) -> None:
+    assert runs["rc"]["ref"] == 0 and runs["resume_rc"]["killed"] == 0
+    assert runs["rc"]["killed"] == -signal.SIGKILL
+    assert "last.ckpt" in runs["ckpts_at_kill"]
+    ref, resumed = _dump(runs["dirs"]["ref"]), _dump(runs["dirs"]["killed"])
+    # The resumed process trained only epochs 1 and 2 (8 batches), from the end-of-epoch-0 checkpoint ...
+    assert len(resumed["alphas"]) == 8 and len(ref["alphas"]) == 12
+    assert resumed["global_step"] == ref["global_step"] == 12
+    # ... and still ends bit for bit where the uninterrupted run ends.
+    assert resumed["weights"] == ref["weights"]
+    assert resumed["metrics"] == ref["metrics"]
+    assert {"val/acc", "val/loss", "train/loss"} <= set(ref["metrics"])
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_resume_continues_mid_epoch(runs: dict) -> None:
+    # Lightning turns SIGTERM into SIGTERMException at the next batch; OnExceptionCheckpoint saves before exit.
+    assert runs["rc"]["termed"] == 0, "Lightning exits with SystemExit() after a SIGTERM"
+    assert "on_exception.ckpt" in runs["ckpts_after_term"]
+    saved = runs["on_exception"]
+    assert saved["global_step"] == PAUSE_STEP and saved["epoch"] == 1
+    assert "RNGState" in saved["callbacks"]
+    assert saved["hyper_parameters"]["activation"] == {"name": "helu", "alpha": 0.05}
+    # `--ckpt_path last` picks the newer of last.ckpt (step 4) and on_exception.ckpt (step 6): 6 batches remain.
+    assert runs["resume_rc"]["termed"] == 0
+    resumed = _dump(runs["dirs"]["termed"])
+    assert resumed["global_step"] == 12 and len(resumed["alphas"]) == 12 - PAUSE_STEP
+    # A finished fit removes its on-exception checkpoint, so a later `last` cannot pick a stale one.
+    assert "on_exception.ckpt" not in runs["ckpts_after_resume"]
+
+
+class _Payload:
+    """Unpickling this creates ``path``: stands in for arbitrary code run by a hostile checkpoint."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _hostile_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
+    model = VisionClassifier(backbone="small_cnn", in_channels=1, image_size=8)
+    marker = tmp_path / "payload-ran"
+    ckpt = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "pytorch-lightning_version": "2.6.6",
+        "payload": _Payload(marker),
+    }
+    path = tmp_path / "hostile.ckpt"
+    torch.save(ckpt, path)
+    return path, marker
+
+
+def test_checkpoint_with_pickled_code_is_refused_by_default(tmp_path: Path) -> None:
+    path, marker = _hostile_checkpoint(tmp_path)
+    with pytest.raises(pickle.UnpicklingError, match="weights_only"):
+        VisionClassifier.load_from_checkpoint(path)
+    with pytest.raises(pickle.UnpicklingError, match="weights_only"):
+        torch.load(path)
+    assert not marker.exists()
+    # The payload is live: an explicit opt-in (trusted files only) runs it.
+    VisionClassifier.load_from_checkpoint(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_helu_train_refuses_a_hostile_ckpt_path(tmp_path: Path) -> None:
+    path, marker = _hostile_checkpoint(tmp_path)
+    args = ["fit", "--config", str(ROOT / "configs/offline.yaml"), "--trainer.fast_dev_run", "true",
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+            "--ckpt_path", str(path)]
+    with pytest.raises(pickle.UnpicklingError, match="weights_only"):
+        cli(args)
+    assert not marker.exists()
