@@ -1,10 +1,12 @@
 """HeLU, the hysteresis activation, and the registry that builds any activation by name.
 
-HeLU's forward is ReLU, bit for bit in value. Its backward lets the gradient through wherever ``x > -alpha``
-instead of only where ``x > 0``. To remember which zeros lie in the band ``(-alpha, 0]`` without saving the
-input, the forward writes ``-0.0`` there and ``+0.0`` below the band: the output equals ``relu(x)`` in value, the
-backward reads the mask from the output's sign bits, and the saved tensor is the output itself, which the next
-layer usually saves anyway. Extra memory over ReLU: none.
+HeLU's forward is ReLU, equal in value for every input. Its backward lets the gradient through wherever
+``x > -alpha`` instead of only where ``x > 0``. To remember which zeros lie below the band without saving the
+input, the forward writes ``-0.0`` where ``x <= -alpha`` and ``+0.0`` on the band ``(-alpha, 0]``: the output
+equals ``relu(x)`` in value, the backward zeroes the gradient exactly where the output is ``-0.0``, and the
+saved tensor is the output itself, as for ReLU (the next layer usually saves it anyway). Extra memory over
+ReLU: none. On CPU both directions run as integer ``threshold`` kernels on the float bits, the kernels ReLU
+itself uses. NaN inputs give NaN outputs and pass the gradient, as ReLU does.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numbers
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import torch
@@ -34,7 +36,8 @@ __all__ = [
     "register_hf_activations",
 ]
 
-_BITS = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
+_INT_VIEW = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
+_FAST_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 
 
 def check_alpha(alpha: Any) -> float:
@@ -54,30 +57,47 @@ def check_alpha(alpha: Any) -> float:
     return value
 
 
-def _as_dtype(alpha: float, dtype: torch.dtype) -> float:
-    # The band edge is rounded to the input's dtype, exactly as `x > -alpha` compares a 0-dim tensor.
-    return float(torch.tensor(alpha, dtype=dtype)) if dtype != torch.float64 else alpha
+@lru_cache(maxsize=256)
+def _bit_codes(alpha: float, dtype: torch.dtype) -> tuple[torch.dtype, int, int, int]:
+    """Integer views of -alpha, -inf and -0.0 in ``dtype``: (int dtype, -alpha, -inf, -0.0).
+
+    Read as signed integers, negative floats sort by magnitude above -0.0 (the integer minimum), so the band
+    (-alpha, 0) is exactly the integers below the code of -alpha.
+    """
+    int_dtype = _INT_VIEW[torch.finfo(dtype).bits // 8]
+    neg_alpha = int(torch.tensor(-alpha, dtype=dtype).view(int_dtype))
+    neg_inf = int(torch.tensor(-math.inf, dtype=dtype).view(int_dtype))
+    return int_dtype, neg_alpha, neg_inf, torch.iinfo(int_dtype).min
+
+
+def _forward_eager_cpu(x: Tensor, alpha: float) -> Tensor:
+    """Two in-register integer passes: band (-alpha, 0] -> +0.0, then x <= -alpha -> -0.0; NaN kept."""
+    int_dtype, neg_alpha, neg_inf, below = _bit_codes(alpha, x.dtype)
+    if neg_alpha == below:  # alpha rounds to 0 in this dtype: no band, ReLU's gradient
+        return torch.threshold(x, 0.0, -0.0)
+    bits = torch.threshold(x.view(int_dtype), neg_alpha - 1, 0)
+    return torch.threshold_(bits, neg_inf, below).view(x.dtype)
 
 
 def _forward(x: Tensor, alpha: Tensor) -> Tensor:
-    """relu(x) with -0.0 on the band (-alpha, 0] and +0.0 below it."""
-    if x.device.type == "cpu" and not torch.compiler.is_compiling():
-        # Two fused-select kernels with a scalar edge: the fastest eager form on CPU.
-        edge = -_as_dtype(float(alpha), x.dtype)
-        y = torch.threshold(x, 0.0, -0.0)
-        return torch.ops.aten.threshold_backward.grad_input(y, x, edge, grad_input=y)
-    # Tensor edge: no host sync on accelerators, one fused kernel under torch.compile.
-    return torch.where(x > -alpha.to(x.dtype), torch.threshold(x, 0.0, -0.0), 0.0)
+    """``relu(x)`` in value, with the sign of each zero recording the band: +0.0 for -alpha < x <= 0 and
+    -0.0 for x <= -alpha (the only -0.0 the output holds)."""
+    if x.device.type == "cpu" and x.dtype in _FAST_DTYPES and not torch.compiler.is_compiling():
+        return _forward_eager_cpu(x, float(alpha))
+    # Tensor ops: no host sync on accelerators, one fused kernel under torch.compile.
+    return torch.where(x <= -alpha.to(x.dtype), -0.0, torch.threshold(x, 0.0, 0.0))
 
 
 def _backward(grad: Tensor, y: Tensor) -> Tensor:
-    """Gradient where the saved output's bits are not all zero: x > 0 or x in the band."""
-    bits = y.view(_BITS[y.element_size()])
-    if torch.compiler.is_compiling() or grad.device.type != "cpu":
-        return grad * (bits != 0)
-    # Eager CPU: compare straight into the gradient's dtype, then scale in place (no bool temporary).
-    out = torch.ne(bits, 0, out=torch.empty_like(grad))
-    return out.mul_(grad)
+    """Zero the gradient where the saved output is -0.0 (x <= -alpha); pass it everywhere else, NaN included."""
+    int_dtype = _INT_VIEW[y.element_size()]
+    below = torch.iinfo(int_dtype).min
+    bits = y.detach().view(int_dtype)
+    if torch.is_grad_enabled() or grad.device.type not in ("cpu", "cuda"):
+        # Double backward (create_graph=True) or other devices: a differentiable product.
+        return grad * (bits != below)
+    # One kernel, the same as ReLU's backward (threshold_backward), on the integer views.
+    return torch.ops.aten.threshold_backward(grad.view(int_dtype), bits, below).view(grad.dtype)
 
 
 class _HeLUFunction(torch.autograd.Function):
@@ -88,7 +108,6 @@ class _HeLUFunction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
         ctx.save_for_backward(output)
-        ctx.mark_non_differentiable()
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
@@ -97,7 +116,8 @@ class _HeLUFunction(torch.autograd.Function):
 
 
 def helu(x: Tensor, alpha: float | Tensor = 0.05) -> Tensor:
-    """Functional HeLU: ``relu(x)`` forward, gradient ``grad * (x > -alpha)`` backward."""
+    """Functional HeLU: ``relu(x)`` forward, gradient ``grad * (x > -alpha)`` backward (alpha rounded to x's
+    dtype). At NaN inputs the output is NaN and the gradient passes, exactly as ReLU's."""
     if not isinstance(alpha, Tensor):
         alpha = torch.tensor(check_alpha(alpha))
     return _HeLUFunction.apply(x, alpha)
@@ -105,7 +125,8 @@ def helu(x: Tensor, alpha: float | Tensor = 0.05) -> Tensor:
 
 class HeLU(nn.Module):
     """Hysteresis ReLU (Kimhi et al., 2024). ``alpha`` is a 0-dim buffer: saved in checkpoints and changeable
-    in place (``set_alpha``) without recompiling a ``torch.compile``-d model."""
+    in place (``set_alpha``) without recompiling a ``torch.compile``-d model. ``inplace`` applies only where no
+    gradient is recorded (serving), where HeLU is plain ReLU."""
 
     alpha: Tensor
 
@@ -120,9 +141,9 @@ class HeLU(nn.Module):
             self.alpha.fill_(check_alpha(alpha))
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.inplace and not torch.is_grad_enabled():
-            # Serving/no-grad: the forward is plain ReLU, so in place is exactly relu_.
-            return torch.relu_(x)
+        if not torch.is_grad_enabled():
+            # No backward will run, so the band bookkeeping is not needed: plain ReLU, one pass.
+            return torch.relu_(x) if self.inplace else torch.relu(x)
         return _HeLUFunction.apply(x, self.alpha)
 
     def extra_repr(self) -> str:
@@ -133,7 +154,7 @@ class HeLU(nn.Module):
 class NaiveHeLU(nn.Module):
     """The authors' reference design: saves the whole input and masks with two ``torch.where``.
 
-    Kept as the twin the fast HeLU is checked against, and as the baseline of ``benchmarks/activation.py``.
+    Its forward maps NaN to 0 (``x > 0`` is false at NaN), unlike ReLU. Kept as the twin the fast HeLU is checked against, and as the baseline of ``benchmarks/activation.py``.
     """
 
     def __init__(self, alpha: float = 0.05) -> None:
@@ -178,10 +199,14 @@ def available_activations() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
 def _lookup(name: str) -> Callable[..., nn.Module]:
     if not isinstance(name, str):
         raise TypeError(f"an activation name must be a string, got {name!r}")
-    key = name.strip().lower().replace("-", "_")
+    key = _normalise(name)
     if key not in _REGISTRY:
         close = difflib.get_close_matches(key, _REGISTRY, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -203,7 +228,9 @@ def make_activation(name: str, **kwargs: Any) -> nn.Module:
 
 def register_activation(name: str, cls: Callable[..., nn.Module], overwrite: bool = False) -> None:
     """Add ``cls`` to the registry under ``name`` (and to transformers' ``ACT2FN`` once it is loaded)."""
-    key = name.strip().lower().replace("-", "_")
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"register_activation needs a non-empty string name, got {name!r}")
+    key = _normalise(name)
     if not callable(cls):
         raise TypeError(f"register_activation({name!r}, ...) needs a class or callable returning an nn.Module")
     if key in _REGISTRY and _REGISTRY[key] is not cls and not overwrite:
@@ -247,16 +274,15 @@ class ActivationFactory:
 
     def __init__(self, name: str, **kwargs: Any) -> None:
         _lookup(name)
-        if "alpha" in kwargs:
-            check_alpha(kwargs["alpha"])
-        self.name = name
+        self.name = _normalise(name)
         self.kwargs = kwargs
-        make_activation(name, **kwargs)  # fail now, at configuration time, on bad kwargs
+        make_activation(name, **kwargs)  # fail now, at configuration time, on bad kwargs or alpha
 
     def __call__(self) -> nn.Module:
         return make_activation(self.name, **self.kwargs)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain ``{"name": ..., **kwargs}``, the form checkpoints and YAML configs store."""
         return {"name": self.name, **self.kwargs}
 
     def __repr__(self) -> str:
@@ -279,14 +305,19 @@ def activation_factory(spec: ActivationLike) -> Callable[[], nn.Module]:
     if isinstance(spec, Mapping):
         kwargs = dict(spec)
         if "name" not in kwargs:
-            raise ValueError(f"an activation mapping needs a 'name' key, e.g. {{name: helu, alpha: 0.05}}; got {spec!r}")
+            raise ValueError(
+                f"an activation mapping needs a 'name' key, e.g. {{'name': 'helu', 'alpha': 0.05}}; got {spec!r}"
+            )
         name = kwargs.pop("name")
         kwargs.update(kwargs.pop("options", None) or {})
-        if kwargs.get("alpha", 0) is None:
-            kwargs.pop("alpha")
+        if "alpha" in kwargs and kwargs["alpha"] is None:
+            del kwargs["alpha"]
         return ActivationFactory(name, **kwargs)
-    if isinstance(spec, type) and issubclass(spec, nn.Module):
-        return spec
+    if isinstance(spec, nn.Module):
+        raise TypeError(
+            f"got the module instance {spec!r}; pass its class ({type(spec).__name__}) or a name so that every "
+            "layer gets its own fresh module"
+        )
     if callable(spec):
         return spec
     raise TypeError(

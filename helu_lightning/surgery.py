@@ -27,16 +27,29 @@ def default_targets() -> tuple[type[nn.Module], ...]:
     return tuple(targets)
 
 
-def find_activations(model: nn.Module, targets: Iterable[type[nn.Module]] | None = None) -> list[str]:
-    """Dotted names of every module of the target types (each name once, even for a shared instance)."""
-    types = tuple(targets) if targets is not None else default_targets()
-    return [name for name, module in model.named_modules(remove_duplicate=False) if isinstance(module, types)]
+def _target_types(targets: type[nn.Module] | Iterable[type[nn.Module]] | None) -> tuple[type[nn.Module], ...]:
+    if targets is None:
+        return default_targets()
+    types = (targets,) if isinstance(targets, type) else tuple(targets)
+    if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
+        raise TypeError(f"targets must be nn.Module classes such as (nn.ReLU, nn.GELU), got {targets!r}")
+    return types
+
+
+def find_activations(
+    model: nn.Module, targets: type[nn.Module] | Iterable[type[nn.Module]] | None = None
+) -> list[str]:
+    """Dotted names of every submodule of the target types; an instance registered under two names is listed
+    under both. The model itself is never listed: surgery replaces children."""
+    types = _target_types(targets)
+    named = model.named_modules(remove_duplicate=False)
+    return [name for name, module in named if name and isinstance(module, types)]
 
 
 def replace_activations(
     model: nn.Module,
     factory: Callable[[], nn.Module] | str | dict,
-    targets: Iterable[type[nn.Module]] | None = None,
+    targets: type[nn.Module] | Iterable[type[nn.Module]] | None = None,
     strict: bool = True,
 ) -> list[str]:
     """Replace each activation module of the ``targets`` types by a fresh module from ``factory``.
@@ -47,7 +60,7 @@ def replace_activations(
     Raises ValueError when nothing matches, unless ``strict=False``.
     """
     make = activation_factory(factory)
-    types = tuple(targets) if targets is not None else default_targets()
+    types = _target_types(targets)
     names = find_activations(model, types)
     if not names and strict:
         present = sorted({type(m).__name__ for m in model.modules() if _looks_like_activation(m)})

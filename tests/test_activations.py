@@ -1,0 +1,369 @@
+"""HeLU op and activation registry: exact forward/backward against hand-computed references, alpha handling,
+autocast, torch.compile, saved-for-backward memory, the factory, and Hugging Face names."""
+
+import math
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from helu_lightning import activations
+from helu_lightning.activations import (
+    ActivationFactory,
+    ActivationSpec,
+    HeLU,
+    NaiveHeLU,
+    activation_factory,
+    available_activations,
+    check_alpha,
+    helu,
+    make_activation,
+    register_activation,
+    register_hf_activations,
+)
+
+DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
+INT_VIEW = {torch.float64: torch.int64, torch.float32: torch.int32, torch.bfloat16: torch.int16,
+            torch.float16: torch.int16}
+BUILTINS = ["relu", "helu", "gelu", "gelu_tanh", "silu", "elu", "leaky_relu", "identity"]
+
+
+def _edge_values(dtype: torch.dtype, alpha: float = 0.05) -> torch.Tensor:
+    """x = 0, -0.0, -alpha, the neighbours of -alpha on either side, inside the band, below it, +-1, +-inf."""
+    neg_alpha = torch.tensor(alpha).to(dtype)  # the fp32 buffer rounded to the input's dtype
+    neg_alpha = -neg_alpha
+    code = neg_alpha.view(INT_VIEW[dtype])
+    inside = (code - 1).view(dtype)  # one ulp smaller in magnitude: still in the band
+    outside = (code + 1).view(dtype)  # one ulp larger in magnitude: below the band
+    values = torch.stack([torch.tensor(v).to(dtype) for v in (0.0, -0.0, -alpha / 2, -1.0, 1.0, 1e-3, -math.inf,
+                                                                math.inf)])
+    return torch.cat([values, neg_alpha.reshape(1), inside.reshape(1), outside.reshape(1)])
+
+
+def _reference_grad(x: torch.Tensor, grad: torch.Tensor, alpha: float = 0.05) -> torch.Tensor:
+    return grad * (x > -torch.tensor(alpha).to(x.dtype))
+
+
+def _helu_grad(x: torch.Tensor, grad: torch.Tensor, alpha: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+    leaf = x.detach().requires_grad_(True)
+    y = HeLU(alpha)(leaf)
+    y.backward(grad)
+    return y.detach(), leaf.grad
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_equals_relu_on_special_and_random_values(dtype):
+    x = torch.cat([_edge_values(dtype), torch.randn(1000, dtype=dtype) * 0.1])
+    y = helu(x)
+    assert torch.equal(y, torch.relu(x))
+    assert y.dtype == dtype and y.shape == x.shape
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_keeps_nan_of_either_sign_and_passes_its_gradient_like_relu(dtype):
+    int_dtype = INT_VIEW[dtype]
+    nan = torch.tensor(float("nan"), dtype=dtype)
+    negative_nan = (nan.view(int_dtype) | torch.iinfo(int_dtype).min).view(dtype)  # sign bit set, as x86 makes
+    x = torch.stack([nan, negative_nan, torch.tensor(-1.0, dtype=dtype)])
+    grad = torch.tensor([2.0, 3.0, 4.0], dtype=dtype)
+    y, g = _helu_grad(x, grad)
+    assert torch.isnan(y[:2]).all() and y[2] == 0
+    relu_leaf = x.clone().requires_grad_(True)
+    torch.relu(relu_leaf).backward(grad)
+    assert torch.equal(g, relu_leaf.grad)
+    assert g.tolist() == [2.0, 3.0, 0.0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradient_is_grad_times_band_mask_at_edges(dtype):
+    x = _edge_values(dtype)
+    grad = torch.arange(1, x.numel() + 1, dtype=dtype)
+    _, g = _helu_grad(x, grad)
+    assert torch.equal(g, _reference_grad(x, grad))
+    # hand-checked: 0, -0.0 and the band pass; -alpha and below are cut; +inf passes, -inf is cut.
+    passes = [True, True, True, False, True, True, False, True, False, True, False]
+    assert (g != 0).tolist() == passes
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced", "channels_last"])
+def test_gradient_on_random_tensors_of_every_layout(dtype, layout):
+    base = torch.randn(4, 6, 8, 10, dtype=dtype) * 0.1
+    x = {
+        "contiguous": base,
+        "transposed": base.transpose(1, 3),
+        "sliced": base[:, ::2, 1:, ::3],
+        "channels_last": base.contiguous(memory_format=torch.channels_last),
+    }[layout]
+    grad = torch.randn(x.shape, dtype=dtype).transpose(0, 1).contiguous().transpose(0, 1)  # a strided grad
+    band = ((x > -0.05) & (x <= 0)).sum()
+    assert band > 0 and (x <= -0.05).sum() > 0  # the random data reaches band and below
+    y, g = _helu_grad(x, grad)
+    assert torch.equal(y, torch.relu(x))
+    assert torch.equal(g, _reference_grad(x, grad))
+    if layout == "channels_last":
+        assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_twin_of_naive_reference(dtype):
+    alpha = float(torch.tensor(0.05).to(dtype))  # the naive twin compares against a Python float
+    x = torch.randn(3, 500, dtype=dtype) * 0.2
+    grad = torch.randn_like(x)
+    fast = x.clone().requires_grad_(True)
+    naive = x.clone().requires_grad_(True)
+    y_fast = HeLU(alpha)(fast)
+    y_naive = NaiveHeLU(alpha)(naive)
+    (y_fast * grad).sum().backward()
+    (y_naive * grad).sum().backward()
+    assert torch.equal(y_fast, y_naive)
+    assert torch.equal(fast.grad, naive.grad)
+    assert not torch.equal(fast.grad, torch.where(x > 0, grad, 0))  # HeLU is not ReLU here
+
+
+def test_double_backward_differentiates_through_the_mask():
+    x = torch.tensor([1.0, -0.01, -1.0], requires_grad=True)
+    w = torch.tensor([2.0, 3.0, 4.0], requires_grad=True)
+    (g,) = torch.autograd.grad((helu(x) * w).sum(), x, create_graph=True)
+    assert g.tolist() == [2.0, 3.0, 0.0]
+    (gw,) = torch.autograd.grad(g.sum(), w)  # d/dw of w * mask is the mask
+    assert gw.tolist() == [1.0, 1.0, 0.0]
+
+
+def test_no_grad_and_inplace_serve_plain_relu():
+    x = torch.tensor([-1.0, -0.01, 0.5])
+    with torch.no_grad():
+        assert torch.equal(HeLU()(x), torch.relu(x))
+        same = HeLU(inplace=True)(x)
+    assert same is x and x.tolist() == [0.0, 0.0, 0.5]
+
+
+def test_alpha_buffer_state_dict_round_trip_and_repr():
+    module = HeLU(alpha=0.01)
+    state = module.state_dict()
+    assert set(state) == {"alpha"} and state["alpha"].dim() == 0 and state["alpha"].dtype == torch.float32
+    other = HeLU()
+    other.load_state_dict(state)
+    assert other.alpha.item() == pytest.approx(0.01)
+    assert "alpha=0.01" in repr(other)
+    assert "inplace=True" in repr(HeLU(inplace=True))
+
+
+def test_set_alpha_changes_the_gradient():
+    module = HeLU(alpha=0.05)
+    x = torch.tensor([-0.2, -0.04, 0.3])
+    leaf = x.clone().requires_grad_(True)
+    module(leaf).sum().backward()
+    assert leaf.grad.tolist() == [0.0, 1.0, 1.0]
+    module.set_alpha(0.5)
+    leaf = x.clone().requires_grad_(True)
+    module(leaf).sum().backward()
+    assert leaf.grad.tolist() == [1.0, 1.0, 1.0]
+    assert module.alpha.dim() == 0 and module.alpha.item() == 0.5
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, float("nan"), float("inf"), "0.05", True, None, torch.ones(2)])
+def test_bad_alpha_raises_naming_the_value(bad):
+    with pytest.raises(ValueError, match="alpha must be"):
+        HeLU(bad)
+    with pytest.raises(ValueError):
+        HeLU().set_alpha(bad)
+    if not isinstance(bad, torch.Tensor):
+        with pytest.raises(ValueError, match=repr(bad).replace("(", r"\(")):
+            check_alpha(bad)
+
+
+def test_alpha_that_rounds_to_zero_in_half_gives_relu_gradient():
+    x = torch.tensor([-1e-9, 0.0, 1.0], dtype=torch.float16)  # 1e-9 is 0 in float16
+    _, g = _helu_grad(x, torch.ones(3, dtype=torch.float16), alpha=1e-9)
+    assert g.tolist() == [0.0, 0.0, 1.0]
+    assert torch.equal(g, _reference_grad(x, torch.ones(3, dtype=torch.float16), alpha=1e-9))
+
+
+def _linear_net(act: nn.Module) -> nn.Sequential:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(16, 32), act, nn.Linear(32, 4))
+
+
+def test_autocast_bf16_trains_and_matches_the_naive_twin():
+    alpha = float(torch.tensor(0.05).to(torch.bfloat16))
+    x = torch.randn(64, 16)
+    target = torch.randn(64, 4)
+    grads = {}
+    for name, act in (("helu", HeLU(alpha)), ("naive", NaiveHeLU(alpha))):
+        net = _linear_net(act)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            hidden = net[0](x)
+            assert hidden.dtype == torch.bfloat16
+            loss = nn.functional.mse_loss(net(x).float(), target)
+        loss.backward()
+        grads[name] = net[0].weight.grad
+    assert grads["helu"].abs().sum() > 0
+    assert torch.equal(grads["helu"], grads["naive"])
+
+
+def test_compile_fullgraph_matches_eager_and_alpha_change_does_not_recompile():
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    net = _linear_net(HeLU(0.05))
+    x = torch.randn(8, 16) * 0.1
+
+    def grads(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad()
+        out = model(x)
+        out.sum().backward()
+        return out.detach(), net[0].weight.grad.clone()
+
+    eager_out, eager_grad = grads(net)
+    counter = CompileCounter()
+    compiled = torch.compile(net, backend=counter, fullgraph=True)
+    out, grad = grads(compiled)
+    assert torch.equal(out, eager_out) and torch.equal(grad, eager_grad)
+    net[1].set_alpha(1.0)
+    out_wide, grad_wide = grads(compiled)
+    assert counter.frame_count == 1  # alpha is a buffer, not a constant baked into the graph
+    assert not torch.equal(grad_wide, grad)
+    eager_wide = grads(net)[1]
+    assert torch.equal(grad_wide, eager_wide) and torch.equal(out_wide, eager_out)
+    torch._dynamo.reset()
+
+
+def _saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes held for backward, each storage counted once."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x).sum().backward()
+    return sum(storages.values())
+
+
+def test_saved_memory_is_no_more_than_relu():
+    def net(act: nn.Module) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), act, nn.Conv2d(8, 8, 3, padding=1))
+
+    x = torch.randn(4, 3, 16, 16)
+    relu = _saved_bytes(net(nn.ReLU()), x)
+    fast = _saved_bytes(net(HeLU()), x)
+    naive = _saved_bytes(net(NaiveHeLU()), x)
+    assert fast <= relu
+    assert naive >= relu + 4 * 8 * 16 * 16 * 4  # the naive twin keeps the whole fp32 input as well
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_every_builtin_builds_a_fresh_module(name):
+    first, second = make_activation(name), make_activation(name)
+    assert isinstance(first, nn.Module) and first is not second
+    factory = activation_factory(name)
+    assert factory() is not factory()
+    assert name in available_activations()
+    x = torch.linspace(-2, 2, 9)
+    assert torch.equal(first(x), second(x))
+
+
+def test_builtins_compute_what_their_names_say():
+    x = torch.linspace(-2, 2, 9)
+    assert torch.equal(make_activation("relu")(x), torch.relu(x))
+    assert torch.equal(make_activation("identity")(x), x)
+    assert torch.allclose(make_activation("gelu_tanh")(x), nn.functional.gelu(x, approximate="tanh"))
+    assert make_activation("helu", alpha=0.01).alpha.item() == pytest.approx(0.01)
+    assert make_activation("leaky_relu", negative_slope=0.2)(torch.tensor([-1.0])).item() == pytest.approx(-0.2)
+
+
+def test_unknown_name_lists_known_names_and_closest_match():
+    with pytest.raises(ValueError, match="Did you mean 'helu'") as err:
+        make_activation("hleu")
+    for name in BUILTINS:
+        assert name in str(err.value)
+    with pytest.raises(ValueError, match="unknown activation"):
+        activation_factory("nope")
+
+
+def test_bad_kwargs_raise_at_configuration_time():
+    with pytest.raises(TypeError, match="does not take"):
+        make_activation("relu", alpha=0.1)
+    with pytest.raises(TypeError, match="does not take"):
+        activation_factory({"name": "helu", "beta": 2})
+    with pytest.raises(ValueError, match="alpha must be"):
+        activation_factory({"name": "helu", "alpha": -1})
+
+
+def test_factory_accepts_name_mapping_spec_and_callable():
+    by_name = activation_factory("HeLU")
+    assert isinstance(by_name(), HeLU) and by_name.to_dict() == {"name": "helu"}
+    by_map = activation_factory({"name": "helu", "alpha": 0.01})
+    assert by_map().alpha.item() == pytest.approx(0.01) and by_map.to_dict() == {"name": "helu", "alpha": 0.01}
+    by_spec = activation_factory(ActivationSpec(name="leaky_relu", options={"negative_slope": 0.3}))
+    assert by_spec().negative_slope == 0.3
+    assert activation_factory({"name": "relu", "alpha": None}).to_dict() == {"name": "relu"}
+    assert activation_factory(nn.SiLU) is nn.SiLU
+    assert activation_factory(by_map) is by_map
+
+
+@pytest.mark.parametrize("junk", [3, None, [1, 2], {"alpha": 0.1}, nn.ReLU()])
+def test_factory_rejects_junk(junk):
+    with pytest.raises((TypeError, ValueError), match="activation|module instance"):
+        activation_factory(junk)
+
+
+def test_factories_pickle():
+    factory = activation_factory({"name": "helu", "alpha": 0.02})
+    clone = pickle.loads(pickle.dumps(factory))
+    assert isinstance(clone, ActivationFactory) and clone.to_dict() == factory.to_dict()
+    assert clone().alpha.item() == pytest.approx(0.02)
+    assert isinstance(pickle.loads(pickle.dumps(activation_factory("gelu_tanh")))(), nn.GELU)
+
+
+def test_register_activation_rejects_duplicates_and_bad_input():
+    with pytest.raises(ValueError, match="already registered"):
+        register_activation("relu", nn.GELU)
+    with pytest.raises(TypeError, match="callable"):
+        register_activation("x", 3)
+    with pytest.raises(TypeError, match="string name"):
+        register_activation("", nn.ReLU)
+
+
+def _tiny_bert_config(hidden_act: str):
+    from transformers import BertConfig
+
+    return BertConfig(hidden_act=hidden_act, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=37, vocab_size=50)
+
+
+def test_helu_is_a_valid_hf_hidden_act():
+    from transformers import BertModel
+
+    register_hf_activations()
+    model = BertModel(_tiny_bert_config("helu"))
+    helus = [m for m in model.modules() if isinstance(m, HeLU)]
+    assert len(helus) == 1
+    ids = torch.randint(0, 50, (2, 7))
+    out = model(input_ids=ids).last_hidden_state
+    out.sum().backward()
+    assert model.encoder.layer[0].intermediate.dense.weight.grad.abs().sum() > 0
+
+
+def test_registering_after_transformers_import_makes_the_name_valid_for_hf():
+    from transformers import BertModel
+    from transformers import activations as hf
+
+    class MyAct(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2
+
+    try:
+        register_activation("myact", MyAct)
+        assert isinstance(make_activation("myact"), MyAct)
+        model = BertModel(_tiny_bert_config("myact"))
+        assert isinstance(model.encoder.layer[0].intermediate.intermediate_act_fn, MyAct)
+    finally:
+        activations._REGISTRY.pop("myact", None)
+        hf.ACT2CLS.pop("myact", None)
+        hf.ACT2FN.pop("myact", None)
+    assert "myact" not in available_activations()

@@ -1,0 +1,121 @@
+"""Model surgery on torchvision and Hugging Face models: every activation replaced, shared instances unshared,
+forward values unchanged, inplace ReLUs still correct, and clear errors when nothing matches."""
+
+import copy
+from functools import lru_cache
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from helu_lightning.activations import HeLU, NaiveHeLU
+from helu_lightning.surgery import find_activations, replace_activations
+
+
+@lru_cache(maxsize=1)
+def _resnet_template() -> nn.Module:
+    torch.manual_seed(0)
+    return resnet18(weights=None, num_classes=10)
+
+
+def _resnet() -> nn.Module:
+    """A fresh copy of one seeded torchvision resnet18 (same weights every call; building it is the slow part)."""
+    return copy.deepcopy(_resnet_template())
+
+
+def _relu_names(model: nn.Module) -> set[str]:
+    return {name for name, m in model.named_modules() if isinstance(m, nn.ReLU)}
+
+
+def test_resnet18_every_relu_replaced_including_the_reused_block_relu():
+    model = _resnet()
+    expected = _relu_names(model)
+    assert "layer1.0.relu" in expected and len(expected) == 9  # stem + one per BasicBlock, each called twice
+    names = replace_activations(model, {"name": "helu", "alpha": 0.01})
+    assert set(names) == expected and len(names) == len(expected)
+    assert not _relu_names(model)
+    helus = [m for m in model.modules() if isinstance(m, HeLU)]
+    assert len(helus) == 9 and len({id(m) for m in helus}) == 9
+    assert all(m.alpha.item() == pytest.approx(0.01) for m in helus)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_forward_values_equal_relu_model(train):
+    relu_model = _resnet().train(train)
+    helu_model = _resnet().train(train)
+    replace_activations(helu_model, "helu")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(helu_model(x), relu_model(x))
+
+
+def test_inplace_relu_replacement_gradient_equals_non_inplace_reference():
+    model = _resnet()
+    assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))  # torchvision's inplace=True
+    reference = _resnet()
+    alpha = 0.05
+    replace_activations(model, {"name": "helu", "alpha": alpha})
+    replace_activations(reference, lambda: NaiveHeLU(float(torch.tensor(alpha))))  # saves its input, no inplace
+    in_band = []
+
+    def count_band(module: nn.Module, args: tuple[torch.Tensor], out: torch.Tensor) -> None:
+        in_band.append(((args[0] > -alpha) & (args[0] < 0)).sum())
+
+    model.layer1[0].relu.register_forward_hook(count_band)
+    x = torch.randn(2, 3, 16, 16)
+    model(x).square().sum().backward()
+    reference(x).square().sum().backward()
+    assert sum(in_band) > 0  # the band is populated, so HeLU's gradient differs from ReLU's here
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-6), name
+
+
+def test_instance_registered_under_two_names_is_unshared():
+    act = nn.ReLU()
+    model = nn.Sequential(nn.Linear(4, 4), act, nn.Linear(4, 4), act)
+    model.extra = act
+    names = replace_activations(model, "helu")
+    assert sorted(names) == ["1", "3", "extra"]
+    assert model[1] is not model[3] and model[3] is not model.extra
+    assert all(isinstance(m, HeLU) for m in (model[1], model[3], model.extra))
+
+
+def test_hf_bert_gelu_activation_replaced():
+    from transformers import BertConfig, BertModel
+    from transformers.activations import GELUActivation
+
+    config = BertConfig(hidden_act="gelu", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, vocab_size=50)
+    model = BertModel(config)
+    assert find_activations(model, GELUActivation)
+    names = replace_activations(model, "helu")
+    assert names == ["encoder.layer.0.intermediate.intermediate_act_fn",
+                     "encoder.layer.1.intermediate.intermediate_act_fn"]
+    assert isinstance(model.encoder.layer[1].intermediate.intermediate_act_fn, HeLU)
+    assert not any(isinstance(m, GELUActivation) for m in model.modules())
+    model(input_ids=torch.randint(0, 50, (2, 5))).last_hidden_state.sum().backward()
+
+
+def test_no_target_raises_and_strict_false_returns_empty():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Tanh())
+    with pytest.raises(ValueError, match=r"no activation of type .*ReLU.*Tanh.*strict=False"):
+        replace_activations(model, "helu")
+    assert replace_activations(model, "helu", strict=False) == []
+    assert isinstance(model[1], nn.Tanh)
+
+
+def test_helu_back_to_relu_for_export():
+    model = nn.Sequential(nn.Linear(3, 3), HeLU(), nn.Sequential(NaiveHeLU(), nn.GELU()))
+    names = replace_activations(model, nn.ReLU, targets=(HeLU, NaiveHeLU))
+    assert names == ["1", "2.0"]
+    assert isinstance(model[1], nn.ReLU) and isinstance(model[2][0], nn.ReLU) and isinstance(model[2][1], nn.GELU)
+
+
+def test_bad_targets_and_factories_raise():
+    model = nn.Sequential(nn.ReLU())
+    with pytest.raises(TypeError, match="targets must be nn.Module classes"):
+        replace_activations(model, "helu", targets=("ReLU",))
+    with pytest.raises(TypeError, match="not an nn.Module"):
+        replace_activations(model, lambda: torch.relu)
+    assert find_activations(model, nn.ReLU) == ["0"]
+    assert find_activations(nn.ReLU(), nn.ReLU) == []  # the root itself is never a target
