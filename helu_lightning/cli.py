@@ -32,6 +32,13 @@ class HeluCLI(LightningCLI):
             help="fit only: after training, test the best checkpoint of the monitored metric (else the last weights)",
         )
 
+    def before_instantiate_classes(self) -> None:
+        # Checkpoints may come from others: unless --weights_only false is given, load tensors and plain values
+        # only. Lightning would otherwise unpickle http(s) --ckpt_path URLs with weights_only=False.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if "weights_only" in config and config["weights_only"] is None:
+            config["weights_only"] = True
+
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit"):
             return

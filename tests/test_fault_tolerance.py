@@ -7,12 +7,15 @@ The fits run configs/offline.yaml (8x8 digits) as subprocesses, three at a time,
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -186,4 +189,24 @@ def test_helu_train_refuses_a_hostile_ckpt_path(tmp_path: Path) -> None:
             "--ckpt_path", str(path)]
     with pytest.raises(pickle.UnpicklingError, match="weights_only"):
         cli(args)
+    assert not marker.exists()
+
+
+def test_helu_train_refuses_a_hostile_checkpoint_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lightning alone unpickles http(s) checkpoints with weights_only=False; helu-train defaults it to True.
+    path, marker = _hostile_checkpoint(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{path.name}"
+    args = ["fit", "--config", str(ROOT / "configs/offline.yaml"), "--trainer.fast_dev_run", "true",
+            "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false",
+            "--ckpt_path", url]
+    try:
+        with pytest.raises(pickle.UnpicklingError, match="weights_only"):
+            cli(args)
+    finally:
+        server.shutdown()
+        server.server_close()
     assert not marker.exists()
