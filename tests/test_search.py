@@ -1,0 +1,295 @@
+"""helu-train search: space parsing, config merging, storages, resume after SIGKILL, parallel workers
+(JournalFileBackend and a real PostgreSQL server), pruning, and the outputs (best.yaml fits as is)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+from optuna.trial import TrialState
+from pg_server import INSTALL_HINT, find_binaries, postgres_server
+
+from helu_lightning.activations import HeLU
+from helu_lightning.cli import cli
+from helu_lightning.search import (
+    KNOWN_PARAMS,
+    SearchSetupError,
+    apply_params,
+    build_parser,
+    fail_dead_local_trials,
+    load_space,
+    main,
+    make_storage,
+    run_search,
+    trials_counted,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "offline.yaml"
+# Two short epochs of 4 batches: a trial takes about a second on one core.
+FAST = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2"]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, more threads make these tiny convolutions 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def search_argv(out: Path, *extra: str, storage: str | None = None, n_trials: int = 6) -> list[str]:
+    argv = ["--config", str(CONFIG), "--output_dir", str(out), "--n_trials", str(n_trials), "--study_name", "t"]
+    argv += ["--storage", storage] if storage else []
+    return argv + list(extra) + FAST
+
+
+def worker(out: Path, *extra: str, storage: str | None = None, n_trials: int = 6) -> subprocess.Popen:
+    """A `helu-train search` worker process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "helu_lightning.cli", "search", *search_argv(out, *extra, storage=storage, n_trials=n_trials)]
+    log = open(out.parent / f"{out.name}-{time.monotonic_ns()}.log", "w")
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_all(procs: list[subprocess.Popen], timeout: float = 150) -> None:
+    for proc in procs:
+        assert proc.wait(timeout=timeout) == 0, Path(proc.stdout.name).read_text()[-3000:]
+
+
+# --- space, config merge, storage, errors -------------------------------------------------------------------------
+
+
+def test_default_space_is_alpha_log_uniform():
+    (alpha,) = load_space(None)
+    assert (alpha.name, alpha.low, alpha.high, alpha.log) == ("alpha", 1e-4, 1.0, True)
+    assert alpha.target == "model.init_args.activation.alpha"
+
+
+def test_space_file_and_errors(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("alpha: {low: 0.001, high: 0.5}\nlr: {}\nmomentum: {target: model.init_args.optimizer.init_args.momentum, low: 0.8, high: 0.99}\n")
+    alpha, lr, momentum = load_space(space)
+    assert (alpha.low, alpha.high, alpha.log) == (0.001, 0.5, True)
+    assert lr.target == KNOWN_PARAMS["lr"]["target"]
+    assert (momentum.log, momentum.high) == (False, 0.99)
+    with pytest.raises(ValueError, match=r"unknown search parameter 'alhpa'.*alpha, lr, weight_decay"):
+        load_space({"alhpa": {}})
+    with pytest.raises(ValueError, match=r"'alpha': unknown keys \['hgh'\]"):
+        load_space({"alpha": {"hgh": 1}})
+    with pytest.raises(ValueError, match="needs low < high"):
+        load_space({"alpha": {"low": 1.0, "high": 0.1}})
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_space(tmp_path / "nope.yaml")
+
+
+def test_apply_params_writes_each_target():
+    config = {"model": {"init_args": {"activation": "helu", "optimizer": {"init_args": {"lr": 0.1}}}}}
+    params = load_space({"alpha": {}, "lr": {}, "schedule": {}})
+    merged = apply_params(config, params, {"alpha": 0.2, "lr": 0.003, "schedule": "cosine"})
+    args = merged["model"]["init_args"]
+    assert args["activation"] == {"name": "helu", "alpha": 0.2}
+    assert args["optimizer"]["init_args"]["lr"] == 0.003
+    (scheduler,) = merged["trainer"]["callbacks"]
+    assert scheduler["init_args"]["schedule"] == {"name": "cosine", "start": 0.2, "end": pytest.approx(0.02)}
+    assert config["model"]["init_args"]["activation"] == "helu"  # the input is left alone
+    assert "trainer" not in apply_params(config, params, {"alpha": 0.2, "schedule": "constant"})
+
+
+def test_bad_storage_urls_are_explained(tmp_path):
+    with pytest.raises(ValueError, match=r"unsupported storage URL 'redis://h/0'.*journal:///"):
+        make_storage("redis://h/0")
+    with pytest.raises(ValueError, match=r"cannot open storage 'postgresql\+psycopg2://me:\*\*\*@127.0.0.1:1/db'") as err:
+        make_storage("postgresql+psycopg2://me:secret@127.0.0.1:1/db")
+    assert "secret" not in str(err.value)
+    assert isinstance(make_storage(f"journal://{tmp_path}/j.log"), optuna.storages.JournalStorage)
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    with pytest.raises(SystemExit, match=r"config '.*missing.yaml' does not exist"):
+        main(["--config", str(tmp_path / "missing.yaml"), "--output_dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="unsupported storage URL 'mongodb://x'"):
+        main(["--config", str(CONFIG), "--storage", "mongodb://x", "--output_dir", str(tmp_path)])
+    space = tmp_path / "s.yaml"
+    space.write_text("dropout: {low: 0, high: 0.5}\n")
+    with pytest.raises(SystemExit, match="unknown search parameter 'dropout'"):
+        main(["--config", str(CONFIG), "--space", str(space), "--output_dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        main(["--output_dir", str(tmp_path)])
+    assert "--config" in capsys.readouterr().err
+
+
+def _trial(state: TrialState, **kw) -> optuna.trial.FrozenTrial:
+    dist = {"alpha": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
+    value = 0.5 if state == TrialState.COMPLETE else None
+    return optuna.trial.create_trial(state=state, value=value, params={"alpha": 0.1}, distributions=dist, **kw)
+
+
+def test_trials_counted_skips_waiting_and_retried_failures():
+    study = optuna.create_study()
+    for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL):
+        study.add_trial(_trial(state))
+    assert trials_counted(study) == 4  # the FAIL (trial 4) counts: nothing retried it
+    study.add_trial(_trial(TrialState.FAIL, system_attrs={"failed_trial": 4, "retry_history": [4]}))
+    study.add_trial(_trial(TrialState.WAITING, system_attrs={"failed_trial": 4, "retry_history": [4, 5]}))
+    assert trials_counted(study) == 3  # 4 and 5 were retried, the waiting retry does not count yet
+
+
+def test_dead_local_worker_trial_is_failed_and_retried():
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study = optuna.create_study()
+    host = socket.gethostname()
+    study.add_trial(_trial(TrialState.RUNNING, user_attrs={"worker": {"trial": 0, "host": host, "pid": dead.pid}}))
+    study.add_trial(_trial(TrialState.RUNNING, user_attrs={"worker": {"trial": 1, "host": host, "pid": os.getppid()}}))
+    study.add_trial(_trial(TrialState.RUNNING, user_attrs={"worker": {"trial": 2, "host": "elsewhere", "pid": dead.pid}}))
+    assert fail_dead_local_trials(study) == [0]
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING]
+    assert study.trials[3].params == {"alpha": 0.1} and study.trials[3].system_attrs["failed_trial"] == 0
+    assert fail_dead_local_trials(study) == []
+
+
+# --- end to end on the digits ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sqlite_search_writes_a_best_config_that_fits_and_resumes(tmp_path, one_thread, capsys):
+    out = tmp_path / "search"
+    main(search_argv(out, "--pruner", "none", n_trials=6))
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 6
+    assert study.trials[0].params == {"alpha": 0.05} and study.trials[0].user_attrs["baseline"] is True
+    assert all(1e-4 <= t.params["alpha"] <= 1 for t in study.trials)
+    for t in study.trials:
+        trial_dir = out / "trials" / str(t.number)
+        merged = yaml.safe_load((trial_dir / "config.yaml").read_text())
+        assert merged["model"]["init_args"]["activation"]["alpha"] == t.params["alpha"]
+        assert list(trial_dir.glob("lightning_logs/version_0/checkpoints/*.ckpt")), f"no checkpoint in {trial_dir}"
+        assert t.user_attrs["epochs"] == 2
+    with open(out / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["number"]) for r in rows] == list(range(6))
+    assert [float(r["alpha"]) for r in rows] == [t.params["alpha"] for t in study.trials]
+    assert "COMPLETE" in capsys.readouterr().out
+    for name in ("history", "importance", "alpha_vs_metric"):
+        assert (out / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    best = out / "best.yaml"
+    best_config = yaml.safe_load(best.read_text())
+    original = yaml.safe_load(CONFIG.read_text())
+    assert best_config["model"]["init_args"]["activation"] == {"name": "helu", "alpha": study.best_params["alpha"]}
+    best_config["model"]["init_args"]["activation"] = original["model"]["init_args"]["activation"]
+    assert best_config == original  # nothing but the best values changed
+    fit = cli(["fit", "--config", str(best), "--trainer.fast_dev_run=1", f"--trainer.default_root_dir={tmp_path / 'fit'}"])
+    alphas = {float(m.alpha) for m in fit.model.modules() if isinstance(m, HeLU)}
+    assert sorted(alphas) == pytest.approx([study.best_params["alpha"]], rel=1e-6)  # float32 buffer
+
+    main(search_argv(out, "--pruner", "none", n_trials=8))  # resume: two more, baselines not enqueued again
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 8
+    assert [t.params["alpha"] for t in study.trials].count(0.05) == 1
+
+
+@pytest.mark.slow
+def test_killed_search_resumes_and_retries_the_killed_trial(tmp_path, one_thread):
+    out = tmp_path / "search"
+    storage = f"sqlite:///{out / 'study.db'}"
+    proc = worker(out, "--pruner", "none", "--trainer.max_epochs=4", n_trials=4)
+    deadline = time.monotonic() + 150
+    running = None
+    while running is None and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if not (out / "study.db").exists():
+            continue
+        try:
+            trials = optuna.load_study(study_name="t", storage=storage).trials
+        except (KeyError, optuna.exceptions.StorageInternalError):
+            continue  # the study is not created yet
+        states = [t.state for t in trials]
+        if TrialState.COMPLETE in states:
+            running = next((t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs), None)
+    assert running is not None, Path(proc.stdout.name).read_text()[-3000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = optuna.load_study(study_name="t", storage=storage).trials
+    completed = {t.number: t.value for t in before if t.state == TrialState.COMPLETE}
+
+    main(search_argv(out, "--pruner", "none", "--trainer.max_epochs=4", n_trials=4))
+    trials = optuna.load_study(study_name="t", storage=storage).trials
+    assert trials[running.number].state == TrialState.FAIL
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == running.number)
+    assert retry.state == TrialState.COMPLETE and retry.params == running.params
+    assert {t.number: t.value for t in trials if t.number in completed} == completed  # finished trials kept
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
+    assert [t.params["alpha"] for t in trials].count(0.05) == 1 + (running.params["alpha"] == 0.05)
+
+
+def _check_two_workers(storage: str, procs: list[subprocess.Popen]) -> None:
+    trials = optuna.load_study(study_name="t", storage=storage).trials
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    # Both check the total before each trial; at worst each starts one trial after the other reached it.
+    assert 6 <= len(finished) <= 7 and len(finished) == len(trials)
+    assert {t.user_attrs["worker"]["pid"] for t in trials} == {p.pid for p in procs}
+    assert len({t.number for t in trials}) == len(trials)
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_journal_file(tmp_path):
+    out = tmp_path / "search"
+    storage = f"journal://{tmp_path / 'study.log'}"
+    procs = [worker(out, "--pruner", "none", storage=storage) for _ in range(2)]
+    wait_all(procs)
+    _check_two_workers(optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log"))), procs)
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_postgresql_study(tmp_path):
+    if find_binaries() is None:
+        pytest.skip(f"PostgreSQL server binaries not found; {INSTALL_HINT}")
+    out = tmp_path / "search"
+    with postgres_server() as url:
+        make_storage(url)  # create the schema once, so the two workers do not race on CREATE TABLE
+        procs = [worker(out, "--pruner", "none", storage=url) for _ in range(2)]
+        wait_all(procs)
+        _check_two_workers(url, procs)
+
+
+@pytest.mark.slow
+def test_a_poor_trial_is_pruned(tmp_path, one_thread):
+    out = tmp_path / "search"
+    storage = f"sqlite:///{out / 'study.db'}"
+    out.mkdir()
+    study = optuna.create_study(study_name="t", storage=storage, direction="maximize")
+    for lr in (0.05, 0.05, 1e-7):  # a learning rate of 1e-7 leaves the net at chance after an epoch
+        study.enqueue_trial({"alpha": 0.05, "lr": lr})
+    space = tmp_path / "space.yaml"
+    space.write_text("alpha: {}\nlr: {low: 1.0e-8, high: 0.1, log: true}\n")
+    argv = search_argv(out, "--space", str(space), "--pruner", "median", "--pruner_startup_trials", "2", n_trials=3)
+    args, overrides = build_parser().parse_known_args(argv)
+    run_search(args, overrides)
+    trials = optuna.load_study(study_name="t", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    poor = trials[2]
+    assert poor.params["lr"] == 1e-7 and list(poor.intermediate_values) == [0]
+    assert poor.intermediate_values[0] < min(t.intermediate_values[0] for t in trials[:2])
+    assert poor.user_attrs["epochs"] == 1  # stopped after its first epoch of two
+
+
+def test_setup_errors_come_before_any_trial(tmp_path):
+    args, overrides = build_parser().parse_known_args(search_argv(tmp_path, storage="ftp://x"))
+    with pytest.raises(SearchSetupError, match="unsupported storage URL 'ftp://x'"):
+        run_search(args, overrides)
+    assert not (tmp_path / "trials").exists()
