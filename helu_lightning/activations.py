@@ -71,7 +71,8 @@ def _bit_codes(alpha: float, dtype: torch.dtype) -> tuple[torch.dtype, int, int,
 
 
 def _forward_eager_cpu(x: Tensor, alpha: float) -> Tensor:
-    """Two in-register integer passes: band (-alpha, 0] -> +0.0, then x <= -alpha -> -0.0; NaN kept."""
+    """Two integer ``threshold`` passes over the float bits: the band (-alpha, 0] -> +0.0, then
+    x <= -alpha -> -0.0; NaN of either sign is kept."""
     int_dtype, neg_alpha, neg_inf, below = _bit_codes(alpha, x.dtype)
     if neg_alpha == below:  # alpha rounds to 0 in this dtype: no band, ReLU's gradient
         return torch.threshold(x, 0.0, -0.0)
@@ -79,10 +80,15 @@ def _forward_eager_cpu(x: Tensor, alpha: float) -> Tensor:
     return torch.threshold_(bits, neg_inf, below).view(x.dtype)
 
 
+def _eager_cpu(x: Tensor) -> bool:
+    """Whether the scalar-threshold CPU kernels apply (reading alpha on the host is free on CPU)."""
+    return x.device.type == "cpu" and x.dtype in _FAST_DTYPES and not torch.compiler.is_compiling()
+
+
 def _forward(x: Tensor, alpha: Tensor) -> Tensor:
     """``relu(x)`` in value, with the sign of each zero recording the band: +0.0 for -alpha < x <= 0 and
     -0.0 for x <= -alpha (the only -0.0 the output holds)."""
-    if x.device.type == "cpu" and x.dtype in _FAST_DTYPES and not torch.compiler.is_compiling():
+    if _eager_cpu(x):
         return _forward_eager_cpu(x, float(alpha))
     # Tensor ops: no host sync on accelerators, one fused kernel under torch.compile.
     return torch.where(x <= -alpha.to(x.dtype), -0.0, torch.threshold(x, 0.0, 0.0))
@@ -115,25 +121,65 @@ class _HeLUFunction(torch.autograd.Function):
         return _backward(grad, y), None
 
 
-def helu(x: Tensor, alpha: float | Tensor = 0.05) -> Tensor:
+class _HeLUSaveInputFunction(torch.autograd.Function):
+    """``memory="input"``: ReLU's forward kernel, and one ``threshold_backward`` at -alpha over the saved input."""
+
+    @staticmethod
+    def forward(x: Tensor, alpha: Tensor) -> Tensor:
+        return torch.relu(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
+        x, alpha = inputs
+        ctx.save_for_backward(x, -alpha.to(x.dtype))  # a copy: set_alpha before backward does not change it
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        x, edge = ctx.saved_tensors
+        if _eager_cpu(x) and not torch.is_grad_enabled():
+            return torch.ops.aten.threshold_backward(grad, x, float(edge)), None
+        return grad * ~(x <= edge), None  # ~(x <= edge) rather than x > edge: NaN passes, as in ReLU
+
+
+_MEMORY_MODES = {"output": _HeLUFunction, "input": _HeLUSaveInputFunction}
+
+
+def helu(x: Tensor, alpha: float | Tensor = 0.05, memory: str = "output") -> Tensor:
     """Functional HeLU: ``relu(x)`` forward, gradient ``grad * (x > -alpha)`` backward (alpha rounded to x's
-    dtype). At NaN inputs the output is NaN and the gradient passes, exactly as ReLU's."""
+    dtype). At NaN inputs the output is NaN and the gradient passes, exactly as ReLU's. ``memory`` as in
+    ``HeLU``."""
     if not isinstance(alpha, Tensor):
         alpha = torch.tensor(check_alpha(alpha))
-    return _HeLUFunction.apply(x, alpha)
+    return _function(memory).apply(x, alpha)
+
+
+def _function(memory: str) -> type[torch.autograd.Function]:
+    if memory not in _MEMORY_MODES:
+        raise ValueError(
+            f"memory must be 'output' (save only the output, as ReLU: no extra memory) or 'input' (save the "
+            f"input: ReLU's speed, one more activation-sized tensor per layer), got {memory!r}"
+        )
+    return _MEMORY_MODES[memory]
 
 
 class HeLU(nn.Module):
     """Hysteresis ReLU (Kimhi et al., 2024). ``alpha`` is a 0-dim buffer: saved in checkpoints and changeable
-    in place (``set_alpha``) without recompiling a ``torch.compile``-d model. ``inplace`` applies only where no
-    gradient is recorded (serving), where HeLU is plain ReLU."""
+    in place (``set_alpha``) without recompiling a ``torch.compile``-d model.
+
+    ``memory="output"`` (default) saves only the output, as ReLU does: no extra memory, one extra pass in the
+    forward. ``memory="input"`` saves the input instead: ReLU's own kernels and speed, but the input is usually
+    kept by no one else, so each HeLU adds an activation-sized tensor (ResNet-18: ~1.4x activation memory).
+    ``inplace`` applies only where no gradient is recorded (serving), where HeLU is plain ReLU.
+    """
 
     alpha: Tensor
 
-    def __init__(self, alpha: float = 0.05, inplace: bool = False) -> None:
+    def __init__(self, alpha: float = 0.05, inplace: bool = False, memory: str = "output") -> None:
         super().__init__()
         self.register_buffer("alpha", torch.tensor(check_alpha(alpha), dtype=torch.float32))
         self.inplace = inplace
+        self.memory = memory
+        self._function = _function(memory)
 
     def set_alpha(self, alpha: float) -> None:
         """Change alpha in place (validated), keeping the buffer's device and dtype."""
@@ -144,17 +190,19 @@ class HeLU(nn.Module):
         if not torch.is_grad_enabled():
             # No backward will run, so the band bookkeeping is not needed: plain ReLU, one pass.
             return torch.relu_(x) if self.inplace else torch.relu(x)
-        return _HeLUFunction.apply(x, self.alpha)
+        return self._function.apply(x, self.alpha)
 
     def extra_repr(self) -> str:
         text = f"alpha={self.alpha.item():g}"
-        return text + (", inplace=True" if self.inplace else "")
+        text += ", inplace=True" if self.inplace else ""
+        return text + (f", memory={self.memory!r}" if self.memory != "output" else "")
 
 
 class NaiveHeLU(nn.Module):
     """The authors' reference design: saves the whole input and masks with two ``torch.where``.
 
-    Its forward maps NaN to 0 (``x > 0`` is false at NaN), unlike ReLU. Kept as the twin the fast HeLU is checked against, and as the baseline of ``benchmarks/activation.py``.
+    Its forward maps NaN to 0 (``x > 0`` is false at NaN), unlike ReLU. Kept as the twin the fast HeLU is
+    checked against, and as the baseline of ``benchmarks/activation.py``.
     """
 
     def __init__(self, alpha: float = 0.05) -> None:

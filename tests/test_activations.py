@@ -45,9 +45,10 @@ def _reference_grad(x: torch.Tensor, grad: torch.Tensor, alpha: float = 0.05) ->
     return grad * (x > -torch.tensor(alpha).to(x.dtype))
 
 
-def _helu_grad(x: torch.Tensor, grad: torch.Tensor, alpha: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+def _helu_grad(x: torch.Tensor, grad: torch.Tensor, alpha: float = 0.05,
+               memory: str = "output") -> tuple[torch.Tensor, torch.Tensor]:
     leaf = x.detach().requires_grad_(True)
-    y = HeLU(alpha)(leaf)
+    y = HeLU(alpha, memory=memory)(leaf)
     y.backward(grad)
     return y.detach(), leaf.grad
 
@@ -60,14 +61,15 @@ def test_forward_equals_relu_on_special_and_random_values(dtype):
     assert y.dtype == dtype and y.shape == x.shape
 
 
+@pytest.mark.parametrize("memory", ["output", "input"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_forward_keeps_nan_of_either_sign_and_passes_its_gradient_like_relu(dtype):
+def test_forward_keeps_nan_of_either_sign_and_passes_its_gradient_like_relu(dtype, memory):
     int_dtype = INT_VIEW[dtype]
     nan = torch.tensor(float("nan"), dtype=dtype)
     negative_nan = (nan.view(int_dtype) | torch.iinfo(int_dtype).min).view(dtype)  # sign bit set, as x86 makes
     x = torch.stack([nan, negative_nan, torch.tensor(-1.0, dtype=dtype)])
     grad = torch.tensor([2.0, 3.0, 4.0], dtype=dtype)
-    y, g = _helu_grad(x, grad)
+    y, g = _helu_grad(x, grad, memory=memory)
     assert torch.isnan(y[:2]).all() and y[2] == 0
     relu_leaf = x.clone().requires_grad_(True)
     torch.relu(relu_leaf).backward(grad)
@@ -75,20 +77,22 @@ def test_forward_keeps_nan_of_either_sign_and_passes_its_gradient_like_relu(dtyp
     assert g.tolist() == [2.0, 3.0, 0.0]
 
 
+@pytest.mark.parametrize("memory", ["output", "input"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_gradient_is_grad_times_band_mask_at_edges(dtype):
+def test_gradient_is_grad_times_band_mask_at_edges(dtype, memory):
     x = _edge_values(dtype)
     grad = torch.arange(1, x.numel() + 1, dtype=dtype)
-    _, g = _helu_grad(x, grad)
+    _, g = _helu_grad(x, grad, memory=memory)
     assert torch.equal(g, _reference_grad(x, grad))
     # hand-checked: 0, -0.0 and the band pass; -alpha and below are cut; +inf passes, -inf is cut.
     passes = [True, True, True, False, True, True, False, True, False, True, False]
     assert (g != 0).tolist() == passes
 
 
+@pytest.mark.parametrize("memory", ["output", "input"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced", "channels_last"])
-def test_gradient_on_random_tensors_of_every_layout(dtype, layout):
+def test_gradient_on_random_tensors_of_every_layout(dtype, layout, memory):
     base = torch.randn(4, 6, 8, 10, dtype=dtype) * 0.1
     x = {
         "contiguous": base,
@@ -99,7 +103,7 @@ def test_gradient_on_random_tensors_of_every_layout(dtype, layout):
     grad = torch.randn(x.shape, dtype=dtype).transpose(0, 1).contiguous().transpose(0, 1)  # a strided grad
     band = ((x > -0.05) & (x <= 0)).sum()
     assert band > 0 and (x <= -0.05).sum() > 0  # the random data reaches band and below
-    y, g = _helu_grad(x, grad)
+    y, g = _helu_grad(x, grad, memory=memory)
     assert torch.equal(y, torch.relu(x))
     assert torch.equal(g, _reference_grad(x, grad))
     if layout == "channels_last":
@@ -122,10 +126,11 @@ def test_twin_of_naive_reference(dtype):
     assert not torch.equal(fast.grad, torch.where(x > 0, grad, 0))  # HeLU is not ReLU here
 
 
-def test_double_backward_differentiates_through_the_mask():
+@pytest.mark.parametrize("memory", ["output", "input"])
+def test_double_backward_differentiates_through_the_mask(memory):
     x = torch.tensor([1.0, -0.01, -1.0], requires_grad=True)
     w = torch.tensor([2.0, 3.0, 4.0], requires_grad=True)
-    (g,) = torch.autograd.grad((helu(x) * w).sum(), x, create_graph=True)
+    (g,) = torch.autograd.grad((helu(x, memory=memory) * w).sum(), x, create_graph=True)
     assert g.tolist() == [2.0, 3.0, 0.0]
     (gw,) = torch.autograd.grad(g.sum(), w)  # d/dw of w * mask is the mask
     assert gw.tolist() == [1.0, 1.0, 0.0]
@@ -137,6 +142,18 @@ def test_no_grad_and_inplace_serve_plain_relu():
         assert torch.equal(HeLU()(x), torch.relu(x))
         same = HeLU(inplace=True)(x)
     assert same is x and x.tolist() == [0.0, 0.0, 0.5]
+
+
+def test_memory_input_mode_keeps_the_alpha_of_its_forward():
+    module = HeLU(0.05, memory="input")
+    leaf = torch.tensor([-0.2, -0.04, 0.3], requires_grad=True)
+    y = module(leaf)
+    module.set_alpha(0.5)  # a schedule step between forward and backward must not change this step's mask
+    y.sum().backward()
+    assert leaf.grad.tolist() == [0.0, 1.0, 1.0]
+    assert "memory='input'" in repr(module)
+    with pytest.raises(ValueError, match="memory must be 'output'.*'input'.*got 'fast'"):
+        HeLU(memory="fast")
 
 
 def test_alpha_buffer_state_dict_round_trip_and_repr():
@@ -203,11 +220,12 @@ def test_autocast_bf16_trains_and_matches_the_naive_twin():
     assert torch.equal(grads["helu"], grads["naive"])
 
 
-def test_compile_fullgraph_matches_eager_and_alpha_change_does_not_recompile():
+@pytest.mark.parametrize("memory", ["output", "input"])
+def test_compile_fullgraph_matches_eager_and_alpha_change_does_not_recompile(memory):
     from torch._dynamo.testing import CompileCounter
 
     torch._dynamo.reset()
-    net = _linear_net(HeLU(0.05))
+    net = _linear_net(HeLU(0.05, memory=memory))
     x = torch.randn(8, 16) * 0.1
 
     def grads(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,11 +267,14 @@ def test_saved_memory_is_no_more_than_relu():
         return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), act, nn.Conv2d(8, 8, 3, padding=1))
 
     x = torch.randn(4, 3, 16, 16)
+    activation_bytes = 4 * 8 * 16 * 16 * 4
     relu = _saved_bytes(net(nn.ReLU()), x)
     fast = _saved_bytes(net(HeLU()), x)
     naive = _saved_bytes(net(NaiveHeLU()), x)
+    saves_input = _saved_bytes(net(HeLU(memory="input")), x)
     assert fast <= relu
-    assert naive >= relu + 4 * 8 * 16 * 16 * 4  # the naive twin keeps the whole fp32 input as well
+    assert naive >= relu + activation_bytes  # the naive twin keeps the whole fp32 input as well
+    assert relu + activation_bytes <= saves_input <= relu + activation_bytes + 64  # input + a 0-dim edge
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -302,6 +323,8 @@ def test_factory_accepts_name_mapping_spec_and_callable():
     by_spec = activation_factory(ActivationSpec(name="leaky_relu", options={"negative_slope": 0.3}))
     assert by_spec().negative_slope == 0.3
     assert activation_factory({"name": "relu", "alpha": None}).to_dict() == {"name": "relu"}
+    saves_input = activation_factory({"name": "helu", "alpha": 0.01, "memory": "input"})
+    assert saves_input().memory == "input" and saves_input.to_dict()["memory"] == "input"
     assert activation_factory(nn.SiLU) is nn.SiLU
     assert activation_factory(by_map) is by_map
 
