@@ -201,6 +201,11 @@ class ActivationMonitor(Callback):
         self._val_seen = 0
         self.last_metrics: dict[str, float] = {}
 
+    @property
+    def measuring(self) -> bool:
+        """Whether hooks are attached now (inside a training window or a validation run)."""
+        return self._stats is not None and self._stats.attached
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         root = pl_module.model if isinstance(getattr(pl_module, "model", None), nn.Module) else pl_module
         self._stats = ActivationStats(root, self.module_types, self.reference_alpha)

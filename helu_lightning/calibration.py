@@ -1,0 +1,135 @@
+"""Choose HeLU's alpha from pre-activation statistics (the paper leaves the choice open).
+
+Target: for each ReLU-family layer, alpha is the ``target_band_fraction`` quantile of ``|x|`` over the layer's
+non-positive pre-activations ``x <= 0``, so that this fraction of the inputs ReLU blocks (zero gradient) falls in
+the band ``(-alpha, 0]`` where HeLU passes gradient. The global value is the same quantile over all layers' samples
+pooled (each pre-activation counts once, so wide layers weigh more).
+
+    from helu_lightning.calibration import suggest_alpha
+    suggestion = suggest_alpha(task.model, datamodule.train_dataloader(), target_band_fraction=0.1, apply=True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .activations import HeLU, check_alpha
+
+__all__ = ["AlphaSuggestion", "suggest_alpha"]
+
+
+@dataclass
+class AlphaSuggestion:
+    """Suggested alpha per layer (dotted module name) and one global value, with what they target."""
+
+    per_layer: dict[str, float]
+    global_alpha: float
+    target_band_fraction: float
+    samples: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"per_layer": dict(self.per_layer), "global_alpha": self.global_alpha,
+                "target_band_fraction": self.target_band_fraction, "samples": dict(self.samples)}
+
+
+def _default_inputs(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """(x, y) pairs -> model(x); dicts (Hugging Face batches) -> model(**batch) without labels; else model(batch)."""
+    if isinstance(batch, Mapping):
+        return (), {k: v for k, v in batch.items() if k not in ("labels", "label")}
+    if isinstance(batch, (list, tuple)):
+        return (batch[0],), {}
+    return (batch,), {}
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    return value.to(device) if isinstance(value, Tensor) else value
+
+
+def suggest_alpha(
+    model: nn.Module,
+    dataloader: Iterable[Any],
+    target_band_fraction: float = 0.1,
+    num_batches: int | None = 10,
+    module_types: tuple[type[nn.Module], ...] = (HeLU, nn.ReLU),
+    max_samples_per_layer: int = 1_000_000,
+    min_alpha: float = 1e-4,
+    train_mode: bool = False,
+    inputs: Callable[[Any], tuple[tuple[Any, ...], dict[str, Any]]] = _default_inputs,
+    apply: bool | str = False,
+    seed: int = 0,
+) -> AlphaSuggestion:
+    """Run ``num_batches`` batches (all when None) through ``model`` without gradients and suggest alpha.
+
+    Each layer keeps at most ``max_samples_per_layer`` non-positive pre-activations (an even random subsample per
+    batch beyond that). Suggestions below ``min_alpha`` (e.g. many exact zeros) are raised to it. ``train_mode``
+    runs the pass in training mode (BatchNorm batch statistics, as training sees them; running statistics are
+    restored afterwards). ``apply=True`` or ``'per_layer'`` sets each HeLU module's alpha to its suggestion,
+    ``'global'`` sets all to the global value; nn.ReLU layers are measured but have no alpha to set.
+    """
+    if isinstance(target_band_fraction, bool) or not 0 < target_band_fraction < 1:
+        raise ValueError(f"target_band_fraction must be in (0, 1), e.g. 0.1, got {target_band_fraction!r}")
+    if num_batches is not None and (not isinstance(num_batches, int) or num_batches < 1):
+        raise ValueError(f"num_batches must be None (all) or an integer >= 1, got {num_batches!r}")
+    if apply not in (False, True, "per_layer", "global"):
+        raise ValueError(f"apply must be False, True/'per_layer' or 'global', got {apply!r}")
+    min_alpha = check_alpha(min_alpha)
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, module_types)}
+    if not layers:
+        raise ValueError(f"suggest_alpha found no {[t.__name__ for t in module_types]} module in "
+                         f"{type(model).__name__}; pass module_types with the activation classes to calibrate")
+    per_batch = max_samples_per_layer // (num_batches or 100)
+    generator = torch.Generator().manual_seed(seed)
+    samples: dict[str, list[Tensor]] = {name: [] for name in layers}
+
+    def hook_for(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            magnitudes = -args[0].detach().float().flatten()
+            magnitudes = magnitudes[(magnitudes >= 0) & torch.isfinite(magnitudes)].cpu()
+            if per_batch and magnitudes.numel() > per_batch:
+                magnitudes = magnitudes[torch.randperm(magnitudes.numel(), generator=generator)[:per_batch]]
+            samples[name].append(magnitudes)
+
+        return hook
+
+    was_training = model.training
+    buffers = {k: v.clone() for k, v in model.state_dict().items()} if train_mode else None
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    handles = [m.register_forward_pre_hook(hook_for(name)) for name, m in layers.items()]
+    try:
+        model.train(train_mode)
+        with torch.no_grad():
+            for i, batch in enumerate(dataloader):
+                if num_batches is not None and i >= num_batches:
+                    break
+                args, kwargs = inputs(batch)
+                model(*(_to(a, device) for a in args), **{k: _to(v, device) for k, v in kwargs.items()})
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+        if buffers is not None:
+            model.load_state_dict(buffers)
+
+    per_layer, counts, pooled = {}, {}, []
+    for name, chunks in samples.items():
+        values = torch.cat(chunks).double().numpy() if chunks else np.empty(0)
+        counts[name] = int(values.size)
+        if values.size:
+            per_layer[name] = max(float(np.quantile(values, target_band_fraction)), min_alpha)
+            pooled.append(values)
+    if not pooled:
+        raise ValueError("suggest_alpha saw no non-positive pre-activation: the dataloader was empty or every "
+                         "monitored layer's input was positive; check the dataloader and module_types")
+    global_alpha = max(float(np.quantile(np.concatenate(pooled), target_band_fraction)), min_alpha)
+    suggestion = AlphaSuggestion(per_layer, global_alpha, float(target_band_fraction), counts)
+    if apply:
+        for name, module in layers.items():
+            if isinstance(module, HeLU) and name in per_layer:
+                module.set_alpha(global_alpha if apply == "global" else per_layer[name])
+    return suggestion

@@ -1,0 +1,164 @@
+"""PNG plots from runs' CSV logs: alpha over training and the ActivationMonitor statistics per layer, with several
+runs (e.g. ReLU vs HeLU) overlaid.
+
+    helu-train plot runs/relu runs/helu --labels ReLU HeLU --output_dir plots
+
+A run directory is a CSVLogger version directory holding ``metrics.csv`` or any parent of one (the newest
+``metrics.csv`` below it is used). Written: ``alpha.png`` and ``<stage>_<stat>.png`` for stage train (x: step) and
+val (x: epoch), stat dead_fraction, band_fraction, pre_mean, pre_std; one panel per layer plus "all layers".
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from .callbacks.monitor import STATS
+from .io import atomic_write_bytes
+
+__all__ = ["find_metrics_csv", "main", "plot_runs", "read_metrics"]
+
+Series = dict[str, list[tuple[float, float]]]  # metric name -> [(x, value)]
+
+
+def find_metrics_csv(run_dir: str | Path) -> Path:
+    """``run_dir/metrics.csv``, else the most recently written ``metrics.csv`` below ``run_dir``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist; give the CSVLogger directory of a run")
+    direct = run_dir / "metrics.csv"
+    if direct.is_file():
+        return direct
+    found = sorted(run_dir.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(
+            f"no metrics.csv under {run_dir}; train with a CSVLogger (trainer.logger: {{class_path: "
+            "lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: runs, name: helu}}, as in "
+            "configs/monitor.yaml) and pass its log directory"
+        )
+    return found[-1]
+
+
+def read_metrics(path: str | Path) -> tuple[Series, Series]:
+    """Every logged metric of a CSVLogger ``metrics.csv`` as ``(by_step, by_epoch)`` series of ``(x, value)``."""
+    by_step: Series = defaultdict(list)
+    by_epoch: Series = defaultdict(list)
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            step, epoch = _number(row.get("step")), _number(row.get("epoch"))
+            for key, text in row.items():
+                value = _number(text)
+                if key in ("step", "epoch") or value is None:
+                    continue
+                if step is not None:
+                    by_step[key].append((step, value))
+                if epoch is not None:
+                    by_epoch[key].append((epoch, value))
+    return dict(by_step), dict(by_epoch)
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _natural(name: str) -> list:
+    """Sort key putting ``features.2`` before ``features.10``."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+
+
+def _save(fig, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _panel_grid(count: int, title: str):
+    from matplotlib.figure import Figure
+
+    cols = min(4, count)
+    rows = math.ceil(count / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.0 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).flatten()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return fig, axes
+
+
+def plot_runs(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None,
+              output_dir: str | Path = "plots") -> list[Path]:
+    """Write the PNGs for ``run_dirs`` (labelled ``labels``, default the directory names); return their paths."""
+    if not run_dirs:
+        raise ValueError("give at least one run directory")
+    labels = list(labels) if labels else [Path(d).resolve().name for d in run_dirs]
+    if len(labels) != len(run_dirs):
+        raise ValueError(f"got {len(labels)} labels {labels} for {len(run_dirs)} run directories; give one per run")
+    runs = [(label, dict(zip(("step", "epoch"), read_metrics(find_metrics_csv(d))))) for label, d in
+            zip(labels, run_dirs)]
+    output_dir = Path(output_dir)
+    written = []
+
+    alpha_keys = sorted({k for _, s in runs for k in s["step"] if k == "alpha" or k.startswith("alpha/")})
+    if alpha_keys:
+        fig, (ax,) = _panel_grid(1, "HeLU alpha over training")
+        for label, series in runs:
+            for key in alpha_keys:
+                if key in series["step"]:
+                    xs, ys = zip(*series["step"][key])
+                    ax.plot(xs, ys, label=label if key == "alpha" else f"{label} {key[6:]}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("alpha")
+        ax.legend(fontsize="small")
+        written.append(_save(fig, output_dir / "alpha.png"))
+
+    for stage, x_name in (("train", "step"), ("val", "epoch")):
+        for stat in STATS:
+            prefix = f"monitor/{stage}/{stat}"
+            sites = sorted({k[len(prefix) + 1:] for _, s in runs for k in s[x_name] if k.startswith(prefix + "/")},
+                           key=_natural)
+            if not any(prefix in s[x_name] for _, s in runs):
+                continue
+            fig, axes = _panel_grid(1 + len(sites), f"{stat.replace('_', ' ')} ({stage}) per layer")
+            for ax, site in zip(axes, [None, *sites]):
+                key = prefix if site is None else f"{prefix}/{site}"
+                for label, series in runs:
+                    points = series[x_name].get(key)
+                    if points:
+                        xs, ys = zip(*points)
+                        ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=label)
+                ax.set_title("all layers" if site is None else site, fontsize="small")
+                ax.set_xlabel(x_name)
+            axes[0].legend(fontsize="small")
+            written.append(_save(fig, output_dir / f"{stage}_{stat}.png"))
+
+    if not written:
+        raise ValueError(
+            f"no alpha or monitor metrics in {[str(d) for d in run_dirs]}; train with the AlphaScheduler and/or "
+            "ActivationMonitor callbacks (configs/monitor.yaml) and a CSVLogger"
+        )
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``helu-train plot RUN_DIR [RUN_DIR ...] --labels ... --output_dir DIR``."""
+    parser = argparse.ArgumentParser(prog="helu-train plot", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="+", help="CSVLogger run directories (or parents of one)")
+    parser.add_argument("--labels", nargs="+", default=None, help="one label per run directory")
+    parser.add_argument("--output_dir", default="plots", help="where the PNGs go (default: plots)")
+    args = parser.parse_args(argv)
+    try:
+        paths = plot_runs(args.run_dirs, args.labels, args.output_dir)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
+    for path in paths:
+        print(path)

@@ -1,0 +1,89 @@
+"""helu-train plot: CSVLogger metrics.csv fixtures in, valid PNGs out; clear errors without logs."""
+
+import csv
+
+import pytest
+
+from helu_lightning import cli
+from helu_lightning.plots import main, plot_runs, read_metrics
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SITES = ["model.features.2", "model.features.10", "model.layer1.0.relu#0"]
+
+
+def _write_run(directory, with_alpha: bool) -> None:
+    """A metrics.csv as Lightning's CSVLogger writes it: one row per log call, empty cells elsewhere."""
+    directory.mkdir(parents=True)
+    columns = ["epoch", "step", "train/loss"]
+    if with_alpha:
+        columns.append("alpha")
+    for stage in ("train", "val"):
+        for stat in ("dead_fraction", "band_fraction"):
+            columns += [f"monitor/{stage}/{stat}"] + [f"monitor/{stage}/{stat}/{s}" for s in SITES]
+    rows = []
+    for step in range(0, 40, 5):
+        row = {"step": step, "train/loss": 2.0 / (step + 1)}
+        if with_alpha:
+            row["alpha"] = 0.1 - 0.002 * step
+        rows.append(row)
+        rows.append({"step": step, "epoch": step // 10,
+                     **{c: 0.01 * step for c in columns if c.startswith("monitor/train")}})
+    for epoch in range(4):
+        rows.append({"step": epoch * 10 + 9, "epoch": epoch,
+                     **{c: 0.1 + 0.02 * epoch for c in columns if c.startswith("monitor/val")}})
+    with open(directory / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _check_png(path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, path
+    assert len(data) > 5000, (path, len(data))
+
+
+def test_read_metrics_splits_by_step_and_epoch(tmp_path):
+    _write_run(tmp_path / "run", with_alpha=True)
+    by_step, by_epoch = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert by_step["alpha"][:3] == [(0.0, 0.1), (5.0, pytest.approx(0.09)), (10.0, pytest.approx(0.08))]
+    epochs, values = zip(*by_epoch["monitor/val/dead_fraction/model.features.10"])
+    assert epochs == (0.0, 1.0, 2.0, 3.0) and values == pytest.approx([0.1, 0.12, 0.14, 0.16])
+    assert "alpha" not in by_epoch
+
+
+def test_plot_runs_overlays_runs_and_writes_pngs(tmp_path):
+    _write_run(tmp_path / "relu" / "version_0", with_alpha=False)  # found below a parent directory
+    _write_run(tmp_path / "helu", with_alpha=True)
+    paths = plot_runs([tmp_path / "relu", tmp_path / "helu"], ["ReLU", "HeLU"], tmp_path / "plots")
+    names = sorted(p.name for p in paths)
+    assert names == ["alpha.png", "train_band_fraction.png", "train_dead_fraction.png",
+                     "val_band_fraction.png", "val_dead_fraction.png"]
+    for path in paths:
+        _check_png(path)
+
+
+def test_plot_command_through_helu_train(tmp_path, capsys):
+    _write_run(tmp_path / "helu", with_alpha=True)
+    out = tmp_path / "out"
+    cli.main(["plot", str(tmp_path / "helu"), "--labels", "HeLU", "--output_dir", str(out)])
+    printed = capsys.readouterr().out.split()
+    assert str(out / "alpha.png") in printed
+    _check_png(out / "val_dead_fraction.png")
+
+
+def test_errors_without_logs_or_with_wrong_labels(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "empty"), "--output_dir", str(tmp_path / "out")])
+    assert "no metrics.csv under" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        plot_runs([tmp_path / "missing"])
+    _write_run(tmp_path / "a", with_alpha=True)
+    with pytest.raises(ValueError, match="got 2 labels"):
+        plot_runs([tmp_path / "a"], ["x", "y"], tmp_path / "out")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "metrics.csv").write_text("epoch,step,train/loss\n0,0,1.0\n")
+    with pytest.raises(ValueError, match="no alpha or monitor metrics"):
+        plot_runs([tmp_path / "plain"], output_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
