@@ -30,11 +30,22 @@ TIMEOUT = 300
 PAUSE_STEP = 6  # epoch 1 of 0..2, after 2 of its 4 batches: mid-epoch, after the end-of-epoch-0 checkpoint
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", **extra)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-    env["OMP_NUM_THREADS"] = "1"
     return env
+
+
+def _slurm_env(run_dir: Path) -> dict[str, str]:
+    """A one-task SLURM job as srun describes it, with a fake ``scontrol`` that records the requeue request."""
+    bindir = run_dir / "bin"
+    bindir.mkdir()
+    scontrol = bindir / "scontrol"
+    scontrol.write_text(f'#!/usr/bin/env bash\necho "$@" > "{run_dir}/scontrol.txt"\n')
+    scontrol.chmod(0o755)
+    return {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1",
+            "SLURM_NNODES": "1", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "helu-fit", "SLURM_PROCID": "0",
+            "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}
 
 
 def _fit_args(run_dir: Path, *extra: str) -> list[str]:
@@ -58,8 +69,8 @@ def _pause(run_dir: Path) -> list[str]:
             "--trainer.callbacks.marker", str(run_dir / "paused.json")]
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+def _start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(args, cwd=ROOT, env=_env(**(env or {})), stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
 def _finish(proc: subprocess.Popen, log: Path) -> int:
@@ -85,32 +96,48 @@ def _dump(run_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Uninterrupted, SIGKILLed and SIGTERMed fits side by side, then both interrupted ones resumed."""
+    """Fits side by side: uninterrupted, SIGKILLed, SIGTERMed, and preempted under SLURM (SIGUSR1); then the
+    interrupted ones restarted (the first two with ``--ckpt_path last``, the SLURM one as its requeued job would)."""
     base = tmp_path_factory.mktemp("fault")
-    ref, killed, termed = base / "ref", base / "killed", base / "termed"
-    for d in (ref, killed, termed):
+    dirs = {name: base / name for name in ("ref", "killed", "termed", "preempted")}
+    for d in dirs.values():
         d.mkdir()
-    on_exception = ["--trainer.callbacks+=lightning.pytorch.callbacks.OnExceptionCheckpoint",
-                    "--trainer.callbacks.dirpath", str(termed / "ckpt")]
-    procs = {
-        "ref": _start(_fit_args(ref), ref / "fit.log"),
-        "killed": _start(_fit_args(killed, *_pause(killed)), killed / "fit.log"),
-        "termed": _start(_fit_args(termed, *on_exception, *_pause(termed)), termed / "fit.log"),
+    slurm = _slurm_env(dirs["preempted"])
+    extra = {
+        "ref": [],
+        "killed": [],
+        "termed": ["--trainer.callbacks+=lightning.pytorch.callbacks.OnExceptionCheckpoint",
+                   "--trainer.callbacks.dirpath", str(dirs["termed"] / "ckpt")],
+        "preempted": [],
     }
-    out: dict = {"dirs": {"ref": ref, "killed": killed, "termed": termed}}
-    _wait_for(killed / "paused.json", procs["killed"], killed / "fit.log")
-    out["ckpts_at_kill"] = sorted(p.name for p in (killed / "ckpt").iterdir())
+    procs = {name: _start(_fit_args(d, *extra[name], *([] if name == "ref" else _pause(d))), d / "fit.log",
+                          slurm if name == "preempted" else None)
+             for name, d in dirs.items()}
+    out: dict = {"dirs": dirs}
+    _wait_for(dirs["killed"] / "paused.json", procs["killed"], dirs["killed"] / "fit.log")
+    out["ckpts_at_kill"] = sorted(p.name for p in (dirs["killed"] / "ckpt").iterdir())
     procs["killed"].send_signal(signal.SIGKILL)
-    _wait_for(termed / "paused.json", procs["termed"], termed / "fit.log")
+    _wait_for(dirs["termed"] / "paused.json", procs["termed"], dirs["termed"] / "fit.log")
     procs["termed"].send_signal(signal.SIGTERM)
-    out["rc"] = {name: _finish(proc, base / name / "fit.log") for name, proc in procs.items()}
-    out["ckpts_after_term"] = sorted(p.name for p in (termed / "ckpt").iterdir())
-    if (termed / "ckpt" / "on_exception.ckpt").exists():
-        out["on_exception"] = torch.load(termed / "ckpt" / "on_exception.ckpt", weights_only=True)
-    resumed = {name: _start(_fit_args(out["dirs"][name], *extra, "--ckpt_path", "last"), base / name / "resume.log")
-               for name, extra in (("killed", []), ("termed", on_exception))}
-    out["resume_rc"] = {name: _finish(proc, base / name / "resume.log") for name, proc in resumed.items()}
-    out["ckpts_after_resume"] = sorted(p.name for p in (termed / "ckpt").iterdir())
+    # SLURM sends SIGUSR1 before the time limit: Lightning saves hpc_ckpt_1.ckpt and calls `scontrol requeue`.
+    _wait_for(dirs["preempted"] / "paused.json", procs["preempted"], dirs["preempted"] / "fit.log")
+    procs["preempted"].send_signal(signal.SIGUSR1)
+    _wait_for(dirs["preempted"] / "scontrol.txt", procs["preempted"], dirs["preempted"] / "fit.log")
+    procs["preempted"].send_signal(signal.SIGKILL)  # the time limit
+    out["rc"] = {name: _finish(proc, dirs[name] / "fit.log") for name, proc in procs.items()}
+    out["ckpts_after_term"] = sorted(p.name for p in (dirs["termed"] / "ckpt").iterdir())
+    if (dirs["termed"] / "ckpt" / "on_exception.ckpt").exists():
+        out["on_exception"] = torch.load(dirs["termed"] / "ckpt" / "on_exception.ckpt", weights_only=True)
+    out["scontrol"] = (dirs["preempted"] / "scontrol.txt").read_text().split()
+    out["hpc"] = torch.load(dirs["preempted"] / "hpc_ckpt_1.ckpt", weights_only=True)
+    resumed = {
+        "killed": _start(_fit_args(dirs["killed"], "--ckpt_path", "last"), dirs["killed"] / "resume.log"),
+        "termed": _start(_fit_args(dirs["termed"], *extra["termed"], "--ckpt_path", "last"),
+                         dirs["termed"] / "resume.log"),
+        "preempted": _start(_fit_args(dirs["preempted"]), dirs["preempted"] / "resume.log", slurm),
+    }
+    out["resume_rc"] = {name: _finish(proc, dirs[name] / "resume.log") for name, proc in resumed.items()}
+    out["ckpts_after_resume"] = sorted(p.name for p in (dirs["termed"] / "ckpt").iterdir())
     return out
 
 
@@ -144,6 +171,16 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues_mid_epoch(runs: dict) -
     assert resumed["global_step"] == 12 and len(resumed["alphas"]) == 12 - PAUSE_STEP
     # A finished fit removes its on-exception checkpoint, so a later `last` cannot pick a stale one.
     assert "on_exception.ckpt" not in runs["ckpts_after_resume"]
+
+
+@pytest.mark.slow
+def test_slurm_preemption_saves_requeues_and_the_requeued_job_resumes(runs: dict) -> None:
+    assert runs["scontrol"] == ["requeue", "4242"]
+    assert runs["hpc"]["global_step"] == PAUSE_STEP
+    # The requeued job runs the same command (no --ckpt_path) and Lightning picks hpc_ckpt_1.ckpt by itself.
+    assert runs["resume_rc"]["preempted"] == 0
+    resumed = _dump(runs["dirs"]["preempted"])
+    assert resumed["global_step"] == 12 and len(resumed["alphas"]) == 12 - PAUSE_STEP
 
 
 class _Payload:
