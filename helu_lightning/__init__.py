@@ -1,11 +1,13 @@
 """helu-lightning: train with HeLU (ReLU forward, hysteresis backward), serve as plain ReLU."""
 
 from .activations import (
+    ActivationFactory,
     ActivationSpec,
     HeLU,
     NaiveHeLU,
     activation_factory,
     available_activations,
+    check_alpha,
     helu,
     make_activation,
     register_activation,
@@ -16,12 +18,14 @@ from .surgery import find_activations, replace_activations
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivationFactory",
     "ActivationSpec",
     "HeLU",
     "NaiveHeLU",
     "__version__",
     "activation_factory",
     "available_activations",
+    "check_alpha",
     "find_activations",
     "helu",
     "make_activation",

@@ -110,6 +110,21 @@ def test_gradient_on_random_tensors_of_every_layout(dtype, layout, memory):
         assert y.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("memory", ["output", "input"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tensor_op_path_used_on_accelerators_is_exact_too(dtype, memory, monkeypatch):
+    # CUDA and torch.compile take the tensor-op path (no host read of alpha); run it here on CPU.
+    monkeypatch.setattr(activations, "_eager_cpu", lambda x: False)
+    x = torch.cat([_edge_values(dtype), torch.randn(200, dtype=dtype) * 0.1])
+    grad = torch.randn_like(x)
+    y, g = _helu_grad(x, grad, memory=memory)
+    assert torch.equal(y, torch.relu(x))
+    assert torch.equal(g, _reference_grad(x, grad))
+    nan = torch.full((2,), float("nan"), dtype=dtype)
+    y, g = _helu_grad(nan, torch.ones_like(nan), memory=memory)
+    assert torch.isnan(y).all() and g.tolist() == [1.0, 1.0]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_twin_of_naive_reference(dtype):
     alpha = float(torch.tensor(0.05).to(dtype))  # the naive twin compares against a Python float
