@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,26 @@ def test_sync_batchnorm_is_selectable_and_converts_every_bn_layer(tmp_path: Path
     assert not any(type(m) in (nn.BatchNorm1d, nn.BatchNorm2d) for m in converted.modules())
 
 
+@pytest.mark.slow
+def test_torchrun_script_runs_a_two_process_fit(tmp_path: Path) -> None:
+    # torchrun starts the ranks here and Lightning takes them from TorchElasticEnvironment.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", NNODES="1", GPUS_PER_NODE="2", ACCELERATOR="cpu",
+               MASTER_PORT=str(port), MAX_RESTARTS="0")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
+    args = ["bash", str(CLUSTER / "torchrun.sh"), "configs/offline.yaml", "--trainer.max_epochs", "1",
+            "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--test_after_fit", "false",
+            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.callbacks+=scale_probes.RankDump", "--trainer.callbacks.out_dir", str(tmp_path)]
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"run-rank{r}.json").read_text()) for r in (0, 1))
+    assert (r0["world_size"], r1["rank"], r0["global_step"]) == (2, 1, 2)
+    assert r0["weights"] == r1["weights"]
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_cluster_script_is_valid_bash(script: str) -> None:
     result = subprocess.run(["bash", "-n", str(CLUSTER / script)], capture_output=True, text=True)
@@ -178,3 +199,25 @@ def test_search_launch_arguments_parse(tmp_path: Path, capsys: pytest.CaptureFix
     trainer = config["trainer"]
     assert (trainer["strategy"], str(trainer["devices"]), trainer["max_epochs"]) == ("ddp_spawn", "4", 7)
     assert trainer["plugins"]["class_path"].endswith("LightningEnvironment")
+
+
+def test_search_trial_takes_all_node_devices_inside_a_one_task_srun(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # search.sbatch runs one srun task per node. Left to itself Lightning reads that task's SLURM rank and task count
+    # as the DDP world, so every node's trial would join one rendezvous with clashing ranks.
+    for key, value in {"SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "4", "SLURM_PROCID": "2",
+                       "SLURM_LOCALID": "0", "SLURM_NODEID": "2", "SLURM_JOB_ID": "7", "SLURM_JOB_NAME": "helu-search",
+                       "SLURM_NODELIST": "node[0-3]"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    args = ["--config", str(ROOT / "configs/offline.yaml"), "--trainer.accelerator", "cpu",
+            "--trainer.strategy", "ddp_spawn", "--trainer.devices", "4", "--trainer.logger", "false",
+            "--trainer.default_root_dir", str(tmp_path)]
+    trainer = cli(args, run=False).trainer
+    assert type(trainer.strategy.cluster_environment).__name__ == "SLURMEnvironment"
+    assert trainer.strategy.cluster_environment.global_rank() == 2
+    plugin = ["--trainer.plugins", "lightning.pytorch.plugins.environments.LightningEnvironment"]
+    trainer = cli([*args, *plugin], run=False).trainer
+    environment = trainer.strategy.cluster_environment
+    assert type(environment).__name__ == "LightningEnvironment"
+    assert (environment.global_rank(), environment.main_address, trainer.world_size) == (0, "127.0.0.1", 4)

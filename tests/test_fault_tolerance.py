@@ -12,6 +12,7 @@ import http.server
 import json
 import os
 import pickle
+import random
 import signal
 import subprocess
 import sys
@@ -19,10 +20,12 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from helu_lightning.cli import cli
+from helu_lightning.resume import RNGState
 from helu_lightning.tasks.vision import VisionClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,6 +184,25 @@ def test_slurm_preemption_saves_requeues_and_the_requeued_job_resumes(runs: dict
     assert runs["resume_rc"]["preempted"] == 0
     resumed = _dump(runs["dirs"]["preempted"])
     assert resumed["global_step"] == 12 and len(resumed["alphas"]) == 12 - PAUSE_STEP
+
+
+def _draws() -> list[float]:
+    return [random.random(), float(np.random.rand()), float(np.random.randn()), torch.rand(1).item()]
+
+
+def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path) -> None:
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    np.random.randn()  # leaves a cached Gaussian in NumPy's state
+    torch.save({"rng": RNGState().state_dict()}, tmp_path / "rng.ckpt")
+    expected = _draws()
+    _draws()  # move every generator on
+    RNGState().load_state_dict(torch.load(tmp_path / "rng.ckpt", weights_only=True)["rng"])
+    assert _draws() == expected
+
+
+def test_rng_state_rejects_a_foreign_entry() -> None:
+    with pytest.raises(KeyError, match="numpy"):
+        RNGState().load_state_dict({"python": {}, "torch": torch.get_rng_state()})
 
 
 class _Payload:
