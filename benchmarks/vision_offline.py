@@ -1,11 +1,12 @@
 """ReLU vs GELU vs HeLU on the offline digits set: test accuracy over seeds, seconds per epoch, and HeLU's
-training-step time as a ratio to ReLU's, all measured side by side in one run (runs interleaved by seed).
+training-step time as a ratio to ReLU's, measured side by side: the four models take turns, step by step.
 
     python benchmarks/vision_offline.py                 # 4 activations x 3 seeds x 20 epochs, ~3 min on 2 cores
     python benchmarks/vision_offline.py --seeds 5 --epochs 30 --threads 2
 
 Same model and recipe as configs/offline.yaml (small CNN, SGD lr 0.05 momentum 0.9, cosine), in a plain loop so
-the step time is the model's, not the framework's. Test accuracy is taken after the last epoch.
+the step time is the model's, not the framework's. Seconds per epoch count training steps only (no data loading).
+Test accuracy is taken after the last epoch.
 """
 
 from __future__ import annotations
@@ -28,36 +29,44 @@ ACTIVATIONS = {
 }
 
 
-def run(activation: str | dict, seed: int, epochs: int, batch_size: int) -> dict[str, float]:
-    """Train one model; return test accuracy, seconds per epoch and the median training-step time."""
-    torch.manual_seed(seed)
+def run_seed(seed: int, epochs: int, batch_size: int) -> dict[str, dict[str, float]]:
+    """Train one model per activation on the same batches, stepping them in turn so that all share the machine's
+    load alike; return each one's test accuracy, seconds per epoch and median training-step time."""
     data = DigitsDataModule(seed=seed, batch_size=batch_size)
     data.setup("fit")
-    task = VisionClassifier("small_cnn", num_classes=10, in_channels=1, image_size=8,
-                            backbone_options={"width": 32, "dropout": 0.1}, activation=activation)
-    model = task.model
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    steps, epoch_seconds = [], []
+    models, optimizers, schedulers = {}, {}, {}
+    for name, activation in ACTIVATIONS.items():
+        torch.manual_seed(seed)
+        models[name] = VisionClassifier("small_cnn", num_classes=10, in_channels=1, image_size=8,
+                                        backbone_options={"width": 32, "dropout": 0.1}, activation=activation).model
+        optimizers[name] = torch.optim.SGD(models[name].parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        schedulers[name] = torch.optim.lr_scheduler.CosineAnnealingLR(optimizers[name], T_max=epochs)
+    steps: dict[str, list[float]] = {name: [] for name in models}
+    torch.manual_seed(seed)
     for _ in range(epochs):
-        model.train()
-        epoch_start = time.perf_counter()
+        for model in models.values():
+            model.train()
         for x, y in data.train_dataloader():
-            start = time.perf_counter()
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            steps.append(time.perf_counter() - start)
-        epoch_seconds.append(time.perf_counter() - epoch_start)
-        scheduler.step()
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in data.test_dataloader():
-            correct += (model(x).argmax(1) == y).sum().item()
-            total += len(y)
-    return {"acc": correct / total, "epoch_s": statistics.mean(epoch_seconds), "step_s": statistics.median(steps)}
+            for name, model in models.items():
+                start = time.perf_counter()
+                loss = F.cross_entropy(model(x), y)
+                optimizers[name].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers[name].step()
+                steps[name].append(time.perf_counter() - start)
+        for scheduler in schedulers.values():
+            scheduler.step()
+    results = {}
+    for name, model in models.items():
+        model.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for x, y in data.test_dataloader():
+                correct += (model(x).argmax(1) == y).sum().item()
+                total += len(y)
+        results[name] = {"acc": correct / total, "epoch_s": sum(steps[name]) / epochs,
+                         "step_s": statistics.median(steps[name])}
+    return results
 
 
 def main() -> None:
@@ -70,8 +79,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in ACTIVATIONS}
     for seed in range(args.seeds):
-        for name, activation in ACTIVATIONS.items():
-            results[name].append(run(activation, seed, args.epochs, args.batch_size))
+        for name, result in run_seed(seed, args.epochs, args.batch_size).items():
+            results[name].append(result)
     relu_step = statistics.mean(r["step_s"] for r in results["relu"])
     print(f"digits 8x8, small CNN, {args.epochs} epochs, batch {args.batch_size}, {args.seeds} seeds, "
           f"{args.threads} thread(s), torch {torch.__version__}")

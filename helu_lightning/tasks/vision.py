@@ -64,7 +64,7 @@ class VisionClassifier(LightningModule):
             )
         factory = activation_factory(dict(activation) if isinstance(activation, Mapping) else activation)
         options = dict(backbone_options or {})
-        if backbone == "small_cnn":
+        if backbone == "small_cnn":  # its linear head is sized for the image
             options.setdefault("image_size", image_size)
         self.model = build_backbone(backbone, num_classes, factory, in_channels=in_channels, **options)
         self.save_hyperparameters()
@@ -80,12 +80,12 @@ class VisionClassifier(LightningModule):
         self.label_smoothing = label_smoothing
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
-        top_k = 5 if num_classes >= 5 else None
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc_top5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro") if top_k else None
-        self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=top_k, average="micro") if top_k else None
+        has_top5 = num_classes >= 5
+        self.val_acc_top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if has_top5 else None
+        self.test_acc_top5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if has_top5 else None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
