@@ -223,7 +223,13 @@ def test_yaml_callbacks_parse_through_the_cli(tmp_path):
     assert isinstance(parsed.model, BoringModel)
 
 
-def test_example_config_parses():
-    parsed = cli(["--config", str(CONFIGS / "callbacks_example.yaml"), *BORING], run=False)
+@pytest.mark.parametrize(("name", "expected"), [("callbacks_example.yaml", {"AlphaScheduler", "ActivationMonitor"}),
+                                              ("monitor.yaml", {"ActivationMonitor"})])
+def test_callback_configs_append_to_the_task_callbacks(tmp_path, name, expected):
+    task = tmp_path / "task.yaml"
+    task.write_text("trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.LearningRateMonitor\n")
+    parsed = cli(["--config", str(task), "--config", str(CONFIGS / name), *BORING], run=False)
     kinds = {type(c).__name__ for c in parsed.trainer.callbacks}
-    assert {"AlphaScheduler", "ActivationMonitor"} <= kinds
+    assert expected | {"LearningRateMonitor"} <= kinds
+    assert not {"AlphaScheduler", "ActivationMonitor"} - expected & kinds
+    assert type(parsed.trainer.logger).__name__ == "CSVLogger"
