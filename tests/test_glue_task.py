@@ -233,6 +233,15 @@ def test_predict_writes_glue_submission_files(task: str, glue_dir: Path, tmp_pat
             assert set(values) <= set(FILE_LABELS[task])  # label names, as GLUE expects for MNLI/QNLI/RTE
 
 
+def test_model_and_data_must_be_the_same_task(glue_dir: Path, tmp_path: Path) -> None:
+    trainer = quiet_trainer(tmp_path, fast_dev_run=1)
+    with pytest.raises(ValueError, match="GLUE task 'rte' but the data is 'wnli'"):
+        trainer.fit(tiny("rte"), datamodule=data("wnli", glue_dir, tmp_path))
+    text = GlueClassifier(task="classification", num_labels=3, model_config=TINY)
+    with pytest.raises(ValueError, match="the data has 2 label"):
+        trainer.fit(text, datamodule=data("wnli", glue_dir, tmp_path))
+
+
 def test_writer_refuses_a_non_glue_model(tmp_path: Path) -> None:
     writer = GluePredictionWriter(str(tmp_path))
     text = GlueClassifier(task="classification", num_labels=3, model_config=TINY)

@@ -122,6 +122,10 @@ class GlueClassifier(LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        data_task = getattr(getattr(datamodule, "spec", None), "name", None)
+        if data_task is not None and self.spec is not None and data_task != self.spec.name:
+            raise ValueError(f"the model is for GLUE task {self.spec.name!r} but the data is {data_task!r}; set the "
+                             "same task in model.init_args.task and data.init_args.task")
         found = getattr(datamodule, "num_labels", None)
         if isinstance(found, int) and found != self.num_labels:
             raise ValueError(f"the data has {found} label(s) but the model was built for {self.num_labels}; set "
