@@ -43,7 +43,8 @@ def _activations(compile_helu: bool) -> dict[str, Callable[[], nn.Module]]:
         "gelu": nn.GELU,
         "helu_naive": NaiveHeLU,
     }
-    if compile_helu:
+    if compile_helu:  # compiled ReLU too: Inductor's own speed on this machine is the fair baseline
+        makers["relu_compiled"] = lambda: torch.compile(nn.ReLU(), dynamic=False)
         makers["helu_compiled"] = lambda: torch.compile(HeLU(), dynamic=False)
     return makers
 
@@ -68,8 +69,9 @@ def time_activations(device: str, dtype: torch.dtype, args: argparse.Namespace) 
         for _ in range(3):
             steps[name]()
         sync()
-        if name == "helu_compiled":
-            print(f"  ({device} {_dtype_name(dtype)}: torch.compile of HeLU took {time.perf_counter() - started:.1f} s)")
+        if name.endswith("_compiled"):
+            print(f"  ({device} {_dtype_name(dtype)}: torch.compile of {name} took "
+                  f"{time.perf_counter() - started:.1f} s)")
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.repeats):
         for name, step in steps.items():

@@ -99,12 +99,14 @@ def _forward(x: Tensor, alpha: Tensor) -> Tensor:
 
 def _backward(grad: Tensor, y: Tensor) -> Tensor:
     """Zero the gradient where the saved output is -0.0 (x <= -alpha); pass it everywhere else, NaN included."""
-    int_dtype, below = _NEGATIVE_ZERO[y.element_size()]
-    bits = y.detach().view(int_dtype)
-    if torch.is_grad_enabled() or grad.device.type not in ("cpu", "cuda"):
-        # Double backward (create_graph=True) or other devices: a differentiable product.
-        return grad * (bits != below)
+    if torch.is_grad_enabled() or torch.compiler.is_compiling() or grad.device.type not in ("cpu", "cuda"):
+        # Double backward (create_graph=True), torch.compile and other devices: a differentiable product of
+        # float ops, which Inductor fuses and vectorises (bit casts and signbit it does not). y is never
+        # negative, so 1/y < 0 exactly where y is -0.0 (1/-0.0 = -inf); NaN compares false and passes.
+        return grad * ~(torch.reciprocal(y) < 0)
     # One kernel, the same as ReLU's backward (threshold_backward), on the integer views.
+    int_dtype, below = _NEGATIVE_ZERO[y.element_size()]
+    bits = y.view(int_dtype)
     return torch.ops.aten.threshold_backward(grad.view(int_dtype), bits, below).view(grad.dtype)
 
 
