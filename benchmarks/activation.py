@@ -9,10 +9,11 @@ repeat, so machine load hits all of them alike. Printed: median ms, the median r
 25th-75th percentile spread. ``--clock cpu`` times CPU rows by process CPU time instead of wall time, which
 other jobs on a busy machine disturb less (best with ``--threads 1``). On Linux the glibc allocator is told to
 keep freed memory (``mallopt``) so that page faults of fresh 16 MiB buffers, whose count depends on glibc's
-heap-trimming heuristics rather than on the kernels, do not swamp the comparison; ``--system-malloc`` skips it. Memory: the bytes saved for backward (each storage once, via
-``torch.autograd.graph.saved_tensors_hooks``) by one training step of a CIFAR ResNet-18 (torchvision resnet18,
-100 classes, 3x3 stem, no max-pool) at batch 128 on 32x32 inputs. Goals from issue 3 are printed beside the
-numbers with whether this run met them.
+heap-trimming heuristics rather than on the kernels, do not swamp the comparison; ``--system-malloc`` skips it.
+
+Memory: the bytes saved for backward (each storage once, via ``torch.autograd.graph.saved_tensors_hooks``) by
+one training step of a CIFAR ResNet-18 (torchvision resnet18, 100 classes, 3x3 stem, no max-pool) at batch 128
+on 32x32 inputs. Goals from issue 3 are printed beside the numbers with whether this run met them.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ autocast, torch.compile, saved-for-backward memory, the factory, and Hugging Fac
 
 import math
 import pickle
+import shutil
 
 import pytest
 import torch
@@ -260,6 +261,22 @@ def test_compile_fullgraph_matches_eager_and_alpha_change_does_not_recompile(mem
     assert not torch.equal(grad_wide, grad)
     eager_wide = grads(net)[1]
     assert torch.equal(grad_wide, eager_wide) and torch.equal(out_wide, eager_out)
+    torch._dynamo.reset()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="Inductor on CPU needs a C++ compiler")
+def test_inductor_compiled_helu_is_exact():
+    torch._dynamo.reset()
+    module = HeLU(0.05)
+    compiled = torch.compile(module, dynamic=False)
+    x = torch.cat([_edge_values(torch.float32), torch.randn(1000) * 0.1])
+    grad = torch.randn_like(x)
+    leaf = x.clone().requires_grad_(True)
+    y = compiled(leaf)
+    y.backward(grad)
+    assert torch.equal(y.detach(), torch.relu(x))
+    assert torch.equal(leaf.grad, _reference_grad(x, grad))
     torch._dynamo.reset()
 
 
