@@ -103,7 +103,7 @@ def _backward(grad: Tensor, y: Tensor) -> Tensor:
         # Double backward (create_graph=True), torch.compile and other devices: a differentiable product of
         # float ops, which Inductor fuses and vectorises (bit casts and signbit it does not). y is never
         # negative, so 1/y < 0 exactly where y is -0.0 (1/-0.0 = -inf); NaN compares false and passes.
-        return grad * ~(torch.reciprocal(y) < 0)
+        return grad * ~(torch.reciprocal(y.detach()) < 0)
     # One kernel, the same as ReLU's backward (threshold_backward), on the integer views.
     int_dtype, below = _NEGATIVE_ZERO[y.element_size()]
     bits = y.view(int_dtype)
