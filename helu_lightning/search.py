@@ -20,10 +20,12 @@ import math
 import os
 import socket
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +38,12 @@ from helu_lightning.io import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "KNOWN_PARAMS",
+    "Objective",
     "SearchParam",
     "SearchSetupError",
     "apply_params",
     "build_parser",
+    "calibrated_alpha",
     "fail_dead_local_trials",
     "load_space",
     "main",
@@ -56,6 +60,7 @@ class SearchSetupError(ValueError):
     """A bad config, space, storage or study option, found before any trial runs."""
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+PRUNERS = ("median", "hyperband", "successive_halving", "none")
 
 
 @dataclass
@@ -307,9 +312,11 @@ def _make_pruner(name: str, startup_trials: int, warmup_epochs: int) -> optuna.p
         return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup_epochs + 1), reduction_factor=3)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup_epochs + 1), reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ValueError(f"unknown pruner {name!r}; use median, hyperband or none")
+    raise ValueError(f"unknown pruner {name!r}; use {', '.join(PRUNERS)}")
 
 
 class Objective:
@@ -332,6 +339,12 @@ class Objective:
 
         trial.set_user_attr("worker", {"trial": trial.number, **_worker()})
         values = {p.name: p.suggest(trial) for p in self.params}
+        if (twin := self._finished_twin(trial, values)) is not None:
+            trial.set_user_attr("epochs", 0)
+            trial.set_user_attr("reused_from", twin.number)
+            if twin.state == TrialState.PRUNED:
+                raise optuna.TrialPruned(f"same parameters as pruned trial {twin.number}")
+            return float(twin.value)
         trial_dir = self.output_dir / "trials" / str(trial.number)
         trial.set_user_attr("trial_dir", str(trial_dir))
         config_path = trial_dir / "config.yaml"
@@ -363,6 +376,16 @@ class Objective:
             _empty_accelerator_cache()
 
 
+    def _finished_twin(self, trial: optuna.Trial, values: dict[str, Any]) -> FrozenTrial | None:
+        """A finished trial with the same values; with a fixed ``seed_everything`` refitting would repeat it exactly,
+        so its result is reused (categorical spaces repeat values often)."""
+        seed = self.config.get("seed_everything")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            return None
+        finished = trial.study.get_trials(deepcopy=False, states=FINISHED)
+        return next((other for other in finished if other.params == values), None)
+
+
 def _empty_accelerator_cache() -> None:
     import torch
 
@@ -380,17 +403,36 @@ def _load_config(path: str) -> dict:
     return config
 
 
-def _baselines(params: list[SearchParam], suggest_alpha: Callable[[], float] | None) -> list[dict[str, Any]]:
+def calibrated_alpha(config_path: str, overrides: Sequence[str], build_cli: Callable[..., Any]) -> float:
+    """``calibration.suggest_alpha``'s global alpha for the config's freshly initialised model on its training data."""
+    from helu_lightning.calibration import suggest_alpha
+
+    with tempfile.TemporaryDirectory(prefix="helu-calibration-") as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        args = ["--config", config_path, *overrides, f"--trainer.default_root_dir={tmp}"]
+        cli = build_cli(args=args, run=False, trainer_defaults={"logger": False, "enable_progress_bar": False})
+        cli.datamodule.prepare_data()
+        cli.datamodule.setup("fit")
+        model = getattr(cli.model, "model", None) or cli.model
+        return float(suggest_alpha(model, cli.datamodule.train_dataloader()).global_alpha)
+
+
+def _baselines(params: list[SearchParam], calibrate: Callable[[], float] | None) -> list[dict[str, Any]]:
     """Trials run first: the paper's alpha 0.05 and, when given, the calibrated alpha (those inside the space)."""
     alpha = next((p for p in params if p.name == "alpha"), None)
-    if alpha is None or alpha.type != "float":
+    if alpha is None:
         return []
-    candidates = [ALPHA_BASELINE] + ([float(suggest_alpha())] if suggest_alpha is not None else [])
+    candidates = [ALPHA_BASELINE]
+    if calibrate is not None:
+        try:
+            candidates.append(calibrate())
+        except ValueError as err:
+            print(f"helu-train search: no calibrated baseline trial ({err})")
     return [{"alpha": value} for value in dict.fromkeys(candidates) if alpha.contains(value)]
 
 
 def open_study(
-    args: argparse.Namespace, params: list[SearchParam], suggest_alpha: Callable[[], float] | None = None
+    args: argparse.Namespace, params: list[SearchParam], calibrate: Callable[[], float] | None = None
 ) -> optuna.Study:
     """Create the study (enqueueing the baselines once) or load it to resume or join it."""
     storage_url = args.storage or f"sqlite:///{(Path(args.output_dir) / 'study.db').resolve()}"
@@ -421,7 +463,7 @@ def open_study(
             # Resuming or joining: a seed of its own, so this worker does not replay the first one's draws.
             study.sampler = sampler((args.sampler_seed + 1000003 * len(study.trials) + os.getpid()) % 2**31)
             return study
-    for baseline in _baselines(params, suggest_alpha):
+    for baseline in _baselines(params, calibrate):
         study.enqueue_trial(baseline, user_attrs={"baseline": True}, skip_if_exists=True)
     return study
 
@@ -430,15 +472,15 @@ def run_search(
     args: argparse.Namespace,
     overrides: Sequence[str] = (),
     build_cli: Callable[..., Any] | None = None,
-    suggest_alpha: Callable[[], float] | None = None,
 ) -> optuna.Study:
     """Run trials until ``n_trials`` count in the study in total (or the timeout passes), then write outputs."""
     if build_cli is None:
         from helu_lightning.cli import cli as build_cli
+    calibrate = None if args.no_calibration else partial(calibrated_alpha, args.config, list(overrides), build_cli)
     try:
         config = _load_config(args.config)
         params = load_space(args.space)
-        study = open_study(args, params, suggest_alpha)
+        study = open_study(args, params, calibrate)
     except (FileNotFoundError, ValueError) as err:
         raise SearchSetupError(str(err)) from err
     output_dir = Path(args.output_dir)
@@ -545,13 +587,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", default="runs/search")
     parser.add_argument("--monitor", default="val/acc")
     parser.add_argument("--direction", choices=["maximize", "minimize"], default="maximize")
-    parser.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median")
+    parser.add_argument("--pruner", choices=PRUNERS, default="median", help="successive_halving: fewest epochs")
     parser.add_argument("--pruner_startup_trials", type=int, default=5, help="median: trials finished before pruning")
     parser.add_argument("--pruner_warmup_epochs", type=int, default=0, help="epochs before a trial may be pruned")
     parser.add_argument("--sampler_seed", type=int, default=0)
     parser.add_argument("--sampler_startup_trials", type=int, default=10, help="random trials before TPE models")
     parser.add_argument("--heartbeat_interval", type=int, default=60, help="RDB storages: seconds between heartbeats")
     parser.add_argument("--grace_period", type=int, help="RDB storages: seconds without heartbeat before a trial is failed")
+    parser.add_argument(
+        "--no_calibration", action="store_true", help="do not enqueue calibration.suggest_alpha's value as a baseline"
+    )
     parser.add_argument("--max_retry", type=int, default=3, help="retries of a trial whose worker died")
     return parser
 
