@@ -40,18 +40,23 @@ from torch import Tensor, nn
 
 from .activations import HeLU, NaiveHeLU
 from .io import atomic_directory
-from .surgery import find_activations, replace_activations
+from .surgery import replace_activations
 
 __all__ = [
     "FORMATS",
     "CheckpointError",
     "VerificationError",
+    "checkpoint_metrics",
     "export_checkpoint",
     "load_checkpoint",
     "load_task",
     "main",
+    "onnx_feeds",
+    "split_batch",
     "to_relu",
+    "val_loader",
     "verify_bitwise",
+    "write_onnx",
 ]
 
 FORMATS = ("safetensors", "pt2", "onnx", "hf")
@@ -80,8 +85,9 @@ def load_checkpoint(path: str | Path, unsafe_load: bool = False) -> tuple[dict[s
                               "pass --ckpt_path with a .ckpt file written by Lightning")
     data = path.read_bytes()
     if not zipfile.is_zipfile(io.BytesIO(data)):
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: torch.save and Lightning write a zip archive "
-                              f"and these {len(data)} bytes are not one; re-copy it or choose another checkpoint")
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: torch.save and Lightning write a zip "
+                              f"archive and these {len(data)} bytes are not one; re-copy it or choose another "
+                              "checkpoint")
     try:
         ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=not unsafe_load)
     except pickle.UnpicklingError as err:
@@ -100,11 +106,12 @@ def load_checkpoint(path: str | Path, unsafe_load: bool = False) -> tuple[dict[s
 
 def _import_class(class_path: str, base: type, what: str, source: Path) -> type:
     module_name, _, name = class_path.rpartition(".")
+    flag = "--task" if base is LightningModule else "--data"
     try:
         cls = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError) as err:
         raise CheckpointError(f"{what} class {class_path!r} for {source} cannot be imported ({err}); "
-                              f"pass --{'task' if base is LightningModule else 'data'} with an importable class path") from err
+                              f"pass {flag} with an importable class path") from err
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise CheckpointError(f"{class_path!r} is not a {base.__name__} subclass; pass the class that wrote {source}")
     return cls
@@ -161,7 +168,7 @@ def load_task(ckpt_path: str | Path, task: str | None = None, unsafe_load: bool 
     except Exception as err:  # any rebuild failure is reported with the class and file it concerns
         raise CheckpointError(f"could not rebuild {class_path} from {path}: {type(err).__name__}: {err}; "
                               "check --task names the class that wrote this checkpoint") from err
-    if not isinstance(getattr(module, "model", None), nn.Module) or not callable(getattr(module, "example_input", None)):
+    if not (isinstance(getattr(module, "model", None), nn.Module) and callable(getattr(module, "example_input", None))):
         raise CheckpointError(f"{class_path} does not expose `model` (nn.Module) and `example_input(batch_size)`, "
                               "which export needs; add them to the task")
     return module.eval(), ckpt, data, class_path
@@ -248,14 +255,14 @@ def to_relu(model: nn.Module) -> tuple[nn.Module, list[str]]:
 def _compare(reference: Tensor, output: Tensor) -> dict[str, Any]:
     output = torch.as_tensor(output)
     if reference.shape != output.shape:
-        return {"bitwise_equal": False, "max_abs_diff": math.inf, "shape": list(output.shape)}
+        return {"bitwise_equal": False, "max_abs_diff": math.inf, "allclose": False, "shape": list(output.shape)}
     diff = (reference.double() - output.double()).abs().max().item() if reference.numel() else 0.0
     return {"bitwise_equal": bool(torch.equal(reference, output)), "max_abs_diff": diff,
             "allclose": bool(torch.allclose(reference, output.to(reference.dtype), rtol=RTOL, atol=ATOL))}
 
 
 def verify_bitwise(reference: nn.Module, exported: nn.Module, inputs: Tensor | Mapping[str, Tensor]) -> dict[str, Any]:
-    """Check ``exported`` gives bit-for-bit the outputs of ``reference`` on ``inputs``; raise VerificationError if not."""
+    """Check ``exported`` gives bit-for-bit the outputs of ``reference`` on ``inputs``; VerificationError if not."""
     result = _compare(_run(reference, inputs), _run(exported, inputs))
     if not result["bitwise_equal"]:
         raise VerificationError(
@@ -350,7 +357,8 @@ def _at_least_two(tensor: Tensor) -> Tensor:
     return tensor.contiguous()
 
 
-def _feeds(names: Sequence[str], inputs: Tensor | Mapping[str, Tensor]) -> dict[str, Any]:
+def onnx_feeds(names: Sequence[str], inputs: Tensor | Mapping[str, Tensor]) -> dict[str, Any]:
+    """The onnxruntime input dict for ``inputs`` under the ONNX input ``names`` that ``write_onnx`` returned."""
     if isinstance(inputs, Mapping):
         return {n: inputs[n].numpy() for n in names}
     return {names[0]: inputs.numpy()}
@@ -403,7 +411,8 @@ def _parse_formats(formats: str | Sequence[str] | None, hf: bool) -> list[str]:
         raise ValueError(f"unknown export format(s) {unknown or formats!r}; choose from {', '.join(FORMATS)} "
                          "(comma-separated, e.g. --format safetensors,onnx)")
     if "hf" in items and not hf:
-        raise ValueError("format 'hf' needs a Hugging Face model (task.model with save_pretrained); drop it from --format")
+        raise ValueError("format 'hf' needs a Hugging Face model (task.model with save_pretrained); "
+                         "drop it from --format")
     return list(dict.fromkeys(items))
 
 
@@ -421,7 +430,7 @@ def _onnx_metric(paths: Mapping[str, Path], dm: LightningDataModule, model: nn.M
         inputs, target = split_batch(batch, model)
         if target is None:
             return {"metric": None, "reason": "validation batches carry no labels"}
-        feeds = _feeds(names, inputs)
+        feeds = onnx_feeds(names, inputs)
         for key, session in sessions.items():
             outputs[key].append(torch.from_numpy(session.run(None, feeds)[0]))
         labels.append(target)
@@ -455,6 +464,7 @@ def export_checkpoint(
     """Export a HeLU checkpoint as a verified plain-ReLU model into ``output_dir``; return the manifest."""
     if quantize not in (None, "int8"):
         raise ValueError(f"unknown quantization {quantize!r}; the only choice is --quantize int8")
+    _parse_formats(formats, hf=True)  # unknown names fail before the checkpoint is read
     output_dir, ckpt_path = Path(output_dir), Path(ckpt_path)
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} already exists; choose another --output_dir or pass --overwrite")
@@ -501,15 +511,15 @@ def export_checkpoint(
                 verification["pt2"] = _check_format("pt2", _compare(reference, loaded_program(*args)))
             files["pt2"] = "model.pt2"
         if "onnx" in chosen:
-            verification["onnx"] = _export_onnx(graph_module, example, names, shapes, tmp / "model.onnx",
-                                                _feeds(names, inputs), reference, expect_relu=bool(replaced))
+            verification["onnx"] = _export_onnx(plain, inputs, tmp / "model.onnx", reference,
+                                                expect_relu=bool(replaced))
             files["onnx"] = "model.onnx"
         if "hf" in chosen:
             verification["hf"] = _export_hf(plain, module, dm, tokenizer, ckpt, tmp / "hf", inputs, reference)
             files["hf"] = "hf"
         quantization = None
         if quantize:
-            quantization = _quantize(tmp, dm, plain, names, _feeds(names, inputs), reference, max_batches)
+            quantization = _quantize(tmp, dm, plain, names, onnx_feeds(names, inputs), reference, max_batches)
             files["onnx_int8"] = "model.int8.onnx"
 
         manifest = {
@@ -541,22 +551,32 @@ def _readable(root: Path) -> None:
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def _export_onnx(module: nn.Module, example: tuple[Tensor, ...], names: list[str], shapes: tuple, path: Path,
-                 feeds: dict[str, Any], reference: Tensor, expect_relu: bool) -> dict[str, Any]:
-    """torch.onnx (dynamo) export to one file, then run it in onnxruntime against the eager outputs."""
-    import onnx
-    import onnxruntime as ort
-
+def write_onnx(model: nn.Module, inputs: Tensor | Mapping[str, Tensor], path: str | Path) -> list[str]:
+    """Export ``model`` to one ONNX file with torch.onnx's dynamo exporter (dynamic batch, and sequence for dict
+    inputs); an HF model is wrapped to take its tensors positionally and return only the logits. Returns the
+    ONNX input names."""
+    module, example, names, shapes = _graph_inputs(model, inputs)
     big = sum(p.numel() * p.element_size() for p in module.parameters()) > 1.8 * 2**30
     torch.onnx.export(module, example, str(path), input_names=names, output_names=["logits"],
                       dynamic_shapes=shapes, dynamo=True, external_data=big, verbose=False)
+    return names
+
+
+def _export_onnx(plain: nn.Module, inputs: Tensor | Mapping[str, Tensor], path: Path, reference: Tensor,
+                 expect_relu: bool) -> dict[str, Any]:
+    """ONNX export, then check the graph holds only standard ops and onnxruntime reproduces the eager outputs."""
+    import onnx
+    import onnxruntime as ort
+
+    names = write_onnx(plain, inputs, path)
     graph = onnx.load(str(path), load_external_data=False)
     ops = sorted({n.op_type for n in graph.graph.node})
     custom = sorted({n.domain for n in graph.graph.node if n.domain not in ("", "ai.onnx")})
     if custom or (expect_relu and "Relu" not in ops):
         raise VerificationError(f"the ONNX graph is not plain: custom domains {custom}, ops {ops}")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    result = _check_format("onnx", _compare(reference, torch.from_numpy(session.run(None, feeds)[0])))
+    output = torch.from_numpy(session.run(None, onnx_feeds(names, inputs))[0])
+    result = _check_format("onnx", _compare(reference, output))
     return {**result, "opset": graph.opset_import[0].version, "ops": ops}
 
 

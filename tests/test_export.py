@@ -317,6 +317,9 @@ def test_cli_reports_errors_without_a_traceback(tmp_path: Path, capsys: pytest.C
     with pytest.raises(SystemExit):
         main(["export", "--ckpt_path", "x.ckpt", "--output_dir", str(tmp_path / "out"), "--quantize", "int4"])
     assert "invalid choice: 'int4'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export", "--ckpt_path", "x.ckpt", "--output_dir", str(tmp_path / "out"), "--format", "onnx,tflite"])
+    assert "unknown export format(s) ['tflite']; choose from safetensors, pt2, onnx, hf" in capsys.readouterr().err
 
 
 def test_unsafe_load_opt_in_reads_pickled_checkpoints(tmp_path: Path) -> None:
