@@ -187,8 +187,8 @@ class HeLU(nn.Module):
             self.alpha.fill_(check_alpha(alpha))
 
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.is_grad_enabled():
-            # No backward will run, so the band bookkeeping is not needed: plain ReLU, one pass.
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            # No backward will reach x, so the band bookkeeping is not needed: plain ReLU, one pass.
             return torch.relu_(x) if self.inplace else torch.relu(x)
         return self._function.apply(x, self.alpha)
 
