@@ -13,6 +13,8 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 # Subcommands that are not Trainer methods: name -> "module:function" taking argv (lazily imported).
 EXTRA_COMMANDS = {
@@ -41,6 +43,12 @@ class HeluCLI(LightningCLI):
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit"):
+            return
+        if not is_overridden("test_dataloader", self.datamodule) or not is_overridden("test_step", self.model):
+            rank_zero_warn(
+                f"test_after_fit is set but {type(self.datamodule).__name__} has no test_dataloader or "
+                f"{type(self.model).__name__} no test_step; skipping the test (set test_after_fit: false)"
+            )
             return
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=_best_or_last(self.trainer))
 

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from lightning.pytorch import LightningDataModule
 
 from helu_lightning import HeLU
 from helu_lightning.cli import EXTRA_COMMANDS, cli, main
+from helu_lightning.data.digits import DigitsDataModule
 
 CONFIG = {
     "seed_everything": 0,
@@ -136,3 +138,19 @@ def test_extra_commands_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
     main(["search", "--study", "x"])
     assert calls == [["--study", "x"]]
     assert set(EXTRA_COMMANDS) >= {"search", "export", "plot"}
+
+
+class DigitsWithoutTest(DigitsDataModule):
+    """Digits with no test split, like a data set whose test labels are private."""
+
+    test_dataloader = LightningDataModule.test_dataloader
+
+
+def test_test_after_fit_skips_data_without_a_test_split(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("fake_helu_data")
+    module.DigitsWithoutTest = DigitsWithoutTest
+    monkeypatch.setitem(sys.modules, "fake_helu_data", module)
+    with pytest.warns(UserWarning, match="has no test_dataloader.*skipping the test"):
+        run = cli(["fit", "--config", str(config), "--data", "fake_helu_data.DigitsWithoutTest",
+                   "--trainer.max_steps", "1", "--test_after_fit", "true"])
+    assert run.trainer.global_step == 1 and "test/acc" not in run.trainer.callback_metrics
