@@ -22,6 +22,7 @@ from helu_lightning.search import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "configs" / "cluster"
+OFFLINE = ROOT / "configs" / "offline.yaml"
 SCRIPTS = sorted(p.name for p in CLUSTER.iterdir())
 
 
@@ -35,7 +36,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     """One epoch of 4 batches on 2 CPU processes, with AlphaScheduler, ActivationMonitor and a per-rank dump."""
     out = tmp_path_factory.mktemp("ddp")
     args = [
-        *_helu_train(), "fit", "--config", "configs/offline.yaml",
+        *_helu_train(), "fit", "--config", str(OFFLINE),
         "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2",
         "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
@@ -48,7 +49,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(args, cwd=out, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return [json.loads((out / f"run-rank{r}.json").read_text()) for r in (0, 1)]
 
@@ -107,7 +108,7 @@ def test_ddp_activation_monitor_sums_counts_over_ranks(ddp_run: list[dict]) -> N
 def test_sync_batchnorm_is_selectable_and_converts_every_bn_layer(tmp_path: Path) -> None:
     # PyTorch runs SyncBatchNorm under DDP on GPUs only, so on CPU this checks what Lightning does in
     # strategy.setup: the flag selects TorchSyncBatchNorm, which swaps every BatchNorm of the model.
-    built = cli(["--config", str(ROOT / "configs/offline.yaml"), "--trainer.strategy", "ddp",
+    built = cli(["--config", str(OFFLINE), "--trainer.strategy", "ddp",
                  "--trainer.devices", "2", "--trainer.accelerator", "cpu", "--trainer.sync_batchnorm", "true",
                  "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"], run=False)
     layer_sync = built.trainer.strategy._layer_sync
@@ -129,11 +130,11 @@ def test_torchrun_script_runs_a_two_process_fit(tmp_path: Path) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", NNODES="1", GPUS_PER_NODE="2", ACCELERATOR="cpu",
                MASTER_PORT=str(port), MAX_RESTARTS="0")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-    args = ["bash", str(CLUSTER / "torchrun.sh"), "configs/offline.yaml", "--trainer.max_epochs", "1",
+    args = ["bash", str(CLUSTER / "torchrun.sh"), str(OFFLINE), "--trainer.max_epochs", "1",
             "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--test_after_fit", "false",
             "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
             "--trainer.callbacks+=scale_probes.RankDump", "--trainer.callbacks.out_dir", str(tmp_path)]
-    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"run-rank{r}.json").read_text()) for r in (0, 1))
     assert (r0["world_size"], r1["rank"], r0["global_step"]) == (2, 1, 2)
@@ -161,8 +162,8 @@ def _launched(script: str, tmp_path: Path) -> list[str]:
         fake.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > {shlex.quote(str(record))}\n')
         fake.chmod(0o755)
     env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}", **_SLURM_ENV)
-    result = subprocess.run(["bash", str(CLUSTER / script), "configs/offline.yaml", "--trainer.max_epochs", "7"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["bash", str(CLUSTER / script), str(OFFLINE), "--trainer.max_epochs", "7"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return record.read_text().splitlines()
 
@@ -193,7 +194,7 @@ def test_search_launch_arguments_parse(tmp_path: Path, capsys: pytest.CaptureFix
     argv = _launched("search.sbatch", tmp_path)
     assert argv[:3] == ["--ntasks-per-node=1", "helu-train", "search"]
     known, overrides = build_parser().parse_known_args(argv[3:])
-    assert known.storage == _SLURM_ENV["OPTUNA_STORAGE"] and known.config == "configs/offline.yaml"
+    assert known.storage == _SLURM_ENV["OPTUNA_STORAGE"] and known.config == str(OFFLINE)
     # Each trial builds its LightningCLI from the config plus the overrides, as search.Objective does.
     config = _print_config(["--config", known.config, *overrides], capsys, run=False)
     trainer = config["trainer"]
@@ -210,7 +211,7 @@ def test_search_trial_takes_all_node_devices_inside_a_one_task_srun(tmp_path: Pa
                        "SLURM_NODELIST": "node[0-3]"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("MASTER_ADDR", raising=False)
-    args = ["--config", str(ROOT / "configs/offline.yaml"), "--trainer.accelerator", "cpu",
+    args = ["--config", str(OFFLINE), "--trainer.accelerator", "cpu",
             "--trainer.strategy", "ddp_spawn", "--trainer.devices", "4", "--trainer.logger", "false",
             "--trainer.default_root_dir", str(tmp_path)]
     trainer = cli(args, run=False).trainer

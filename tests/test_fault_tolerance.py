@@ -53,7 +53,7 @@ def _slurm_env(run_dir: Path) -> dict[str, str]:
 
 def _fit_args(run_dir: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "helu_lightning.cli", "fit", "--config", "configs/offline.yaml",
+        sys.executable, "-m", "helu_lightning.cli", "fit", "--config", str(ROOT / "configs/offline.yaml"),
         "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2",
         "--trainer.deterministic", "true", "--trainer.num_sanity_val_steps", "0",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
@@ -73,7 +73,9 @@ def _pause(run_dir: Path) -> list[str]:
 
 
 def _start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=ROOT, env=_env(**(env or {})), stdout=log.open("w"), stderr=subprocess.STDOUT)
+    # Run inside the run's own directory: paths a config gives relative to the working directory stay apart.
+    return subprocess.Popen(args, cwd=log.parent, env=_env(**(env or {})), stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
 
 
 def _finish(proc: subprocess.Popen, log: Path) -> int:
