@@ -59,6 +59,8 @@ class CifarResNet(nn.Module):
         return self.fc(self.pool(self.stages(self.stem(x))).flatten(1))
 
 
-def resnet18_cifar(num_classes: int, act: Callable[[], nn.Module], in_channels: int = 3, width: int = 64) -> CifarResNet:
+def resnet18_cifar(
+    num_classes: int, act: Callable[[], nn.Module], in_channels: int = 3, width: int = 64
+) -> CifarResNet:
     """ResNet-18 for CIFAR: blocks (2, 2, 2, 2), widths 64-128-256-512 at ``width=64``."""
     return CifarResNet((2, 2, 2, 2), num_classes, act, in_channels=in_channels, width=width)

@@ -30,7 +30,9 @@ class SmallCNN(nn.Module):
     ) -> None:
         super().__init__()
         if image_size < 4:
-            raise ValueError(f"SmallCNN needs images of at least 4x4 pixels (it pools twice), got image_size={image_size}")
+            raise ValueError(
+                f"SmallCNN needs images of at least 4x4 pixels (it pools twice), got image_size={image_size}"
+            )
         if width < 1:
             raise ValueError(f"SmallCNN width must be a positive channel count such as 32, got {width}")
         self.features = nn.Sequential(

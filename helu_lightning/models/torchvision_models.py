@@ -24,7 +24,9 @@ def _activation_types(names: Sequence[str]) -> tuple[type[nn.Module], ...]:
     for name in names:
         cls = getattr(nn, name, None)
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-            raise ValueError(f"replace lists torch.nn activation class names such as 'ReLU' or 'ReLU6'; {name!r} is not one")
+            raise ValueError(
+                f"replace lists torch.nn activation class names such as 'ReLU' or 'ReLU6'; {name!r} is not one"
+            )
         types.append(cls)
     return tuple(types)
 
