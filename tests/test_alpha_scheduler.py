@@ -1,6 +1,7 @@
 """AlphaScheduler: schedule values against hand-computed numbers, groups, logging, exact resume, YAML, errors."""
 
 import math
+import pickle
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -233,3 +234,12 @@ def test_callback_configs_append_to_the_task_callbacks(tmp_path, name, expected)
     assert expected | {"LearningRateMonitor"} <= kinds
     assert not {"AlphaScheduler", "ActivationMonitor"} - expected & kinds
     assert type(parsed.trainer.logger).__name__ == "CSVLogger"
+
+
+def test_scheduler_pickles_for_ddp_spawn():
+    scheduler = AlphaScheduler(
+        schedule={"name": "warmup", "start": 0.01, "peak": 0.1, "end": 0.02, "warmup": 4},
+        groups=[{"pattern": "*.1", "schedule": {"name": "callable", "fn": f"{__name__}.halving"}}],
+    )
+    copy = pickle.loads(pickle.dumps(scheduler))
+    assert [g.schedule(2, 12) for g in copy.groups] == pytest.approx([0.05, 0.055])

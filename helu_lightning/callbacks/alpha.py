@@ -23,6 +23,7 @@ import numbers
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -55,32 +56,60 @@ def _cosine(start: float, end: float, p: float) -> float:
     return end + (start - end) * (1.0 + math.cos(math.pi * p)) / 2.0
 
 
+# Each schedule is a module-level value function bound to its checked parameters with functools.partial, so a
+# built schedule pickles (ddp_spawn, deepcopy) and is called as f(t, total).
+
+
+def _constant_at(t: int, total: int, value: float) -> float:
+    return value
+
+
+def _linear_at(t: int, total: int, start: float, end: float) -> float:
+    return start + (end - start) * _progress(t, total)
+
+
+def _cosine_at(t: int, total: int, start: float, end: float) -> float:
+    return _cosine(start, end, _progress(t, total))
+
+
+def _exponential_at(t: int, total: int, start: float, gamma: float, end: float | None) -> float:
+    value = start * gamma**t
+    if end is None:
+        return value
+    return max(value, end) if gamma < 1 else min(value, end)
+
+
+def _step_at(t: int, total: int, values: list[float], milestones: list[int]) -> float:
+    return values[bisect.bisect_right(milestones, t)]
+
+
+def _warmup_at(t: int, total: int, start: float, peak: float, end: float, warmup: int, decay: str) -> float:
+    if t < warmup:
+        return start + (peak - start) * t / warmup
+    p = _progress(t - warmup, total - warmup)
+    return _cosine(peak, end, p) if decay == "cosine" else peak + (end - peak) * p
+
+
+def _callable_at(t: int, total: int, fn: Callable[..., float], kwargs: dict[str, Any]) -> float:
+    return fn(t, total, **kwargs)
+
+
 def _constant(value: float) -> ScheduleFn:
-    value = _positive("constant", "value", value)
-    return lambda t, total: value
+    return partial(_constant_at, value=_positive("constant", "value", value))
 
 
 def _linear(start: float, end: float) -> ScheduleFn:
-    start, end = _positive("linear", "start", start), _positive("linear", "end", end)
-    return lambda t, total: start + (end - start) * _progress(t, total)
+    return partial(_linear_at, start=_positive("linear", "start", start), end=_positive("linear", "end", end))
 
 
 def _cosine_schedule(start: float, end: float) -> ScheduleFn:
-    start, end = _positive("cosine", "start", start), _positive("cosine", "end", end)
-    return lambda t, total: _cosine(start, end, _progress(t, total))
+    return partial(_cosine_at, start=_positive("cosine", "start", start), end=_positive("cosine", "end", end))
 
 
 def _exponential(start: float, gamma: float, end: float | None = None) -> ScheduleFn:
-    start, gamma = _positive("exponential", "start", start), _positive("exponential", "gamma", gamma)
-    bound = None if end is None else _positive("exponential", "end", end)
-
-    def alpha(t: int, total: int) -> float:
-        value = start * gamma**t
-        if bound is None:
-            return value
-        return max(value, bound) if gamma < 1 else min(value, bound)
-
-    return alpha
+    return partial(_exponential_at, start=_positive("exponential", "start", start),
+                   gamma=_positive("exponential", "gamma", gamma),
+                   end=None if end is None else _positive("exponential", "end", end))
 
 
 def _step(values: list[float], milestones: list[int]) -> ScheduleFn:
@@ -93,22 +122,14 @@ def _step(values: list[float], milestones: list[int]) -> ScheduleFn:
         )
     if any(b <= a for a, b in zip(milestones, milestones[1:])):
         raise ValueError(f"schedule 'step': milestones must be strictly increasing, got {milestones}")
-    return lambda t, total: values[bisect.bisect_right(milestones, t)]
+    return partial(_step_at, values=values, milestones=milestones)
 
 
 def _warmup(start: float, peak: float, end: float, warmup: int, decay: str = "cosine") -> ScheduleFn:
-    start, peak, end = (_positive("warmup", k, v) for k, v in (("start", start), ("peak", peak), ("end", end)))
-    warmup = _count("warmup", "warmup", warmup)
     if decay not in ("cosine", "linear"):
         raise ValueError(f"schedule 'warmup': decay must be 'cosine' or 'linear', got {decay!r}")
-
-    def alpha(t: int, total: int) -> float:
-        if t < warmup:
-            return start + (peak - start) * t / warmup
-        p = _progress(t - warmup, total - warmup)
-        return _cosine(peak, end, p) if decay == "cosine" else peak + (end - peak) * p
-
-    return alpha
+    return partial(_warmup_at, start=_positive("warmup", "start", start), peak=_positive("warmup", "peak", peak),
+                   end=_positive("warmup", "end", end), warmup=_count("warmup", "warmup", warmup), decay=decay)
 
 
 def _import(path: str) -> Callable[..., Any]:
@@ -128,8 +149,7 @@ def _callable(fn: str | Callable[..., float], kwargs: Mapping[str, Any] | None =
     fn = _import(fn) if isinstance(fn, str) else fn
     if not callable(fn):
         raise ValueError(f"schedule 'callable': fn must be a callable or a dotted import path, got {fn!r}")
-    extra = dict(kwargs or {})
-    return lambda t, total: fn(t, total, **extra)
+    return partial(_callable_at, fn=fn, kwargs=dict(kwargs or {}))
 
 
 # name -> builder taking the schedule's parameters; every schedule is then called as f(t, total) -> alpha.
