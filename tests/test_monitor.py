@@ -156,3 +156,11 @@ def test_monitor_rejects_bad_settings_and_models_without_activations():
     monitor = ActivationMonitor(module_types=["torch.nn.GELU"])
     with pytest.raises(ValueError, match=r"found no module of type \['GELU'\] in Sequential"):
         monitor.setup(None, Classifier(), "fit")
+
+
+def test_module_types_by_import_path_pick_other_activations():
+    monitor = ActivationMonitor(module_types=["torch.nn.GELU", "helu_lightning.activations.HeLU"])
+    assert monitor.module_types == (nn.GELU, HeLU)
+    model = nn.Sequential(nn.Linear(2, 3), nn.GELU(), nn.ReLU())
+    stats = ActivationStats(model, monitor.module_types, 0.05)
+    assert list(stats.modules) == ["1"]
