@@ -135,7 +135,9 @@ def _warmup(start: float, peak: float, end: float, warmup: int, decay: str = "co
 def _import(path: str) -> Callable[..., Any]:
     module_name, _, attr = path.replace(":", ".").rpartition(".")
     if not module_name:
-        raise ValueError(f"schedule 'callable': fn must be a dotted import path like 'my_pkg.schedules.f', got {path!r}")
+        raise ValueError(
+            f"schedule 'callable': fn must be a dotted import path like 'my_pkg.schedules.f', got {path!r}"
+        )
     try:
         fn = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:

@@ -42,7 +42,9 @@ def _resolve_types(module_types: Iterable[type[nn.Module] | str] | None) -> tupl
             try:
                 item = getattr(importlib.import_module(module_name), attr)
             except (ImportError, AttributeError, ValueError) as err:
-                raise ValueError(f"module_types: cannot import {item!r}; give a class path like 'torch.nn.ReLU'") from err
+                raise ValueError(
+                    f"module_types: cannot import {item!r}; give a class path like 'torch.nn.ReLU'"
+                ) from err
         if not (isinstance(item, type) and issubclass(item, nn.Module)):
             raise ValueError(f"module_types entries must be nn.Module classes or their import paths, got {item!r}")
         types.append(item)
