@@ -180,8 +180,10 @@ def test_vision_round_trip_every_format(vision_ckpt: Path, tmp_path: Path, capsy
     # With the data gone, --overwrite replaces the directory and verification falls back to example_input.
     for path in sorted(Path(data.folder).iterdir()):
         path.unlink()
-    manifest = export_checkpoint(vision_ckpt, out, formats="onnx", quantize="int8", overwrite=True)
+    manifest = export_checkpoint(vision_ckpt, out, formats="onnx", quantize="int8", overwrite=True,
+                                 task="helu_lightning.tasks.vision.VisionClassifier")
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.int8.onnx", "model.onnx"]
+    assert manifest["source"]["task"] == "helu_lightning.tasks.vision.VisionClassifier"
     assert manifest["verification"]["batch"].startswith("helu_lightning.tasks.vision.VisionClassifier.example_input")
     assert "could not load validation data" in manifest["verification"]["batch"]
     assert manifest["quantization"]["validation"]["metric"] is None
@@ -189,11 +191,14 @@ def test_vision_round_trip_every_format(vision_ckpt: Path, tmp_path: Path, capsy
 
 @pytest.mark.slow
 def test_text_round_trip_every_format(text_ckpt: Path, tmp_path: Path) -> None:
+    from helu_lightning.data.glue import GlueDataModule
     from helu_lightning.tasks.glue import GlueClassifier
 
     out = tmp_path / "exported"
-    manifest = export_checkpoint(text_ckpt, out, data="helu_lightning.data.glue.GlueDataModule")
+    manifest = export_checkpoint(text_ckpt, out, data="helu_lightning.data.glue.GlueDataModule", quantize="int8")
     assert manifest["formats"] == ["safetensors", "pt2", "onnx", "hf"]
+    assert sorted(p.name for p in out.iterdir()) == ["hf", "manifest.json", "model.int8.onnx", "model.onnx",
+                                                      "model.pt2", "model.safetensors"]
     assert manifest["source"]["task"] == "helu_lightning.tasks.glue.GlueClassifier"  # guessed from the hparams
     assert manifest["activation"]["alpha"] == 0.1
     assert manifest["activation"]["layers"] == [f"bert.encoder.layer.{i}.intermediate.intermediate_act_fn"
@@ -217,6 +222,16 @@ def test_text_round_trip_every_format(text_ckpt: Path, tmp_path: Path) -> None:
     assert torch.equal(torch.tensor(loaded["hf"]), expected)
     for name in ("safetensors", "pt2", "onnx"):
         torch.testing.assert_close(torch.tensor(loaded[name]), expected, rtol=1e-4, atol=1e-5, msg=name)
+
+    # INT8 report on dict batches: the fp32 accuracy is the HeLU model's own accuracy on the dev fixture.
+    data = GlueDataModule.load_from_checkpoint(text_ckpt, weights_only=True)
+    data.setup("validate")
+    with torch.no_grad():
+        hits = [(task.model(**{k: v for k, v in b.items() if k not in ("labels", "idx")}).logits.argmax(1)
+                 == b["labels"]).sum().item() for b in data.val_dataloader()]
+    validation = manifest["quantization"]["validation"]
+    assert validation["metric"] == "accuracy" and validation["samples"] == len(SST2_ROWS)
+    assert validation["fp32"] == pytest.approx(sum(hits) / len(SST2_ROWS))
 
 
 def _helu_net(act: type[nn.Module] = HeLU) -> nn.Sequential:
