@@ -2,7 +2,7 @@
 same weights and metrics as an uninterrupted run; SIGTERM saves a checkpoint before exit; checkpoints holding
 pickled objects are refused unless the caller opts in.
 
-The fits run configs/offline.yaml (8x8 digits) as subprocesses, three at a time, each 3 epochs of 4 batches.
+The fits run configs/offline.yaml (8x8 digits) as subprocesses, four at a time, each 3 epochs of 4 batches.
 """
 
 from __future__ import annotations
@@ -115,9 +115,22 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
                    "--trainer.callbacks.dirpath", str(dirs["termed"] / "ckpt")],
         "preempted": [],
     }
+    started: list[subprocess.Popen] = []
+    try:
+        return _interrupt_and_resume(dirs, extra, slurm, started)
+    finally:
+        for proc in started:  # only left running when a step above failed
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _interrupt_and_resume(dirs: dict[str, Path], extra: dict[str, list[str]], slurm: dict[str, str],
+                          started: list[subprocess.Popen]) -> dict:
     procs = {name: _start(_fit_args(d, *extra[name], *([] if name == "ref" else _pause(d))), d / "fit.log",
                           slurm if name == "preempted" else None)
              for name, d in dirs.items()}
+    started.extend(procs.values())
     out: dict = {"dirs": dirs}
     _wait_for(dirs["killed"] / "paused.json", procs["killed"], dirs["killed"] / "fit.log")
     out["ckpts_at_kill"] = sorted(p.name for p in (dirs["killed"] / "ckpt").iterdir())
@@ -141,6 +154,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
                          dirs["termed"] / "resume.log"),
         "preempted": _start(_fit_args(dirs["preempted"]), dirs["preempted"] / "resume.log", slurm),
     }
+    started.extend(resumed.values())
     out["resume_rc"] = {name: _finish(proc, dirs[name] / "resume.log") for name, proc in resumed.items()}
     out["ckpts_after_resume"] = sorted(p.name for p in (dirs["termed"] / "ckpt").iterdir())
     return out
