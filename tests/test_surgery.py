@@ -49,6 +49,7 @@ def test_forward_values_equal_relu_model(train):
     assert torch.equal(helu_model(x), relu_model(x))
 
 
+@pytest.mark.slow
 def test_inplace_relu_replacement_gradient_equals_non_inplace_reference():
     model = _resnet()
     assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))  # torchvision's inplace=True
