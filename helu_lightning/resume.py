@@ -52,7 +52,8 @@ class RNGState(Callback):
         missing = {"python", "numpy", "torch"} - state_dict.keys()
         if missing:
             raise KeyError(
-                f"RNGState checkpoint entry lacks {sorted(missing)}; it was not written by helu_lightning.resume.RNGState"
+                f"RNGState checkpoint entry lacks {sorted(missing)}; it was not written by "
+                "helu_lightning.resume.RNGState (drop RNGState from the callbacks to resume without it)"
             )
         py = state_dict["python"]
         random.setstate((py["version"], tuple(py["keys"]), py["gauss"]))
