@@ -1,7 +1,7 @@
-"""``helu-train search``: tune HeLU's alpha (and lr, weight decay, ...) with Optuna on top of a ``fit`` config.
+r"""``helu-train search``: tune HeLU's alpha (and lr, weight decay, ...) with Optuna on top of a ``fit`` config.
 
     helu-train search --config configs/offline.yaml --n_trials 20 --output_dir runs/search
-    helu-train search --config configs/offline.yaml --space configs/search/alpha_lr.yaml \
+    helu-train search --config configs/offline.yaml --space configs/search/alpha_lr_schedule.yaml \
         --storage journal:///tmp/study.log --study_name digits     # start this in several shells
 
 Each trial is one ``fit`` of the config with the sampled values merged in, in ``output_dir/trials/<number>/``.
@@ -54,13 +54,12 @@ __all__ = [
 
 ALPHA_BASELINE = 0.05
 SCHEDULE_TARGET = "trainer.callbacks"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+PRUNERS = ("median", "hyperband", "successive_halving", "none")
 
 
 class SearchSetupError(ValueError):
     """A bad config, space, storage or study option, found before any trial runs."""
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-PRUNERS = ("median", "hyperband", "successive_halving", "none")
 
 
 @dataclass
@@ -78,13 +77,17 @@ class SearchParam:
 
     def __post_init__(self) -> None:
         if self.type not in ("float", "int", "categorical"):
-            raise ValueError(f"search parameter {self.name!r}: type must be float, int or categorical, got {self.type!r}")
+            raise ValueError(
+                f"search parameter {self.name!r}: type must be float, int or categorical, got {self.type!r}"
+            )
         if self.type == "categorical":
             if not self.choices:
                 raise ValueError(f"search parameter {self.name!r}: a categorical needs a non-empty 'choices' list")
             return
         if self.low is None or self.high is None or not float(self.low) < float(self.high):
-            raise ValueError(f"search parameter {self.name!r}: needs low < high, got low={self.low!r} high={self.high!r}")
+            raise ValueError(
+                f"search parameter {self.name!r}: needs low < high, got low={self.low!r} high={self.high!r}"
+            )
         if self.log and float(self.low) <= 0:
             raise ValueError(f"search parameter {self.name!r}: a log range needs low > 0, got low={self.low!r}")
 
@@ -105,7 +108,9 @@ class SearchParam:
 KNOWN_PARAMS: dict[str, dict[str, Any]] = {
     "alpha": {"target": "model.init_args.activation.alpha", "low": 1e-4, "high": 1.0, "log": True},
     "lr": {"target": "model.init_args.optimizer.init_args.lr", "low": 1e-4, "high": 1e-1, "log": True},
-    "weight_decay": {"target": "model.init_args.optimizer.init_args.weight_decay", "low": 1e-6, "high": 1e-2, "log": True},
+    "weight_decay": {
+        "target": "model.init_args.optimizer.init_args.weight_decay", "low": 1e-6, "high": 1e-2, "log": True
+    },
     "schedule": {"target": SCHEDULE_TARGET, "type": "categorical", "choices": ["constant", "linear", "cosine"]},
 }
 SCHEDULE_END_RATIO = 0.1
@@ -131,7 +136,8 @@ def load_space(source: str | os.PathLike | Mapping[str, Any] | None = None) -> l
         if name not in KNOWN_PARAMS and "target" not in options:
             raise ValueError(
                 f"unknown search parameter {name!r}: known ones are {', '.join(KNOWN_PARAMS)}; "
-                f"for anything else give its config path, e.g. {name}: {{target: model.init_args.{name}, low: ..., high: ...}}"
+                f"for anything else give its config path, e.g. "
+                f"{name}: {{target: model.init_args.{name}, low: ..., high: ...}}"
             )
         merged = {**KNOWN_PARAMS.get(name, {}), **options}
         allowed = set(SearchParam.__dataclass_fields__) - {"name"}
@@ -164,7 +170,9 @@ def apply_params(config: Mapping[str, Any], params: Sequence[SearchParam], value
                 child = node[key] = {"name": child}
             elif not isinstance(child, dict):
                 path = ".".join(parents[: i + 1])
-                raise ValueError(f"search parameter {param.name!r}: config value at {path!r} is {child!r}, not a mapping")
+                raise ValueError(
+                    f"search parameter {param.name!r}: config value at {path!r} is {child!r}, not a mapping"
+                )
             node = child
         node[leaf] = values[param.name]
     return config
@@ -186,8 +194,7 @@ def _add_schedule(config: dict, shape: str, alpha: float) -> None:
         return
     if shape not in ("linear", "cosine"):
         raise ValueError(f"search parameter 'schedule': choices are constant, linear, cosine; got {shape!r}")
-    trainer = config.setdefault("trainer", {}) or {}
-    config["trainer"] = trainer
+    trainer = config["trainer"] = config.get("trainer") or {}
     callbacks = [c for c in trainer.get("callbacks") or [] if "AlphaScheduler" not in str(c.get("class_path", ""))]
     schedule = {"name": shape, "start": alpha, "end": alpha * SCHEDULE_END_RATIO}
     callbacks.append({"class_path": "helu_lightning.callbacks.AlphaScheduler", "init_args": {"schedule": schedule}})
@@ -216,15 +223,22 @@ def make_storage(
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     import sqlalchemy.exc
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    races = 0
+    while True:
         try:
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=_retry_callback(max_retry),
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=_retry_callback(max_retry),
+                )
+        except sqlalchemy.exc.IntegrityError:
+            races += 1  # workers started together raced to create the tables; the winner's are there now
+            if races == 3:
+                raise
+            time.sleep(1.0)
         except (sqlalchemy.exc.SQLAlchemyError, ImportError) as err:
             raise ValueError(f"cannot open storage {_redact(url)!r}: {err.__class__.__name__}: {err}") from err
 
@@ -350,8 +364,9 @@ class Objective:
         config_path = trial_dir / "config.yaml"
         atomic_write_text(config_path, yaml.safe_dump(apply_params(self.config, self.params, values), sort_keys=False))
         counter = EpochCounter()
+        pruning = PyTorchLightningPruningCallback(trial, monitor=self.monitor)
         defaults = {
-            "callbacks": [PyTorchLightningPruningCallback(trial, monitor=self.monitor), counter],
+            "callbacks": [pruning, counter],
             "enable_progress_bar": False,
             "enable_model_summary": False,
         }
@@ -361,6 +376,7 @@ class Objective:
             cli = self.build_cli(args=args, run=False, trainer_defaults=defaults)
         try:
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+            pruning.check_pruned()  # DDP / ddp_spawn trials: rank 0 reported through the storage
             metric = cli.trainer.callback_metrics.get(self.monitor)
             if metric is None:
                 logged = sorted(cli.trainer.callback_metrics) or ["none"]
@@ -370,11 +386,10 @@ class Objective:
                 )
             return float(metric)
         finally:
-            trial.set_user_attr("epochs", counter.epochs)
+            trial.set_user_attr("epochs", counter.epochs or _reported_epochs(trial))
             del cli
             gc.collect()
             _empty_accelerator_cache()
-
 
     def _finished_twin(self, trial: optuna.Trial, values: dict[str, Any]) -> FrozenTrial | None:
         """A finished trial with the same values; with a fixed ``seed_everything`` refitting would repeat it exactly,
@@ -384,6 +399,12 @@ class Objective:
             return None
         finished = trial.study.get_trials(deepcopy=False, states=FINISHED)
         return next((other for other in finished if other.params == values), None)
+
+
+def _reported_epochs(trial: optuna.Trial) -> int:
+    """Epochs the trial reported; the count when training ran in spawned processes that the counter cannot see."""
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    return len(frozen.intermediate_values)
 
 
 def _empty_accelerator_cache() -> None:
@@ -521,7 +542,9 @@ def summary_rows(study: optuna.Study, params: list[SearchParam]) -> list[dict[st
     """One row per trial: number, state, value, each parameter, epochs trained and seconds taken."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        seconds = None
+        if t.datetime_complete and t.datetime_start:
+            seconds = (t.datetime_complete - t.datetime_start).total_seconds()
         rows.append(
             {
                 "number": t.number,
@@ -575,13 +598,15 @@ def write_plots(study: optuna.Study, params: list[SearchParam], plot_dir: Path) 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="helu-train search",
-        description="Optuna search over a fit config; unknown --options (e.g. --trainer.max_epochs 3) go to each trial.",
+        description="Optuna search over a fit config; other --options (--trainer.max_epochs 3) go to each trial.",
         allow_abbrev=False,
     )
     parser.add_argument("--config", required=True, help="the YAML that `helu-train fit --config` takes")
     parser.add_argument("--space", help="search space YAML (default: alpha log-uniform in [1e-4, 1])")
     parser.add_argument("--study_name", default="helu-search")
-    parser.add_argument("--storage", help="sqlite:///f.db, journal:///f.log or postgresql://...; default output_dir/study.db")
+    parser.add_argument(
+        "--storage", help="sqlite:///f.db, journal:///f.log or postgresql://...; default output_dir/study.db"
+    )
     parser.add_argument("--n_trials", type=int, default=20, help="total trials of the study, over all runs and workers")
     parser.add_argument("--timeout", type=float, help="seconds for this invocation; checked between trials")
     parser.add_argument("--output_dir", default="runs/search")
@@ -593,7 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sampler_seed", type=int, default=0)
     parser.add_argument("--sampler_startup_trials", type=int, default=10, help="random trials before TPE models")
     parser.add_argument("--heartbeat_interval", type=int, default=60, help="RDB storages: seconds between heartbeats")
-    parser.add_argument("--grace_period", type=int, help="RDB storages: seconds without heartbeat before a trial is failed")
+    parser.add_argument(
+        "--grace_period", type=int, help="RDB storages: seconds without heartbeat before a trial is failed"
+    )
     parser.add_argument(
         "--no_calibration", action="store_true", help="do not enqueue calibration.suggest_alpha's value as a baseline"
     )

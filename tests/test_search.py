@@ -55,13 +55,14 @@ def one_thread():
 def search_argv(out: Path, *extra: str, storage: str | None = None, n_trials: int = 6) -> list[str]:
     argv = ["--config", str(CONFIG), "--output_dir", str(out), "--n_trials", str(n_trials), "--study_name", "t"]
     argv += ["--storage", storage] if storage else []
-    return argv + list(extra) + FAST
+    return argv + FAST + list(extra)  # extra after FAST: a later --trainer.max_epochs wins
 
 
 def worker(out: Path, *extra: str, storage: str | None = None, n_trials: int = 6) -> subprocess.Popen:
     """A `helu-train search` worker process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "helu_lightning.cli", "search", *search_argv(out, *extra, storage=storage, n_trials=n_trials)]
+    argv = search_argv(out, *extra, storage=storage, n_trials=n_trials)
+    cmd = [sys.executable, "-m", "helu_lightning.cli", "search", *argv]
     log = open(out.parent / f"{out.name}-{time.monotonic_ns()}.log", "w")
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -82,7 +83,10 @@ def test_default_space_is_alpha_log_uniform():
 
 def test_space_file_and_errors(tmp_path):
     space = tmp_path / "space.yaml"
-    space.write_text("alpha: {low: 0.001, high: 0.5}\nlr: {}\nmomentum: {target: model.init_args.optimizer.init_args.momentum, low: 0.8, high: 0.99}\n")
+    space.write_text(
+        "alpha: {low: 0.001, high: 0.5}\nlr: {}\n"
+        "momentum: {target: model.init_args.optimizer.init_args.momentum, low: 0.8, high: 0.99}\n"
+    )
     alpha, lr, momentum = load_space(space)
     assert (alpha.low, alpha.high, alpha.log) == (0.001, 0.5, True)
     assert lr.target == KNOWN_PARAMS["lr"]["target"]
@@ -132,7 +136,8 @@ def test_example_spaces_build_the_offline_config(space_file, tmp_path):
 def test_bad_storage_urls_are_explained(tmp_path):
     with pytest.raises(ValueError, match=r"unsupported storage URL 'redis://h/0'.*journal:///"):
         make_storage("redis://h/0")
-    with pytest.raises(ValueError, match=r"cannot open storage 'postgresql\+psycopg2://me:\*\*\*@127.0.0.1:1/db'") as err:
+    redacted = r"cannot open storage 'postgresql\+psycopg2://me:\*\*\*@127.0.0.1:1/db'"
+    with pytest.raises(ValueError, match=redacted) as err:
         make_storage("postgresql+psycopg2://me:secret@127.0.0.1:1/db")
     assert "secret" not in str(err.value)
     assert isinstance(make_storage(f"journal://{tmp_path}/j.log"), optuna.storages.JournalStorage)
@@ -175,7 +180,8 @@ def test_dead_local_worker_trial_is_failed_and_retried():
     host = socket.gethostname()
     study.add_trial(_trial(TrialState.RUNNING, user_attrs={"worker": {"trial": 0, "host": host, "pid": dead.pid}}))
     study.add_trial(_trial(TrialState.RUNNING, user_attrs={"worker": {"trial": 1, "host": host, "pid": os.getppid()}}))
-    study.add_trial(_trial(TrialState.RUNNING, user_attrs={"worker": {"trial": 2, "host": "elsewhere", "pid": dead.pid}}))
+    elsewhere = {"trial": 2, "host": "elsewhere", "pid": dead.pid}
+    study.add_trial(_trial(TrialState.RUNNING, user_attrs={"worker": elsewhere}))
     assert fail_dead_local_trials(study) == [0]
     states = [t.state for t in study.trials]
     assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING]
@@ -216,7 +222,7 @@ def test_sqlite_search_writes_a_best_config_that_fits_and_resumes(tmp_path, one_
     assert best_config["model"]["init_args"]["activation"] == {"name": "helu", "alpha": study.best_params["alpha"]}
     best_config["model"]["init_args"]["activation"] = original["model"]["init_args"]["activation"]
     assert best_config == original  # nothing but the best values changed
-    fit = cli(["fit", "--config", str(best), "--trainer.fast_dev_run=1", f"--trainer.default_root_dir={tmp_path / 'fit'}"])
+    fit = cli(["fit", "--config", str(best), "--trainer.fast_dev_run=1", f"--trainer.default_root_dir={tmp_path}/fit"])
     alphas = {float(m.alpha) for m in fit.model.modules() if isinstance(m, HeLU)}
     assert sorted(alphas) == pytest.approx([study.best_params["alpha"]], rel=1e-6)  # float32 buffer
 
@@ -261,7 +267,8 @@ def test_killed_search_resumes_and_retries_the_killed_trial(tmp_path, one_thread
     assert [t.params["alpha"] for t in trials].count(0.05) == 1 + (running.params["alpha"] == 0.05)
 
 
-def _check_two_workers(storage: str, procs: list[subprocess.Popen]) -> None:
+def _check_two_workers(storage: str | optuna.storages.BaseStorage, procs: list[subprocess.Popen]) -> None:
+    """4 epochs a trial keep each worker busy long enough for the other to start and take trials too."""
     trials = optuna.load_study(study_name="t", storage=storage).trials
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     # Both check the total before each trial; at worst each starts one trial after the other reached it.
@@ -274,9 +281,10 @@ def _check_two_workers(storage: str, procs: list[subprocess.Popen]) -> None:
 def test_two_workers_share_a_journal_file(tmp_path):
     out = tmp_path / "search"
     storage = f"journal://{tmp_path / 'study.log'}"
-    procs = [worker(out, "--pruner", "none", storage=storage, n_trials=4) for _ in range(2)]
+    procs = [worker(out, "--pruner", "none", "--trainer.max_epochs=4", storage=storage, n_trials=4) for _ in "ab"]
     wait_all(procs)
-    _check_two_workers(optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log"))), procs)
+    journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log"))
+    _check_two_workers(optuna.storages.JournalStorage(journal), procs)
 
 
 @pytest.mark.slow
@@ -285,8 +293,7 @@ def test_two_workers_share_a_postgresql_study(tmp_path):
         pytest.skip(f"PostgreSQL server binaries not found; {INSTALL_HINT}")
     out = tmp_path / "search"
     with postgres_server() as url:
-        make_storage(url)  # create the schema once, so the two workers do not race on CREATE TABLE
-        procs = [worker(out, "--pruner", "none", storage=url, n_trials=4) for _ in range(2)]
+        procs = [worker(out, "--pruner", "none", "--trainer.max_epochs=4", storage=url, n_trials=4) for _ in "ab"]
         wait_all(procs)
         _check_two_workers(url, procs)
 
@@ -317,8 +324,9 @@ def test_a_repeated_value_reuses_the_finished_trial(tmp_path):
     space = load_space({"alpha": {"type": "categorical", "choices": [0.01, 0.05]}})
     study = optuna.create_study(direction="maximize")
     dist = {"alpha": optuna.distributions.CategoricalDistribution([0.01, 0.05])}
-    study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.9, params={"alpha": 0.05}, distributions=dist))
-    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, value=0.2, params={"alpha": 0.01}, distributions=dist))
+    for state, value, alpha in ((TrialState.COMPLETE, 0.9, 0.05), (TrialState.PRUNED, 0.2, 0.01)):
+        trial = optuna.trial.create_trial(state=state, value=value, params={"alpha": alpha}, distributions=dist)
+        study.add_trial(trial)
 
     def no_fit(**kwargs):
         raise AssertionError("a repeated value must not be trained again")
@@ -327,9 +335,8 @@ def test_a_repeated_value_reuses_the_finished_trial(tmp_path):
     study.enqueue_trial({"alpha": 0.05})
     study.enqueue_trial({"alpha": 0.01})
     study.optimize(objective, n_trials=2)
-    assert [(t.state, t.value, t.user_attrs.get("reused_from"), t.user_attrs.get("epochs")) for t in study.trials[2:]] == [
-        (TrialState.COMPLETE, 0.9, 0, 0), (TrialState.PRUNED, None, 1, 0)
-    ]
+    reruns = [(t.state, t.value, t.user_attrs.get("reused_from"), t.user_attrs.get("epochs")) for t in study.trials[2:]]
+    assert reruns == [(TrialState.COMPLETE, 0.9, 0, 0), (TrialState.PRUNED, None, 1, 0)]
     unseeded = Objective({"seed_everything": True}, space, [], tmp_path, "val/acc", no_fit)
     study.enqueue_trial({"alpha": 0.05})
     with pytest.raises(AssertionError, match="must not be trained"):  # unseeded runs differ: it fits again
