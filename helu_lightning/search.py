@@ -630,7 +630,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``helu-train search``."""
-    args, overrides = build_parser().parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if sum(arg == "--config" or arg.startswith("--config=") for arg in argv) > 1:
+        raise SystemExit(
+            "helu-train search takes one --config; merge yours into one file first: "
+            "helu-train fit --config a.yaml --config b.yaml --print_config > merged.yaml"
+        )
+    args, overrides = build_parser().parse_known_args(argv)
     if args.n_trials < 1:
         raise SystemExit(f"--n_trials must be at least 1, got {args.n_trials}")
     if args.timeout is not None and (math.isnan(args.timeout) or args.timeout <= 0):

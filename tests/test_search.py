@@ -152,6 +152,10 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     space.write_text("dropout: {low: 0, high: 0.5}\n")
     with pytest.raises(SystemExit, match="unknown search parameter 'dropout'"):
         main(["--config", str(CONFIG), "--space", str(space), "--output_dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--timeout must be a positive number of seconds, got -1"):
+        main(["--config", str(CONFIG), "--timeout", "-1", "--output_dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="takes one --config; merge yours into one file first"):
+        main(["--config", str(CONFIG), "--config=b.yaml", "--output_dir", str(tmp_path)])
     with pytest.raises(SystemExit):
         main(["--output_dir", str(tmp_path)])
     assert "--config" in capsys.readouterr().err
@@ -161,6 +165,18 @@ def _trial(state: TrialState, **kw) -> optuna.trial.FrozenTrial:
     dist = {"alpha": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
     value = 0.5 if state == TrialState.COMPLETE else None
     return optuna.trial.create_trial(state=state, value=value, params={"alpha": 0.1}, distributions=dist, **kw)
+
+
+def test_rdb_heartbeat_fails_a_silent_trial_and_retries_it(tmp_path):
+    storage = make_storage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_interval=1, grace_period=1, max_retry=1)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask({"alpha": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)})
+    storage.record_heartbeat(trial._trial_id)  # a worker on another host that then went silent
+    time.sleep(2.5)
+    optuna.storages.fail_stale_trials(study)
+    first, retry = study.trials
+    assert (first.state, retry.state) == (TrialState.FAIL, TrialState.WAITING)
+    assert retry.params == first.params and retry.system_attrs["failed_trial"] == first.number
 
 
 def test_trials_counted_skips_waiting_and_retried_failures():
