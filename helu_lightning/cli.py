@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
@@ -40,6 +41,15 @@ class HeluCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if "weights_only" in config and config["weights_only"] is None:
             config["weights_only"] = True
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        # A checkpoint callback without a dirpath would write to a new lightning_logs/version_N/ per run, where
+        # `--ckpt_path last` never looks; give it <default_root_dir>/checkpoints so re-running a config resumes.
+        for callback in trainer.callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = os.path.realpath(os.path.join(trainer.default_root_dir, "checkpoints"))
+        return trainer
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit"):
@@ -77,12 +87,12 @@ def cli(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> HeluC
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in EXTRA_COMMANDS:
-        module_name, function = EXTRA_COMMANDS[argv[0]].split(":")
-        getattr(importlib.import_module(module_name), function)(argv[1:])
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in EXTRA_COMMANDS:
+        module_name, function = EXTRA_COMMANDS[args[0]].split(":")
+        getattr(importlib.import_module(module_name), function)(args[1:])
         return
-    cli(argv)
+    cli(None if argv is None else args)  # None: LightningCLI reads sys.argv itself (and does not warn)
 
 
 if __name__ == "__main__":

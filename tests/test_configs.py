@@ -93,5 +93,14 @@ def test_offline_config_learns_digits_in_a_few_epochs(tmp_path: Path) -> None:
     # The full 30-epoch run reaches ~0.99; four epochs already clear 0.9 on the held-out digits.
     assert run.trainer.callback_metrics["test/acc"].item() > 0.9
     best = Path(run.trainer.checkpoint_callback.best_model_path)
-    assert best.is_file() and best.is_relative_to(tmp_path / "lightning_logs")
-    assert (best.parents[1] / "config.yaml").is_file()
+    # helu-train puts checkpoints in <default_root_dir>/checkpoints, so a re-run finds them with `--ckpt_path last`.
+    assert best.is_file() and best.parent == tmp_path / "checkpoints"
+    assert (Path(run.trainer.log_dir) / "config.yaml").is_file()
+    steps = run.trainer.global_step
+    resumed = cli([
+        "fit", "--config", str(CONFIGS / "offline.yaml"), "--trainer.max_epochs", "5", "--ckpt_path", "last",
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+        "--test_after_fit", "false",
+    ])
+    assert resumed.trainer.ckpt_path == str(tmp_path / "checkpoints" / "last.ckpt"), "the re-run did not resume"
+    assert resumed.trainer.global_step == steps * 5 // 4

@@ -75,8 +75,6 @@ def test_ddp_accuracy_is_reduced_across_ranks(ddp_run: list[dict]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="VisionClassifier logs {stage}/loss without sync_dist=True, so each rank "
-                   "keeps its own epoch loss; remove this mark once tasks/vision.py passes sync_dist=True")
 def test_ddp_loss_is_reduced_across_ranks(ddp_run: list[dict]) -> None:
     r0, r1 = ddp_run
     for key in ("val/loss", "train/loss"):

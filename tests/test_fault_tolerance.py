@@ -61,7 +61,6 @@ def _fit_args(run_dir: Path, *extra: str) -> list[str]:
         # An end-of-epoch checkpoint with a fixed directory, so `--ckpt_path last` finds it in a new process.
         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
         "--trainer.callbacks.dirpath", str(run_dir / "ckpt"), "--trainer.callbacks.save_last", "true",
-        "--trainer.callbacks+=helu_lightning.resume.RNGState",
         "--trainer.callbacks+=scale_probes.RankDump", "--trainer.callbacks.out_dir", str(run_dir),
         *extra,
     ]
