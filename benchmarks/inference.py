@@ -122,8 +122,9 @@ def _paired(times: dict[str, list[float]], key: str, base: str) -> float:
 
 
 def bench(title: str, models: dict[str, nn.Module], make_inputs: Callable[[int], object], batches: list[int],
-          rounds: int, seconds: float, folder: Path) -> list[str]:
-    rows = []
+          rounds: int, seconds: float, folder: Path) -> dict[int, float]:
+    """Print the table rows of one model; return the eager ReLU twin's median seconds per batch size."""
+    rows, relu = [], {}
     sessions = _sessions(models, make_inputs(2), folder, title)
     same = _same_graph(folder / f"{title}-exported.onnx", folder / f"{title}-relu.onnx")
     print(f"{title}: ONNX graph of the exported model is node for node the ReLU-built one's: {same}", flush=True)
@@ -132,6 +133,7 @@ def bench(title: str, models: dict[str, nn.Module], make_inputs: Callable[[int],
         eager = {f"eager/{name}": _call(model, inputs) for name, model in models.items()}
         runnable = {f"ort/{n}": _run_session(*s, inputs) for n, s in sessions.items() if isinstance(s, tuple)}
         times = measure({**eager, **runnable}, rounds, seconds)
+        relu[batch] = statistics.median(times["eager/relu"])
         for runtime in ("eager", "ort"):
             for name in models:
                 key = f"{runtime}/{name}"
@@ -143,7 +145,20 @@ def bench(title: str, models: dict[str, nn.Module], make_inputs: Callable[[int],
                             f"{batch / median:>10.1f} {_paired(times, key, f'{runtime}/relu'):>8.2f}x "
                             f"{_paired(times, key, f'{runtime}/gelu'):>8.2f}x {len(times[key]):>6}")
         print("\n".join(rows[-2 * len(models):]), flush=True)
-    return rows
+    return relu
+
+
+def activation_share(batches: list[int], seq: int, layers: int, width: int, relu_model: dict[int, float],
+                     rounds: int, seconds: float) -> None:
+    """Time the FFN activation alone on BERT's (batch, seq, 3072) tensor: how much of the model's time it is."""
+    for batch in batches:
+        x = torch.randn(batch, seq, width)
+        acts = {name: activation_factory(spec)() for name, spec in ACTIVATIONS.items()}
+        times = measure({name: _call(act, x) for name, act in acts.items()}, rounds, seconds / 4)
+        parts = [f"{name} {statistics.median(t) * 1e3:.2f} ms ({statistics.median(t) * layers / relu_model[batch]:.1%})"
+                 for name, t in times.items()]
+        print(f"bert FFN activation alone, batch {batch}, per layer (x{layers} layers as share of the eager ReLU "
+              f"model): {', '.join(parts)}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,7 +188,9 @@ def main(argv: list[str] | None = None) -> None:
                     "attention_mask": torch.ones(batch, args.seq, dtype=torch.long),
                     "token_type_ids": torch.zeros(batch, args.seq, dtype=torch.long)}
 
-        bench("bert", text, text_inputs, batches, args.rounds, args.seconds, Path(tmp))
+        relu_model = bench("bert", text, text_inputs, batches, args.rounds, args.seconds, Path(tmp))
+        activation_share(batches, args.seq, args.layers, text["relu"].config.intermediate_size, relu_model,
+                         args.rounds, args.seconds)
         del text
         bench("resnet18", cnn_models(), lambda b: torch.randn(b, 3, 32, 32), batches, args.rounds, args.seconds,
               Path(tmp))

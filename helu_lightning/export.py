@@ -522,7 +522,7 @@ def export_checkpoint(
             quantization = _quantize(tmp, dm, plain, names, onnx_feeds(names, inputs), reference, max_batches)
             files["onnx_int8"] = "model.int8.onnx"
 
-        manifest = {
+        manifest = _plain({
             "source": {"checkpoint": str(ckpt_path.resolve()), "sha256": hashlib.sha256(raw).hexdigest(),
                        "task": class_path, "datamodule": dm_source if dm is not None else None,
                        "hyper_parameters": _plain({k: v for k, v in (ckpt.get("hyper_parameters") or {}).items()
@@ -537,8 +537,8 @@ def export_checkpoint(
             "files": files,
             "versions": _versions(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
-        (tmp / "manifest.json").write_text(json.dumps(_plain(manifest), indent=2) + "\n", encoding="utf-8")
+        })
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _readable(tmp)
     return manifest
 
