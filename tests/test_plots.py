@@ -1,6 +1,7 @@
 """helu-train plot: CSVLogger metrics.csv fixtures in, valid PNGs out; clear errors without logs."""
 
 import csv
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,20 @@ def test_errors_without_logs_or_with_wrong_labels(tmp_path, capsys):
     with pytest.raises(ValueError, match="no alpha or monitor metrics"):
         plot_runs([tmp_path / "plain"], output_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_readme_pipeline_trains_on_digits_with_callbacks_then_plots(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    cli.cli(["fit", "--config", str(root / "configs/offline.yaml"),
+             "--config", str(root / "configs/callbacks_example.yaml"),
+             "--trainer.max_epochs=2", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2",
+             "--trainer.log_every_n_steps=1",
+             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--test_after_fit=false",
+             f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"])
+    by_step, by_epoch = read_metrics(tmp_path / "runs" / "helu_cosine" / "version_0" / "metrics.csv")
+    alphas = [a for _, a in by_step["alpha"]]
+    assert alphas[0] == pytest.approx(0.1) and alphas == sorted(alphas, reverse=True)
+    assert [e for e, _ in by_epoch["monitor/val/dead_fraction/features.2"]] == [0.0, 1.0]
+    paths = plot_runs([tmp_path / "runs" / "helu_cosine"], ["HeLU"], tmp_path / "plots")
+    assert {"alpha.png", "val_dead_fraction.png", "train_band_fraction.png"} <= {p.name for p in paths}
