@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helu_lightning.io import atomic_directory, atomic_write_text
+from helu_lightning.io import atomic_directory, atomic_write_bytes, atomic_write_text
 
 
 def _mode(path: Path) -> int:
@@ -27,7 +27,7 @@ def test_atomic_write_text_writes_whole_file_with_umask_permissions(tmp_path: Pa
 def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path: Path) -> None:
     target = atomic_write_text(tmp_path / "best.yaml", "old\n")
     with pytest.raises(TypeError):
-        atomic_write_text(target, None)  # type: ignore[arg-type]
+        atomic_write_bytes(target, 123)  # type: ignore[arg-type]  # fails inside the write, after the temp file exists
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["best.yaml"]
 
