@@ -46,6 +46,7 @@ __all__ = [
     "calibrated_alpha",
     "fail_dead_local_trials",
     "load_space",
+    "logs_into",
     "main",
     "make_storage",
     "run_search",
@@ -175,6 +176,20 @@ def apply_params(config: Mapping[str, Any], params: Sequence[SearchParam], value
                 )
             node = child
         node[leaf] = values[param.name]
+    return config
+
+
+def logs_into(config: dict, directory: Path) -> dict:
+    """``config`` with every configured logger that has a ``save_dir`` saving under ``directory`` instead.
+
+    Loggers left unset already follow ``default_root_dir``; this keeps trials with an explicit logger apart too.
+    """
+    trainer = config.get("trainer") or {}
+    loggers = trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init_args = logger.get("init_args") if isinstance(logger, dict) else None
+        if isinstance(init_args, dict) and "save_dir" in init_args:
+            init_args["save_dir"] = str(directory)
     return config
 
 
@@ -362,7 +377,8 @@ class Objective:
         trial_dir = self.output_dir / "trials" / str(trial.number)
         trial.set_user_attr("trial_dir", str(trial_dir))
         config_path = trial_dir / "config.yaml"
-        atomic_write_text(config_path, yaml.safe_dump(apply_params(self.config, self.params, values), sort_keys=False))
+        trial_config = logs_into(apply_params(self.config, self.params, values), trial_dir)
+        atomic_write_text(config_path, yaml.safe_dump(trial_config, sort_keys=False))
         counter = EpochCounter()
         pruning = PyTorchLightningPruningCallback(trial, monitor=self.monitor)
         defaults = {

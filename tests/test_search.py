@@ -30,6 +30,7 @@ from helu_lightning.search import (
     calibrated_alpha,
     fail_dead_local_trials,
     load_space,
+    logs_into,
     main,
     make_storage,
     run_search,
@@ -131,6 +132,16 @@ def test_example_spaces_build_the_offline_config(space_file, tmp_path):
             assert optimizer.param_groups[0][name] == pytest.approx(values[name])
     schedulers = [c for c in built.trainer.callbacks if isinstance(c, AlphaScheduler)]
     assert len(schedulers) == (values.get("schedule") in ("linear", "cosine"))
+
+
+def test_explicit_loggers_log_into_the_trial_directory(tmp_path):
+    csv_logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "x"}}
+    wandb_like = {"class_path": "my.Logger", "init_args": {"project": "p"}}
+    config = {"trainer": {"logger": [csv_logger, wandb_like]}}
+    loggers = logs_into(config, tmp_path / "trials" / "3")["trainer"]["logger"]
+    assert loggers[0]["init_args"] == {"save_dir": str(tmp_path / "trials" / "3"), "name": "x"}
+    assert loggers[1]["init_args"] == {"project": "p"}  # no save_dir to move: left alone
+    assert logs_into({"trainer": {"logger": False}}, tmp_path) == {"trainer": {"logger": False}}
 
 
 def test_bad_storage_urls_are_explained(tmp_path):
