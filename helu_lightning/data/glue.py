@@ -30,7 +30,16 @@ from torch.utils.data import DataLoader, Dataset
 from ..io import atomic_write_bytes
 from ..models.text import resolve_pretrained
 
-__all__ = ["GLUE_TASKS", "GlueDataModule", "GlueTask", "TokenizedDataset", "glue_task", "load_tokenizer", "read_glue_tsv"]
+__all__ = [
+    "GLUE_TASKS",
+    "GlueDataModule",
+    "GlueTask",
+    "TokenizedDataset",
+    "glue_task",
+    "load_tokenizer",
+    "read_glue_tsv",
+    "tokenize_columns",
+]
 
 log = logging.getLogger(__name__)
 

@@ -77,7 +77,8 @@ class GlueClassifier(LightningModule):
         self.spec: GlueTask | None = None if task == CLASSIFICATION else glue_task(task)
         if self.spec is None:
             if num_labels is None or num_labels < 2:
-                raise ValueError(f'task="classification" needs num_labels >= 2 (the number of classes), got {num_labels}')
+                raise ValueError(f'task="classification" needs num_labels >= 2 (the number of classes), '
+                                 f"got {num_labels}")
             metrics: tuple[str, ...] = ("acc", "f1_macro")
             val_sets: tuple[str, ...] = ("",)
         else:
@@ -153,7 +154,8 @@ class GlueClassifier(LightningModule):
         metrics = (self.val_metrics if stage == "val" else self.test_metrics)[dataloader_idx]
         metrics.update(preds, labels)
         size = len(labels)
-        self.log(f"{_prefix(stage, self.val_sets[dataloader_idx])}loss", loss, batch_size=size, add_dataloader_idx=False)
+        prefix = _prefix(stage, self.val_sets[dataloader_idx])
+        self.log(f"{prefix}loss", loss, batch_size=size, add_dataloader_idx=False)
         self.log_dict(metrics, batch_size=size, add_dataloader_idx=False, prog_bar=stage == "val")
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
