@@ -275,13 +275,14 @@ def test_killed_search_resumes_and_retries_the_killed_trial(tmp_path, one_thread
             trials = optuna.load_study(study_name="t", storage=storage).trials
         except (KeyError, optuna.exceptions.StorageInternalError):
             continue  # the study is not created yet
-        states = [t.state for t in trials]
-        if TrialState.COMPLETE in states:
-            running = next((t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs), None)
+        if any(t.state == TrialState.COMPLETE for t in trials):
+            # Mid-trial: epoch 0 reported, three epochs to go, so the kill cannot land after the trial ended.
+            running = next((t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values), None)
     assert running is not None, Path(proc.stdout.name).read_text()[-3000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = optuna.load_study(study_name="t", storage=storage).trials
+    assert before[running.number].state == TrialState.RUNNING  # as the killed worker left it
     completed = {t.number: t.value for t in before if t.state == TrialState.COMPLETE}
 
     main(search_argv(out, "--pruner", "none", "--trainer.max_epochs=4", n_trials=4))
