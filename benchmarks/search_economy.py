@@ -8,7 +8,7 @@ epoch 2, then after epoch 4. The metric is val/loss (minimised): unlike accuracy
 Prints every trial's val/loss curve, then the epochs each search used and the best alpha each found.
 
     python benchmarks/search_economy.py                     # 1-4 minutes on 2 CPU cores
-    python benchmarks/search_economy.py --warmup_epochs 4   # first cut after epoch 6: slower, later bloomers kept
+    python benchmarks/search_economy.py --warmup_epochs 4   # first cut after epoch 5: slower, late bloomers kept
 """
 
 from __future__ import annotations

@@ -339,10 +339,11 @@ class EpochCounter(Callback):
 def _make_pruner(name: str, startup_trials: int, warmup_epochs: int) -> optuna.pruners.BasePruner:
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs)
+    # Reports are 0-based epochs; these two cut first at step min_resource (>= 1), the median pruner at warmup.
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup_epochs + 1), reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup_epochs), reduction_factor=3)
     if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup_epochs + 1), reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup_epochs), reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"unknown pruner {name!r}; use {', '.join(PRUNERS)}")
@@ -630,7 +631,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--direction", choices=["maximize", "minimize"], default="maximize")
     parser.add_argument("--pruner", choices=PRUNERS, default="median", help="successive_halving: fewest epochs")
     parser.add_argument("--pruner_startup_trials", type=int, default=5, help="median: trials finished before pruning")
-    parser.add_argument("--pruner_warmup_epochs", type=int, default=0, help="epochs before a trial may be pruned")
+    parser.add_argument(
+        "--pruner_warmup_epochs", type=int, default=0,
+        help="a trial trains at least this many epochs + 1 (successive_halving, hyperband: at least 2)",
+    )
     parser.add_argument("--sampler_seed", type=int, default=0)
     parser.add_argument("--sampler_startup_trials", type=int, default=10, help="random trials before TPE models")
     parser.add_argument("--heartbeat_interval", type=int, default=60, help="RDB storages: seconds between heartbeats")
