@@ -17,12 +17,18 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
+from .checkpoints import CheckpointError, read_checkpoint
+
 # Subcommands that are not Trainer methods: name -> "module:function" taking argv (lazily imported).
 EXTRA_COMMANDS = {
     "search": "helu_lightning.search:main",
     "export": "helu_lightning.export:main",
     "plot": "helu_lightning.plots:main",
 }
+
+
+# `--ckpt_path` values Lightning resolves itself.
+_LIGHTNING_CKPT_ALIASES = ("last", "best", "hpc", "registry")
 
 
 class HeluCLI(LightningCLI):
@@ -34,6 +40,16 @@ class HeluCLI(LightningCLI):
             "--test_after_fit", type=bool, default=False,
             help="fit only: after training, test the best checkpoint of the monitored metric (else the last weights)",
         )
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads --ckpt_path's hyper-parameters right after parsing; check the file first so a missing,
+        # corrupt or foreign checkpoint stops with its path and the fix rather than an unpickler traceback.
+        config = self.config[self.config["subcommand"]] if self.config.get("subcommand") else {}
+        ckpt_path = config.get("ckpt_path")
+        if isinstance(ckpt_path, str) and ckpt_path not in _LIGHTNING_CKPT_ALIASES and "://" not in ckpt_path:
+            weights_only = config.get("weights_only") is not False
+            read_checkpoint(ckpt_path, weights_only=weights_only, unsafe_flag="--weights_only false")
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         # Checkpoints may come from others: unless --weights_only false is given, load tensors and plain values
@@ -92,7 +108,10 @@ def main(argv: list[str] | None = None) -> None:
         module_name, function = EXTRA_COMMANDS[args[0]].split(":")
         getattr(importlib.import_module(module_name), function)(args[1:])
         return
-    cli(None if argv is None else args)  # None: LightningCLI reads sys.argv itself (and does not warn)
+    try:
+        cli(None if argv is None else args)  # None: LightningCLI reads sys.argv itself (and does not warn)
+    except CheckpointError as err:
+        sys.exit(f"helu-train: error: {err}")
 
 
 if __name__ == "__main__":

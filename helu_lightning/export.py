@@ -25,10 +25,8 @@ import io
 import json
 import math
 import os
-import pickle
 import platform
 import sys
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from torch import Tensor, nn
 
 from .activations import HeLU, NaiveHeLU
+from .checkpoints import CheckpointError, read_checkpoint
 from .io import atomic_directory
 from .surgery import replace_activations
 
@@ -69,39 +68,14 @@ TOKENIZER_KEYS = ("tokenizer", "tokenizer_name", "tokenizer_name_or_path", "mode
 RTOL, ATOL = 1e-3, 1e-4
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable, or not one this exporter can rebuild."""
-
-
 class VerificationError(RuntimeError):
     """The exported model does not reproduce the trained model's outputs."""
 
 
 def load_checkpoint(path: str | Path, unsafe_load: bool = False) -> tuple[dict[str, Any], bytes]:
     """Read a Lightning checkpoint (``weights_only`` unless ``unsafe_load``); return it and its raw bytes."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist{' (it is a directory)' if path.is_dir() else ''}; "
-                              "pass --ckpt_path with a .ckpt file written by Lightning")
-    data = path.read_bytes()
-    if not zipfile.is_zipfile(io.BytesIO(data)):
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: torch.save and Lightning write a zip "
-                              f"archive and these {len(data)} bytes are not one; re-copy it or choose another "
-                              "checkpoint")
-    try:
-        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=not unsafe_load)
-    except pickle.UnpicklingError as err:
-        reason = next((line for line in str(err).splitlines() if "Unsupported" in line), str(err).splitlines()[0])
-        raise CheckpointError(f"checkpoint {path} holds pickled Python objects that weights_only loading refuses "
-                              f"({reason.strip()}); if you trust the file, pass --unsafe_load") from err
-    except (RuntimeError, EOFError, ValueError, OSError) as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({str(err).splitlines()[0]}); re-copy it "
-                              "or choose another checkpoint") from err
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        found = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(f"{path} is not a Lightning checkpoint: it has no 'state_dict' (found {found}); "
-                              "export needs a .ckpt written by Trainer / ModelCheckpoint")
-    return ckpt, data
+    ckpt = read_checkpoint(path, weights_only=not unsafe_load, unsafe_flag="--unsafe_load")
+    return ckpt, Path(path).read_bytes()
 
 
 def _import_class(class_path: str, base: type, what: str, source: Path) -> type:

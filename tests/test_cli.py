@@ -154,3 +154,31 @@ def test_test_after_fit_skips_data_without_a_test_split(config: Path, monkeypatc
         run = cli(["fit", "--config", str(config), "--data", "fake_helu_data.DigitsWithoutTest",
                    "--trainer.max_steps", "1", "--test_after_fit", "true"])
     assert run.trainer.global_step == 1 and "test/acc" not in run.trainer.callback_metrics
+
+
+class _Payload:
+    """A pickled object: weights_only loading must refuse it."""
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (None, "does not exist; pass --ckpt_path"),
+        (lambda p: p.write_bytes(b"\x80\x04" + bytes(range(200))), "corrupt or truncated: torch.save"),
+        (lambda p: torch.save({"weights": torch.ones(2)}, p), "not a Lightning checkpoint: it has no 'state_dict'"),
+        (lambda p: torch.save({"state_dict": {}, "payload": _Payload()}, p), "--weights_only false"),
+    ],
+    ids=["missing", "corrupt", "foreign", "pickled-object"],
+)
+def test_bad_ckpt_path_stops_with_the_path_and_the_fix(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture, make, message: str
+) -> None:
+    bad = tmp_path / "bad.ckpt"
+    if make is not None:
+        make(bad)
+    for command in ("fit", "test"):
+        with pytest.raises(SystemExit) as stop:
+            main([command, "--config", str(config), "--ckpt_path", str(bad)])
+        assert "helu-train: error: " in str(stop.value.code) and str(bad) in str(stop.value.code)
+        assert message in str(stop.value.code)
+    assert not (tmp_path / "checkpoints").exists(), "nothing trained"
