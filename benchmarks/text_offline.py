@@ -1,6 +1,6 @@
 """GELU (MiniLM's own) vs HeLU vs ReLU fine-tuning the real all-MiniLM-L6-v2 on BBC news, offline, on CPU.
 
-    python benchmarks/text_offline.py                      # 3 activations x 2 seeds: ~17 min on 2 shared CPU cores
+    python benchmarks/text_offline.py                      # 3 activations x 2 seeds: ~6 min on 2 idle CPU cores
     python benchmarks/text_offline.py --seeds 0 1 2 --train-samples 800
 
 Every run uses the same seeded stratified split (70/10/20 of 2,225 articles; the training part subsampled to
