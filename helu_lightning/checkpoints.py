@@ -17,7 +17,9 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or not a Lightning checkpoint."""
 
 
-def read_checkpoint(path: str | Path, weights_only: bool = True, unsafe_flag: str = "weights_only=False") -> dict[str, Any]:
+def read_checkpoint(
+    path: str | Path, weights_only: bool = True, unsafe_flag: str = "weights_only=False"
+) -> dict[str, Any]:
     """Load a Lightning checkpoint on the CPU (memory-mapped, so only what is touched is read).
 
     ``weights_only`` refuses pickled Python objects; the error names ``unsafe_flag``, the caller's opt-in switch.

@@ -143,7 +143,7 @@ class GlueClassifier(LightningModule):
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         loss, labels, _ = self._outputs(batch)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
         return loss
 
     def _eval_step(self, batch: Mapping[str, Tensor], stage: str, dataloader_idx: int) -> None:
@@ -155,7 +155,7 @@ class GlueClassifier(LightningModule):
         metrics.update(preds, labels)
         size = len(labels)
         prefix = _prefix(stage, self.val_sets[dataloader_idx])
-        self.log(f"{prefix}loss", loss, batch_size=size, add_dataloader_idx=False)
+        self.log(f"{prefix}loss", loss, batch_size=size, add_dataloader_idx=False, sync_dist=True)
         self.log_dict(metrics, batch_size=size, add_dataloader_idx=False, prog_bar=stage == "val")
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
