@@ -4,7 +4,7 @@ HeLU's forward is ReLU, so swapping every HeLU for ``nn.ReLU`` changes no output
 a real batch, then writes safetensors weights, a ``torch.export`` program, an ONNX file (optionally INT8) and, for
 Hugging Face models, a ``save_pretrained`` directory with its tokenizer, plus a ``manifest.json``.
 
-    helu-train export --ckpt_path runs/cifar10/checkpoints/best.ckpt --output_dir exported/cifar10
+    helu-train export --ckpt_path runs/cifar10/checkpoints/last.ckpt --output_dir exported/cifar10
     helu-train export --ckpt_path best.ckpt --output_dir exported/sst2 --format hf,onnx --quantize int8
 
 The task class comes from ``--task``, else from the ``_class_path`` LightningCLI stores in the checkpoint's
