@@ -20,12 +20,7 @@ PAPER = {"cifar10": (10, 100, "./data/cifar10"), "cifar100": (100, 100, "./data/
 TINY_WRN = ["--model.init_args.backbone_options", "{depth: 10, width: 1}"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_vision_configs_exist() -> None:

@@ -32,12 +32,8 @@ class Marker(nn.Module):
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _fresh_marker(one_thread: None) -> None:
     Marker.made = []
-    yield
-    torch.set_num_threads(threads)
 
 
 def n_params(model: nn.Module) -> int:

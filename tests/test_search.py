@@ -14,7 +14,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 import yaml
 from optuna.trial import TrialState
 from pg_server import INSTALL_HINT, find_binaries, postgres_server
@@ -44,13 +43,6 @@ FAST = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=4", "--trainer.
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, more threads make these tiny convolutions 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def search_argv(out: Path, *extra: str, storage: str | None = None, n_trials: int = 6) -> list[str]:
