@@ -47,7 +47,7 @@ class VisionClassifier(LightningModule):
         in_channels: int = 3,
         image_size: int = 32,
         backbone_options: dict[str, Any] | None = None,
-        activation: ActivationSpec | str = "helu",
+        activation: ActivationSpec | str | dict[str, Any] = "helu",
         label_smoothing: float = 0.0,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
