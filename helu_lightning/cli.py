@@ -27,6 +27,12 @@ EXTRA_COMMANDS = {
 }
 
 
+DESCRIPTION = (
+    "Train with HeLU (ReLU forward, hysteresis backward) and serve as ReLU. Trainer subcommands below; also "
+    "`helu-train search` (Optuna), `helu-train export` (HeLU -> ReLU) and `helu-train plot` (PNG plots of runs): "
+    "add --help to any of them."
+)
+
 # `--ckpt_path` values Lightning resolves itself.
 _LIGHTNING_CKPT_ALIASES = ("last", "best", "hpc", "registry")
 
@@ -91,6 +97,7 @@ def _best_or_last(trainer: Any) -> str | None:
 def cli(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> HeluCLI:
     """Build the CLI the way ``helu-train`` does (tests and the search call this with ``args``)."""
     kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+    kwargs.setdefault("parser_kwargs", {"description": DESCRIPTION})
     return HeluCLI(
         LightningModule,
         LightningDataModule,

@@ -184,3 +184,13 @@ def test_bad_ckpt_path_stops_with_the_path_and_the_fix(
         assert "helu-train: error: " in str(stop.value.code) and str(bad) in str(stop.value.code)
         assert message in str(stop.value.code)
     assert not (tmp_path / "checkpoints").exists(), "nothing trained"
+
+
+def test_help_names_the_extra_commands(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for command in ("fit", "validate", "test", "predict", *EXTRA_COMMANDS):
+        assert command in out
+    assert "`helu-train search`" in out and "`helu-train export`" in out and "`helu-train plot`" in out
