@@ -3,6 +3,7 @@ error naming the path and the fix (used by ``helu-train fit/validate/test/predic
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -18,22 +19,26 @@ class CheckpointError(ValueError):
 
 
 def read_checkpoint(
-    path: str | Path, weights_only: bool = True, unsafe_flag: str = "weights_only=False"
+    path: str | Path, weights_only: bool = True, unsafe_flag: str = "weights_only=False", data: bytes | None = None
 ) -> dict[str, Any]:
-    """Load a Lightning checkpoint on the CPU (memory-mapped, so only what is touched is read).
+    """Load a Lightning checkpoint on the CPU: from ``data``, the file's bytes when the caller already read them,
+    else memory-mapped from ``path`` (only what is touched is read).
 
     ``weights_only`` refuses pickled Python objects; the error names ``unsafe_flag``, the caller's opt-in switch.
     """
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist{' (it is a directory)' if path.is_dir() else ''}; "
                               "pass --ckpt_path with a .ckpt file written by Lightning")
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(io.BytesIO(data) if data is not None else path):
+        size = len(data) if data is not None else path.stat().st_size
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated: torch.save and Lightning write a zip "
-                              f"archive and these {path.stat().st_size} bytes are not one; re-copy it or choose "
-                              "another checkpoint")
+                              f"archive and these {size} bytes are not one; re-copy it or choose another checkpoint")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+        if data is not None:
+            ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=weights_only)
+        else:
+            ckpt = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
     except pickle.UnpicklingError as err:
         reason = next((line for line in str(err).splitlines() if "Unsupported" in line), str(err).splitlines()[0])
         raise CheckpointError(f"checkpoint {path} holds pickled Python objects that weights_only loading refuses "

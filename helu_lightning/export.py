@@ -74,8 +74,9 @@ class VerificationError(RuntimeError):
 
 def load_checkpoint(path: str | Path, unsafe_load: bool = False) -> tuple[dict[str, Any], bytes]:
     """Read a Lightning checkpoint (``weights_only`` unless ``unsafe_load``); return it and its raw bytes."""
-    ckpt = read_checkpoint(path, weights_only=not unsafe_load, unsafe_flag="--unsafe_load")
-    return ckpt, Path(path).read_bytes()
+    path = Path(path)
+    data = path.read_bytes() if path.is_file() else None  # read once: hashed, then loaded from memory
+    return read_checkpoint(path, weights_only=not unsafe_load, unsafe_flag="--unsafe_load", data=data), data
 
 
 def _import_class(class_path: str, base: type, what: str, source: Path) -> type:
