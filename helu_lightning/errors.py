@@ -1,0 +1,13 @@
+"""The one error type for mistakes a user can fix: ``helu-train`` prints its message without a traceback."""
+
+from __future__ import annotations
+
+__all__ = ["UserError"]
+
+
+class UserError(ValueError):
+    """Bad input from the user (a value, a file, a flag, a config): the message names the value and the fix.
+
+    ``helu-train`` prints ``helu-train <command>: error: <message>`` and exits with status 2; set
+    ``HELU_DEBUG=1`` to see the traceback instead.
+    """
