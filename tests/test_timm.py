@@ -191,3 +191,24 @@ def test_fit_export_and_load_with_timm_alone(name: str, tmp_path: Path) -> None:
     torch.testing.assert_close(torch.tensor(loaded["model.py"]), expected, rtol=0, atol=0)
     for key in ("pt2", "onnx"):
         torch.testing.assert_close(torch.tensor(loaded[key]), expected, rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_imagenette_timm_config_fast_dev_run_on_an_imagefolder_fixture(tmp_path: Path) -> None:
+    from fixtures import write_imagenette
+
+    from helu_lightning.cli import cli
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "imagenette_timm.yaml"
+    classes = [f"n0{i:07d}" for i in range(10)]
+    write_imagenette(tmp_path / "imagenette", classes=classes, n_per_class=2)
+    run = cli(["fit", "--config", str(config), "--trainer.fast_dev_run", "true",
+               "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false",
+               "--data.init_args.data_dir", str(tmp_path / "imagenette"), "--data.init_args.image_size", "32",
+               "--model.init_args.image_size", "32", "--data.init_args.batch_size", "2",
+               "--data.init_args.num_workers", "0"])
+    backbone = run.model.model
+    assert type(backbone).__name__ == "ResNet" and backbone.fc.out_features == 10
+    assert activation_counts(backbone) == {"HeLU": 27}
+    assert {round(m.alpha.item(), 6) for m in backbone.modules() if isinstance(m, HeLU)} == {0.001}
+    # One training step, then (test_after_fit: true) a test pass over the val/ folder.
+    assert run.trainer.global_step == 1 and "test/acc" in run.trainer.callback_metrics
