@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import timm
 import torch
 from fixtures import write_cifar10
 from torch import nn
@@ -20,6 +19,7 @@ from helu_lightning.errors import UserError
 from helu_lightning.models import build_backbone
 from helu_lightning.models.timm_models import activation_counts
 
+timm = pytest.importorskip("timm")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Blocks helu_lightning in a fresh interpreter, so what loads there loads without our code.
@@ -162,7 +162,8 @@ def test_fit_export_and_load_with_timm_alone(name: str, tmp_path: Path) -> None:
 
     write_cifar10(tmp_path / "data", n_per_split=20)
     main(["fit", "--model", "helu_lightning.tasks.vision.VisionClassifier", "--model.backbone", f"timm:{name}",
-          "--model.activation", '{"name": "helu", "alpha": 0.05}', "--data", "helu_lightning.data.cifar.CIFAR10DataModule",
+          "--model.activation", '{"name": "helu", "alpha": 0.05}',
+          "--data", "helu_lightning.data.cifar.CIFAR10DataModule",
           "--data.data_dir", str(tmp_path / "data"), "--data.val_fraction", "0.5",
           "--data.batch_size", "4", "--data.num_workers", "0", "--trainer.max_epochs", "1",
           "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.accelerator", "cpu",

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .registry import TORCHVISION_PREFIX, _BACKBONES
+from .registry import _BACKBONES, TORCHVISION_PREFIX
 from .timm_models import TIMM_PREFIX, timm_reference
 from .torchvision_models import _set_in_channels
 
@@ -92,7 +92,8 @@ def _torchvision_source(name: str, num_classes: int, in_channels: int, options: 
     channels = f"\n{inspect.getsource(_set_in_channels)}" if in_channels != 3 else ""
     set_channels = f"    _set_in_channels(model, {in_channels!r})\n" if in_channels != 3 else ""
     return (_header(f"torchvision {name}", "torch and torchvision") +
-            "from __future__ import annotations\n\nfrom pathlib import Path\n\nimport torchvision\nfrom torch import nn\n\n"
+            "from __future__ import annotations\n\nfrom pathlib import Path\n\n"
+            "import torchvision\nfrom torch import nn\n\n"
             f"KWARGS = {dict(kwargs, num_classes=num_classes)!r}\nRELU_LAYERS = {_relu_layers(reference, replaced)!r}\n"
             f"{channels}\n\ndef build() -> nn.Module:\n"
             f"    model = torchvision.models.get_model({name!r}, weights=None, **KWARGS)\n{set_channels}"

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from ..activations import HeLU, NaiveHeLU, _REGISTRY
+from ..activations import HeLU, NaiveHeLU
 from ..errors import UserError
 from ..surgery import find_activations, replace_activations
 
@@ -30,17 +30,15 @@ __all__ = ["TIMM_PREFIX", "activation_counts", "install_timm_hook", "register_ti
 
 TIMM_PREFIX = "timm:"
 _CREATE_ACT = "timm.layers.create_act"
-_OWN_NAMES = ("helu", "helu_naive")  # always ours in timm's registry; other names only where timm has none
+_TIMM_NAMES = {"helu": HeLU, "helu_naive": NaiveHeLU}  # timm has the other registry names (relu, gelu, silu...)
 
 
 def _register_into(create_act: ModuleType) -> None:
-    for key, builder in _REGISTRY.items():
-        if key in _OWN_NAMES or key not in create_act._ACT_LAYER_DEFAULT:
-            create_act._ACT_LAYER_DEFAULT[key] = builder
+    create_act._ACT_LAYER_DEFAULT.update(_TIMM_NAMES)
 
 
 def register_timm_activations() -> None:
-    """Add HeLU (and every other helu_lightning registry name timm lacks) to timm's activation registry, so
+    """Add HeLU (``helu``) and NaiveHeLU (``helu_naive``) to timm's activation registry, so
     ``timm.create_model(name, act_layer="helu")`` builds HeLU layers. Imports timm."""
     from timm.layers import create_act
 
@@ -155,6 +153,10 @@ def timm_classifier(
     ``options`` go to ``timm.create_model`` (e.g. ``drop_rate``). Logs what was replaced and what was left."""
     from lightning.pytorch.utilities import rank_zero_info
 
+    try:
+        import timm  # noqa: F401
+    except ImportError as err:
+        raise UserError(f"backbone timm:{name} needs timm: pip install 'helu-lightning[timm]'") from err
     install_timm_hook()
     register_timm_activations()
     _check_name(name)
@@ -176,9 +178,10 @@ def timm_classifier(
                         "act_layer here, so list its classes in backbone_options.replace, e.g. replace: [SiLU]")
     replace_activations(model, act, targets=types, strict=False)
     left = {k: v for k, v in activation_counts(model).items() if k not in ("HeLU", "NaiveHeLU")}
+    replaced = "/".join([replace] if isinstance(replace, str) else replace)
     rank_zero_info(f"timm:{name}: {through_act_layer} activations set through act_layer"
-                   f"{'' if used_act_layer else ' (the model takes none)'}, {len(leftover)} "
-                   f"{'/'.join(replace) if not isinstance(replace, str) else replace} replaced; left as they are: {left or 'nothing'}")
+                   f"{'' if used_act_layer else ' (the model takes none)'}, {len(leftover)} {replaced} replaced; "
+                   f"left as they are: {left or 'nothing'}")
     return model
 
 
