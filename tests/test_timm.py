@@ -213,3 +213,11 @@ def test_imagenette_timm_config_fast_dev_run_on_an_imagefolder_fixture(tmp_path:
     assert {round(m.alpha.item(), 6) for m in backbone.modules() if isinstance(m, HeLU)} == {0.001}
     # One training step, then (test_after_fit: true) a test pass over the val/ folder.
     assert run.trainer.global_step == 1 and "test/acc" in run.trainer.callback_metrics
+
+
+@pytest.mark.parametrize(("activation", "kind"), [("silu", nn.SiLU), ("relu", nn.ReLU), ("gelu", nn.GELU)])
+def test_baseline_activations_take_the_same_places(activation: str, kind: type) -> None:
+    reference = timm.create_model("test_efficientnet", pretrained=False, num_classes=3)
+    model = build_backbone("timm:test_efficientnet", 3, activation)
+    assert _names_of(model, (kind,)) == _names_of(reference, (nn.SiLU,))
+    assert _names_of(model, (nn.Sigmoid,)) == _names_of(reference, (nn.Sigmoid,))

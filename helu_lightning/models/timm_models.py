@@ -14,7 +14,7 @@ import importlib.abc
 import importlib.machinery
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from types import ModuleType
 from typing import Any
@@ -100,18 +100,26 @@ def _activation_types(names: Sequence[str]) -> tuple[type[nn.Module], ...]:
     return tuple(types)
 
 
-def activation_counts(model: nn.Module) -> dict[str, int]:
-    """How many modules of each activation-like type ``model`` holds, e.g. ``{"HeLU": 49, "Sigmoid": 16}``."""
+def _activation_counts(modules: Iterable[nn.Module]) -> dict[str, int]:
     kinds = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Hardswish,
              nn.Hardsigmoid, nn.Mish, nn.PReLU, HeLU, NaiveHeLU)
-    counts = Counter(type(m).__name__ for m in model.modules()
+    counts = Counter(type(m).__name__ for m in modules
                      if isinstance(m, kinds) or type(m).__module__.endswith("activations"))
     return dict(sorted(counts.items()))
 
 
-def _fresh_activation(make: Callable[[], nn.Module], *args: Any, **kwargs: Any) -> nn.Module:
-    """timm calls ``act_layer()`` or ``act_layer(inplace=True)``; either way the factory builds the module."""
-    return make()
+def activation_counts(model: nn.Module) -> dict[str, int]:
+    """How many modules of each activation-like type ``model`` holds, e.g. ``{"HeLU": 49, "Sigmoid": 16}``."""
+    return _activation_counts(model.modules())
+
+
+def _fresh_activation(make: Callable[[], nn.Module], created: list[nn.Module], *args: Any, **kwargs: Any
+                      ) -> nn.Module:
+    """timm calls ``act_layer()`` or ``act_layer(inplace=True)``; either way the factory builds the module, and
+    ``created`` remembers it so surgery leaves it alone (whatever the activation: helu, relu, silu...)."""
+    module = make()
+    created.append(module)
+    return module
 
 
 def _check_name(name: str) -> None:
@@ -169,15 +177,20 @@ def timm_classifier(
                             f"weights are downloaded); remove it")
     types = _activation_types(replace)
     kwargs = {"num_classes": num_classes, "in_chans": in_channels, **options}
-    model, used_act_layer = _create(name, kwargs, partial(_fresh_activation, act) if use_act_layer else None)
-    through_act_layer = sum(1 for m in model.modules() if isinstance(m, (HeLU, NaiveHeLU)))
-    leftover = find_activations(model, types)
+    created: list[nn.Module] = []
+    model, used_act_layer = _create(name, kwargs, partial(_fresh_activation, act, created) if use_act_layer else None)
+    ours = {id(m) for m in created}
+    through_act_layer = sum(1 for _, m in model.named_modules(remove_duplicate=False) if id(m) in ours)
+    leftover = [n for n in find_activations(model, types) if id(model.get_submodule(n)) not in ours]
     if not leftover and not through_act_layer:
         present = activation_counts(model)
         raise UserError(f"timm:{name} has no activation to make HeLU: {present or 'none found'}; it takes no "
                         "act_layer here, so list its classes in backbone_options.replace, e.g. replace: [SiLU]")
-    replace_activations(model, act, targets=types, strict=False)
-    left = {k: v for k, v in activation_counts(model).items() if k not in ("HeLU", "NaiveHeLU")}
+    # Surgery may swap act_layer's modules too when the activation is itself a target type (gelu for a GELU
+    # model): a fresh module of the same spec, so nothing changes.
+    made = replace_activations(model, act, targets=types, strict=False)
+    ours |= {id(model.get_submodule(n)) for n in made}
+    left = _activation_counts(m for m in model.modules() if id(m) not in ours)
     replaced = "/".join([replace] if isinstance(replace, str) else replace)
     rank_zero_info(f"timm:{name}: {through_act_layer} activations set through act_layer"
                    f"{'' if used_act_layer else ' (the model takes none)'}, {len(leftover)} {replaced} replaced; "
