@@ -114,6 +114,9 @@ def test_surgery_only_mode_takes_replace_types() -> None:
 @pytest.mark.parametrize(("options", "message"), [
     ({"act_layer": "silu"}, "drop act_layer"),
     ({"in_chans": 1}, "in_chans is set by the task"),
+    ({"checkpoint_path": "/tmp/evil.pth"}, "checkpoint_path would make timm load weights"),
+    ({"pretrained": True}, "pretrained would make timm load weights"),
+    ({"pretrained_cfg_overlay": {"file": "/tmp/evil.pth"}}, "pretrained_cfg_overlay would make timm load"),
     ({"replace": ["Swishy"]}, "'Swishy' is not one"),
 ])
 def test_bad_options_get_clear_errors(options: dict, message: str) -> None:

@@ -30,6 +30,7 @@ __all__ = ["TIMM_PREFIX", "activation_counts", "install_timm_hook", "register_ti
 
 TIMM_PREFIX = "timm:"
 _CREATE_ACT = "timm.layers.create_act"
+_LOADING_OPTIONS = {"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir"}
 _TIMM_NAMES = {"helu": HeLU, "helu_naive": NaiveHeLU}  # timm has the other registry names (relu, gelu, silu...)
 
 
@@ -171,10 +172,13 @@ def timm_classifier(
     if "act_layer" in options:
         raise UserError("timm:<name> sets act_layer from `activation`; drop act_layer from backbone_options (and set "
                         "use_act_layer: false to keep the model's own activation)")
-    for key in ("num_classes", "in_chans", "pretrained"):
+    for key in ("num_classes", "in_chans"):
         if key in options:
-            raise UserError(f"backbone_options.{key} is set by the task (num_classes / in_channels; no pretrained "
-                            f"weights are downloaded); remove it")
+            raise UserError(f"backbone_options.{key} is set by the task (num_classes / in_channels); remove it")
+    for key in _LOADING_OPTIONS & set(options):
+        # A config or checkpoint from someone else must not make us read (or unpickle) files or download weights.
+        raise UserError(f"backbone_options.{key} would make timm load weights; timm:<name> builds untrained models "
+                        "only, so remove it (start from trained weights with `helu-train fit --ckpt_path`)")
     types = _activation_types(replace)
     kwargs = {"num_classes": num_classes, "in_chans": in_channels, **options}
     created: list[nn.Module] = []
