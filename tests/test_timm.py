@@ -33,11 +33,12 @@ sys.meta_path.insert(0, Block())
 """
 
 REGISTRY_CHECK = """
-import functools, json, sys
+import functools, inspect, json, sys
 import helu_lightning
 lazy = "timm" not in sys.modules
 import timm, torch
 from helu_lightning import HeLU
+assert "def get_act_layer" in inspect.getsource(timm.layers.create_act)  # the hook keeps the module's source
 model = timm.create_model("test_resnet", pretrained=False, act_layer="helu", num_classes=3)
 tuned = timm.create_model("test_resnet", pretrained=False, act_layer=functools.partial(HeLU, alpha=0.01))
 alphas = sorted({round(m.alpha.item(), 6) for m in tuned.modules() if isinstance(m, HeLU)})

@@ -59,6 +59,9 @@ class _RegisterAfterExec(importlib.abc.Loader):
         self.loader.exec_module(module)
         _register_into(module)
 
+    def __getattr__(self, name: str) -> Any:  # get_source, get_filename...: tracebacks and inspect keep working
+        return getattr(self.loader, name)
+
 
 class _TimmImportHook(importlib.abc.MetaPathFinder):
     """Post-import hook: registration happens when (and only if) the user imports timm."""
