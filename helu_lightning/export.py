@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from .activations import HeLU, NaiveHeLU
 from .checkpoints import CheckpointError, read_checkpoint
 from .io import atomic_directory
+from .models.standalone import write_loader
 from .surgery import replace_activations
 
 __all__ = [
@@ -477,6 +478,9 @@ def export_checkpoint(
                 raise VerificationError("model.safetensors does not read back the tensors written; disk problem?")
             verification["safetensors"] = {"tensors": len(state), "read_back_equal": same}
             files["safetensors"] = "model.safetensors"
+            loader = write_loader(module.hparams, plain, replaced, tmp / "model.py", inputs)
+            if loader is not None:
+                verification["loader"], files["loader"] = loader, loader["file"]
         if "pt2" in chosen:
             program = torch.export.export(graph_module, example, dynamic_shapes=shapes)
             torch.export.save(program, str(tmp / "model.pt2"))
