@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .activations import HeLU, check_alpha
+from .batches import call_model, split_batch
 
 __all__ = ["AlphaSuggestion", "suggest_alpha"]
 
@@ -38,17 +39,10 @@ class AlphaSuggestion:
                 "target_band_fraction": self.target_band_fraction, "samples": dict(self.samples)}
 
 
-def _default_inputs(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """(x, y) pairs -> model(x); dicts (Hugging Face batches) -> model(**batch) without labels; else model(batch)."""
-    if isinstance(batch, Mapping):
-        return (), {k: v for k, v in batch.items() if k not in ("labels", "label")}
-    if isinstance(batch, (list, tuple)):
-        return (batch[0],), {}
-    return (batch,), {}
-
-
-def _to(value: Any, device: torch.device) -> Any:
-    return value.to(device) if isinstance(value, Tensor) else value
+def _to(inputs: Tensor | Mapping[str, Tensor], device: torch.device) -> Tensor | dict[str, Tensor]:
+    if isinstance(inputs, Mapping):
+        return {key: value.to(device) for key, value in inputs.items()}
+    return inputs.to(device)
 
 
 def suggest_alpha(
@@ -60,7 +54,7 @@ def suggest_alpha(
     max_samples_per_layer: int = 1_000_000,
     min_alpha: float = 1e-4,
     train_mode: bool = False,
-    inputs: Callable[[Any], tuple[tuple[Any, ...], dict[str, Any]]] = _default_inputs,
+    inputs: Callable[[Any], Tensor | Mapping[str, Tensor]] | None = None,
     apply: bool | str = False,
     seed: int = 0,
 ) -> AlphaSuggestion:
@@ -69,7 +63,8 @@ def suggest_alpha(
     Each layer keeps at most ``max_samples_per_layer`` non-positive pre-activations (an even random subsample per
     batch beyond that). Suggestions below ``min_alpha`` (e.g. many exact zeros) are raised to it. ``train_mode``
     runs the pass in training mode (BatchNorm batch statistics, as training sees them; running statistics are
-    restored afterwards). ``apply=True`` or ``'per_layer'`` sets each HeLU module's alpha to its suggestion,
+    restored afterwards). ``inputs`` maps a batch to the model inputs (default: ``batches.split_batch``).
+    ``apply=True`` or ``'per_layer'`` sets each HeLU module's alpha to its suggestion,
     ``'global'`` sets all to the global value; nn.ReLU layers are measured but have no alpha to set.
     """
     if isinstance(target_band_fraction, bool) or not 0 < target_band_fraction < 1:
@@ -107,8 +102,8 @@ def suggest_alpha(
             for i, batch in enumerate(dataloader):
                 if num_batches is not None and i >= num_batches:
                     break
-                args, kwargs = inputs(batch)
-                model(*(_to(a, device) for a in args), **{k: _to(v, device) for k, v in kwargs.items()})
+                model_inputs = split_batch(batch, model)[0] if inputs is None else inputs(batch)
+                call_model(model, _to(model_inputs, device))
     finally:
         for handle in handles:
             handle.remove()
