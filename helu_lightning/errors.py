@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+__all__ = ["DataError", "UserError"]
 
 
 class UserError(ValueError):
@@ -11,3 +11,8 @@ class UserError(ValueError):
     ``helu-train`` prints ``helu-train <command>: error: <message>`` and exits with status 2; set
     ``HELU_DEBUG=1`` to see the traceback instead.
     """
+
+
+class DataError(UserError):
+    """A data file that cannot be used as it is (malformed row, bad value, wrong encoding): the message names the
+    file and line and how to fix it."""

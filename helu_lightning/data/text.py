@@ -14,7 +14,7 @@ from typing import Any
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from .glue import TokenizedDataset, load_tokenizer, tokenize_columns
+from .tokens import TokenizedDataset, load_tokenizer, tokenize_columns
 
 __all__ = ["TextClassificationDataModule", "bbc_news_dir", "read_text_folders"]
 
