@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .callbacks.monitor import STATS
-from .io import atomic_write_bytes
+from .errors import DataError, UserError
+from .io import atomic_write_bytes, read_utf8
 
-__all__ = ["find_metrics_csv", "main", "plot_runs", "read_metrics"]
+__all__ = ["build_parser", "find_metrics_csv", "main", "plot_runs", "read_metrics", "run"]
 
 Series = dict[str, list[tuple[float, float]]]  # metric name -> [(x, value)]
 
@@ -46,29 +47,45 @@ def find_metrics_csv(run_dir: str | Path) -> Path:
 
 
 def read_metrics(path: str | Path) -> tuple[Series, Series]:
-    """Every logged metric of a CSVLogger ``metrics.csv`` as ``(by_step, by_epoch)`` series of ``(x, value)``."""
+    """Every logged metric of a CSVLogger ``metrics.csv`` as ``(by_step, by_epoch)`` series of ``(x, value)``.
+
+    Empty and non-finite cells are skipped; a row with the wrong field count or a cell that is not a number raises
+    DataError naming the file and line.
+    """
     by_step: Series = defaultdict(list)
     by_epoch: Series = defaultdict(list)
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            step, epoch = _number(row.get("step")), _number(row.get("epoch"))
-            for key, text in row.items():
-                value = _number(text)
-                if key in ("step", "epoch") or value is None:
-                    continue
-                if step is not None:
-                    by_step[key].append((step, value))
-                if epoch is not None:
-                    by_epoch[key].append((epoch, value))
+    reader = csv.reader(io.StringIO(read_utf8(path), newline=""))
+    header = next(reader, None)
+    if not header:
+        raise DataError(f"{path}, line 1: the file is empty; expected a CSVLogger metrics.csv with a header line")
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{path}, line {reader.line_num}: {len(row)} fields but the header has {len(header)}; "
+                            "the file looks truncated or edited: fix or delete the line")
+        values = {key: _number(text, path, reader.line_num, key) for key, text in zip(header, row)}
+        step, epoch = values.get("step"), values.get("epoch")
+        for key, value in values.items():
+            if key in ("step", "epoch") or value is None:
+                continue
+            if step is not None:
+                by_step[key].append((step, value))
+            if epoch is not None:
+                by_epoch[key].append((epoch, value))
     return dict(by_step), dict(by_epoch)
 
 
-def _number(text: str | None) -> float | None:
-    try:
-        value = float(text) if text not in (None, "") else None
-    except ValueError:
+def _number(text: str, path: str | Path, line: int, column: str) -> float | None:
+    """A cell's finite value, None for an empty or non-finite cell; DataError for text that is not a number."""
+    if text == "":
         return None
-    return value if value is not None and math.isfinite(value) else None
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{path}, line {line}: column {column!r} holds {text!r}, not a number; fix or delete the "
+                        "line") from None
+    return value if math.isfinite(value) else None
 
 
 def _natural(name: str) -> list:
@@ -99,10 +116,10 @@ def plot_runs(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = Non
               output_dir: str | Path = "plots") -> list[Path]:
     """Write the PNGs for ``run_dirs`` (labelled ``labels``, default the directory names); return their paths."""
     if not run_dirs:
-        raise ValueError("give at least one run directory")
+        raise UserError("give at least one run directory")
     labels = list(labels) if labels else [Path(d).resolve().name for d in run_dirs]
     if len(labels) != len(run_dirs):
-        raise ValueError(f"got {len(labels)} labels {labels} for {len(run_dirs)} run directories; give one per run")
+        raise UserError(f"got {len(labels)} labels {labels} for {len(run_dirs)} run directories; give one per run")
     runs = [(label, dict(zip(("step", "epoch"), read_metrics(find_metrics_csv(d))))) for label, d in
             zip(labels, run_dirs)]
     output_dir = Path(output_dir)
@@ -142,23 +159,37 @@ def plot_runs(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = Non
             written.append(_save(fig, output_dir / f"{stage}_{stat}.png"))
 
     if not written:
-        raise ValueError(
+        raise UserError(
             f"no alpha or monitor metrics in {[str(d) for d in run_dirs]}; train with the AlphaScheduler and/or "
             "ActivationMonitor callbacks (configs/monitor.yaml) and a CSVLogger"
         )
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``helu-train plot RUN_DIR [RUN_DIR ...] --labels ... --output_dir DIR``."""
+def build_parser() -> argparse.ArgumentParser:
+    """The arguments of ``helu-train plot RUN_DIR [RUN_DIR ...] --labels ... --output_dir DIR``."""
     parser = argparse.ArgumentParser(prog="helu-train plot", description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", help="CSVLogger run directories (or parents of one)")
     parser.add_argument("--labels", nargs="+", default=None, help="one label per run directory")
     parser.add_argument("--output_dir", default="plots", help="where the PNGs go (default: plots)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    """Write the plots for parsed ``args`` and print their paths; a missing run or bad log is a UserError."""
     try:
         paths = plot_runs(args.run_dirs, args.labels, args.output_dir)
-    except (FileNotFoundError, ValueError) as err:
-        parser.error(str(err))
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
     for path in paths:
         print(path)
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``helu-train plot ...`` as a standalone entry point: errors exit 2 with argparse's short message."""
+    parser = build_parser()
+    try:
+        run(parser.parse_args(argv))
+    except UserError as err:
+        parser.error(str(err))

@@ -60,12 +60,10 @@ def _cosine_at(t: int, total: int, start: float, end: float) -> float:
 
 
 def _exponential_at(t: int, total: int, start: float, gamma: float, end: float | None) -> float:
-    # In log space, clamped at end before exponentiating: start * gamma**t itself overflows for large t.
-    exponent = t * math.log(gamma)
-    if end is not None:
-        bound = math.log(end / start)
-        exponent = max(exponent, bound) if gamma < 1 else min(exponent, bound)
-    return start * math.exp(exponent)
+    # Compare exponents first: past end, start * gamma**t itself would overflow for a growing schedule.
+    if end is not None and (t * math.log(gamma) - math.log(end / start)) * (1 if gamma > 1 else -1) >= 0:
+        return end
+    return start * gamma**t
 
 
 def _step_at(t: int, total: int, values: list[float], milestones: list[int]) -> float:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from ..io import read_utf8
 from .glue_tasks import GlueSplit, GlueTask
 
 __all__ = ["read_glue_tsv"]
@@ -47,13 +48,7 @@ def _text(path: Path, task: GlueTask, split: GlueSplit) -> str:
             f"GLUE {task.directory} file {path} is missing; expected the official layout "
             f"<data_dir>/{task.directory}/{split.file} (download GLUE with its download_glue_data.py script)"
         )
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}, line {line}: byte {data[err.start]:#04x} is not UTF-8; GLUE files are UTF-8. "
-                        "Re-encode the file (e.g. iconv -f latin1 -t utf-8) or download it again") from None
+    return read_utf8(path)
 
 
 def _layout(path: Path, split: GlueSplit, task: GlueTask, rows: Iterator[list[str]]) -> _Layout:
@@ -149,9 +144,9 @@ def read_glue_tsv(path: str | Path, split: GlueSplit, task: GlueTask, skip_malfo
         for key, value in values.items():
             columns[key].append(value)
     if not columns["idx"]:
-        raise DataError(f"{path}, line {reader.line_num}: no data rows up to the end of the file ({skipped} "
-                        f"malformed row(s) skipped); the GLUE {task.directory} {split.file} holds thousands. "
-                        "Download the file again")
+        found = "the file is empty" if reader.line_num == 0 else "no data rows up to the end of the file"
+        raise DataError(f"{path}, line {max(1, reader.line_num)}: {found} ({skipped} malformed row(s) skipped); "
+                        f"the GLUE {task.directory} {split.file} holds thousands. Download the file again")
     if skipped:
         log.warning("skipped %d malformed row(s) of %s (wrong field count, label or index)", skipped, path)
     return columns

@@ -14,6 +14,7 @@ from typing import Any
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from ..errors import DataError
 from .tokens import TokenizedDataset, load_tokenizer, tokenize_columns
 
 __all__ = ["TextClassificationDataModule", "bbc_news_dir", "read_text_folders"]
@@ -37,11 +38,15 @@ def read_text_folders(data_dir: str | Path) -> tuple[list[str], list[int], list[
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
     texts, labels = [], []
     for label, name in enumerate(classes):
-        for path in sorted((root / name).glob("*.txt")):
+        documents = sorted((root / name).glob("*.txt"))
+        if not documents:
+            raise DataError(f"class folder {root / name} holds no .txt document; a class without examples cannot be "
+                            "learned or split. Add documents to it or remove the folder")
+        for path in documents:
             texts.append(path.read_text(encoding="utf-8", errors="replace").strip())
             labels.append(label)
-    if len(classes) < 2 or not texts:
-        raise ValueError(f"{root} holds {len(classes)} class folder(s) and {len(texts)} .txt file(s); a text "
+    if len(classes) < 2:
+        raise DataError(f"{root} holds {len(classes)} class folder(s) and {len(texts)} .txt file(s); a text "
                          "classification set needs at least two sub-folders of .txt documents")
     return texts, labels, classes
 
