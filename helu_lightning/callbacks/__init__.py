@@ -3,7 +3,8 @@
 from .alpha import SCHEDULES, AlphaScheduler, make_schedule
 from .epochs import EpochCounter
 from .monitor import ActivationMonitor, ActivationStats
+from .predictions import GluePredictionWriter, PredictionWriter
 from .rng import RNGState
 
-__all__ = ["SCHEDULES", "ActivationMonitor", "ActivationStats", "AlphaScheduler", "EpochCounter", "RNGState",
-           "make_schedule"]
+__all__ = ["SCHEDULES", "ActivationMonitor", "ActivationStats", "AlphaScheduler", "EpochCounter",
+           "GluePredictionWriter", "PredictionWriter", "RNGState", "make_schedule"]

@@ -92,9 +92,26 @@ class ImageDataModule(LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """The class names in label order, where the data set has them (prediction files show them)."""
+        return None
+
     def build(self) -> tuple[Dataset, Dataset | None, Dataset]:
         """Return the (train, validation or None, test) data sets, transforms applied."""
         raise NotImplementedError
+
+    def split(self, data: Dataset, train_transform: Callable | None, eval_transform: Callable | None,
+              test_data: Dataset | None = None, test_fraction: float = 0.0) -> tuple[Dataset, Dataset | None, Dataset]:
+        """(train, validation or None, test): a seeded validation split of ``data`` and the test set ``test_data``
+        (or, when there is none, a seeded ``test_fraction`` of ``data``); only training examples are augmented."""
+        fractions = [self.val_fraction] + ([test_fraction] if test_data is None else [])
+        train_index, val_index, *test_index = seeded_split(len(data), fractions, self.seed)
+        train = TransformedSubset(data, train_index, train_transform)
+        val = TransformedSubset(data, val_index, eval_transform) if len(val_index) else None
+        if test_data is None:
+            return train, val, TransformedSubset(data, test_index[0], eval_transform)
+        return train, val, TransformedSubset(test_data, range(len(test_data)), eval_transform)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

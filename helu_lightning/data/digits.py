@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from helu_lightning.data.base import ImageDataModule, check_fraction, seeded_split
+from helu_lightning.data.base import ImageDataModule, check_fraction
 
 __all__ = ["DigitsDataModule", "load_digit_tensors"]
 
@@ -52,7 +52,8 @@ class DigitsDataModule(ImageDataModule):
             raise ValueError("test_fraction must be above 0 (the test split is held out from the 1,797 digits), got 0")
 
     def build(self) -> tuple[Dataset, Dataset | None, Dataset]:
-        images, labels = load_digit_tensors()
-        train, val, test = seeded_split(len(labels), [self.val_fraction, self.test_fraction], self.seed)
-        val_set = TensorDataset(images[val], labels[val]) if len(val) else None
-        return TensorDataset(images[train], labels[train]), val_set, TensorDataset(images[test], labels[test])
+        return self.split(TensorDataset(*load_digit_tensors()), None, None, test_fraction=self.test_fraction)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [str(digit) for digit in range(10)]

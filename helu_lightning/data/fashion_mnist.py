@@ -20,7 +20,7 @@ from torchvision import datasets
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.transforms import v2
 
-from helu_lightning.data.base import ImageDataModule, TransformedSubset, seeded_split
+from helu_lightning.data.base import ImageDataModule
 
 __all__ = ["FashionMNISTDataModule", "read_idx"]
 
@@ -102,6 +102,10 @@ class FashionMNISTDataModule(ImageDataModule):
         self.download = bool(download)
         self.augment = bool(augment)
 
+    @property
+    def class_names(self) -> list[str]:
+        return list(datasets.FashionMNIST.classes)
+
     def search_dirs(self) -> list[Path]:
         if self.data_dir is None:
             return [Path(DEBIAN_DIR)]
@@ -149,9 +153,5 @@ class FashionMNISTDataModule(ImageDataModule):
     def build(self) -> tuple[Dataset, Dataset | None, Dataset]:
         files = self.resolve_files()
         train_data, test_data = self._read_split(files, "train"), self._read_split(files, "test")
-        eval_transform = fashion_mnist_transforms(augment=False)
-        train_index, val_index = seeded_split(len(train_data), [self.val_fraction], self.seed)
-        train = TransformedSubset(train_data, train_index, fashion_mnist_transforms(self.augment))
-        val = TransformedSubset(train_data, val_index, eval_transform) if len(val_index) else None
-        test = TransformedSubset(test_data, range(len(test_data)), eval_transform)
-        return train, val, test
+        return self.split(train_data, fashion_mnist_transforms(self.augment), fashion_mnist_transforms(augment=False),
+                          test_data)

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from helu_lightning.data.base import ImageDataModule, TransformedSubset, seeded_split
+from helu_lightning.data.base import ImageDataModule
 
 __all__ = ["ImagenetteDataModule", "imagenet_transforms"]
 
@@ -86,6 +86,10 @@ class ImagenetteDataModule(ImageDataModule):
         return datasets.folder.find_classes(str(self.root / "train"))[0]
 
     @property
+    def class_names(self) -> list[str]:
+        return self.classes
+
+    @property
     def num_classes(self) -> int:
         return len(self.classes)
 
@@ -103,10 +107,5 @@ class ImagenetteDataModule(ImageDataModule):
                 f"{self.root}/train and {self.root}/val must hold the same class folders; only in train: "
                 f"{only_train}, only in val: {only_val}. Add or remove folders so both match."
             )
-        eval_transform = imagenet_transforms(self.image_size, self.crop_fraction, augment=False)
-        train_transform = imagenet_transforms(self.image_size, self.crop_fraction, self.augment)
-        train_index, val_index = seeded_split(len(train_data), [self.val_fraction], self.seed)
-        train = TransformedSubset(train_data, train_index, train_transform)
-        val = TransformedSubset(train_data, val_index, eval_transform) if len(val_index) else None
-        test = TransformedSubset(test_data, range(len(test_data)), eval_transform)
-        return train, val, test
+        return self.split(train_data, imagenet_transforms(self.image_size, self.crop_fraction, self.augment),
+                          imagenet_transforms(self.image_size, self.crop_fraction, augment=False), test_data)

@@ -82,6 +82,11 @@ class TextClassificationDataModule(LightningDataModule):
         return len(self.classes)
 
     @property
+    def class_names(self) -> list[str]:
+        """The class folder names in label order (prediction files show them)."""
+        return self.classes
+
+    @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.hparams.tokenizer)

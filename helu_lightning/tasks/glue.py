@@ -165,10 +165,12 @@ class GlueClassifier(LightningModule):
         self._eval_step(batch, "test", dataloader_idx)
 
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        """Example ids and predictions (class ids, or scores for regression) for ``GluePredictionWriter``."""
+        """Example ids, predictions (class ids, or scores for regression) for ``GluePredictionWriter`` and, for
+        classification, class probabilities for ``PredictionWriter``."""
         logits = self.model(**split_batch(batch)[0]).logits
-        preds = logits.squeeze(-1) if self.is_regression else logits.argmax(-1)
-        return {"idx": batch["idx"], "prediction": preds}
+        if self.is_regression:
+            return {"idx": batch["idx"], "prediction": logits.squeeze(-1)}
+        return {"idx": batch["idx"], "prediction": logits.argmax(-1), "probabilities": torch.softmax(logits, dim=-1)}
 
     def configure_optimizers(self) -> Any:
         from transformers import get_linear_schedule_with_warmup
