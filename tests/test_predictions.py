@@ -142,7 +142,8 @@ def test_helu_train_predict_under_ddp_writes_every_digit_once(tmp_path: Path) ->
     args = [*command, "predict", "--config", str(ROOT / "configs" / "offline.yaml"), "--data.test_fraction", "0.0506",
             "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
             "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-            "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks+=helu_lightning.callbacks.PredictionWriter"]
+            "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.callbacks+=helu_lightning.callbacks.PredictionWriter"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

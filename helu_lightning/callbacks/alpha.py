@@ -25,6 +25,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from ..activations import HeLU, check_alpha
+from ..errors import UserError
 from .schedules import SCHEDULES, Schedule, ScheduleFn, make_schedule
 
 __all__ = ["SCHEDULES", "AlphaScheduler", "make_schedule"]
@@ -57,33 +58,33 @@ class AlphaScheduler(Callback):
         log: bool = True,
     ) -> None:
         if interval not in ("step", "epoch"):
-            raise ValueError(f"interval must be 'step' or 'epoch', got {interval!r}")
+            raise UserError(f"interval must be 'step' or 'epoch', got {interval!r}")
         if match not in ("glob", "regex"):
-            raise ValueError(f"match must be 'glob' (fnmatch) or 'regex' (re.search), got {match!r}")
+            raise UserError(f"match must be 'glob' (fnmatch) or 'regex' (re.search), got {match!r}")
         if schedule is None and not groups:
-            raise ValueError("AlphaScheduler needs a schedule, e.g. {name: cosine, start: 0.1, end: 0.01}, or groups")
+            raise UserError("AlphaScheduler needs a schedule, e.g. {name: cosine, start: 0.1, end: 0.01}, or groups")
         self.interval = interval
         self.match = match
         self.log_alpha = log
         self.groups: list[_Group] = []
         for i, group in enumerate(groups or []):
             if not isinstance(group, Mapping) or "pattern" not in group or "schedule" not in group:
-                raise ValueError(f"groups[{i}] must be {{pattern: '*layer1.*', schedule: {{...}}}}, got {group!r}")
+                raise UserError(f"groups[{i}] must be {{pattern: '*layer1.*', schedule: {{...}}}}, got {group!r}")
             unknown = set(group) - {"pattern", "schedule", "name"}
             if unknown:
-                raise ValueError(f"groups[{i}] has unknown keys {sorted(unknown)}; allowed: pattern, schedule, name")
+                raise UserError(f"groups[{i}] has unknown keys {sorted(unknown)}; allowed: pattern, schedule, name")
             pattern = str(group["pattern"])
             if match == "regex":
                 try:
                     re.compile(pattern)
                 except re.error as err:
-                    raise ValueError(f"groups[{i}]: pattern {pattern!r} is not a valid regex: {err}") from err
+                    raise UserError(f"groups[{i}]: pattern {pattern!r} is not a valid regex: {err}") from err
             self.groups.append(_Group(str(group.get("name", pattern)), pattern, make_schedule(group["schedule"])))
         if schedule is not None:
             self.groups.append(_Group("default", None, make_schedule(schedule)))
         names = [g.name for g in self.groups]
         if len(set(names)) != len(names):
-            raise ValueError(f"AlphaScheduler group names must be unique, got {names}; give each group a 'name'")
+            raise UserError(f"AlphaScheduler group names must be unique, got {names}; give each group a 'name'")
         self._last_t: int | None = None
         self._loaded_totals: dict[str, int] | None = None
 
@@ -103,7 +104,7 @@ class AlphaScheduler(Callback):
             return
         helus = {name: m for name, m in pl_module.named_modules() if isinstance(m, HeLU)}
         if not helus:
-            raise ValueError(
+            raise UserError(
                 f"AlphaScheduler found no HeLU module in {type(pl_module).__name__}; train with "
                 "activation {name: helu, alpha: ...} or remove the AlphaScheduler callback"
             )
@@ -117,7 +118,7 @@ class AlphaScheduler(Callback):
         for group in self.groups:
             if group.pattern is not None and not group.modules:
                 listed = ", ".join(list(helus)[:20]) + (" ..." if len(helus) > 20 else "")
-                raise ValueError(
+                raise UserError(
                     f"AlphaScheduler group {group.name!r}: pattern {group.pattern!r} ({self.match}) matches no HeLU "
                     f"module (or only ones an earlier group took). HeLU modules: {listed}"
                 )
@@ -139,7 +140,7 @@ class AlphaScheduler(Callback):
                 length = self._run_length(trainer) if length is None else length
                 group.total = length
             if group.total is None and group.schedule.name not in ("constant", "step", "exponential"):
-                raise ValueError(
+                raise UserError(
                     f"AlphaScheduler group {group.name!r}: the run has no fixed length (max_steps/max_epochs), so "
                     f"give the schedule a 'total' in {self.interval}s"
                 )
@@ -177,7 +178,7 @@ class AlphaScheduler(Callback):
             try:
                 alpha = check_alpha(raw)
             except ValueError as err:
-                raise ValueError(
+                raise UserError(
                     f"AlphaScheduler group {group.name!r} ({group.schedule.name}) gave alpha={raw!r} at "
                     f"{self.interval} {t}: {err}"
                 ) from err
@@ -197,7 +198,7 @@ class AlphaScheduler(Callback):
         saved = sorted(state_dict.get("totals", {}))
         current = sorted(g.name for g in self.groups)
         if saved != current or state_dict.get("interval") != self.interval:
-            raise ValueError(
+            raise UserError(
                 f"the checkpoint's AlphaScheduler had groups {saved} per {state_dict.get('interval')}, this one has "
                 f"{current} per {self.interval}; resume with the same scheduler settings"
             )

@@ -19,6 +19,7 @@ from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.transforms import v2
 
 from helu_lightning.data.base import ImageDataModule
+from helu_lightning.errors import MissingDataError
 
 __all__ = ["CIFAR100DataModule", "CIFAR10DataModule", "cifar_transforms"]
 
@@ -101,7 +102,7 @@ class CIFAR10DataModule(ImageDataModule):
             return
         cls = self.dataset_class
         found = "does not exist" if not self.folder.is_dir() else f"lacks {', '.join(missing)}"
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"{self.title} not found: {self.folder} {found}. Expected the official python version there: "
             f"{', '.join(self.expected_files())}. Fix: set download: true (needs a network), or fetch {cls.url} "
             f"by hand and unpack it with `tar -xzf {cls.filename} -C {self.root}`, or point data_dir at the "

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from helu_lightning.data.base import ImageDataModule, check_fraction
+from helu_lightning.errors import UserError
 
 __all__ = ["DigitsDataModule", "load_digit_tensors"]
 
@@ -49,7 +50,7 @@ class DigitsDataModule(ImageDataModule):
         self.save_hyperparameters()
         self.test_fraction = check_fraction("test_fraction", test_fraction)
         if self.test_fraction == 0:
-            raise ValueError("test_fraction must be above 0 (the test split is held out from the 1,797 digits), got 0")
+            raise UserError("test_fraction must be above 0 (the test split is held out from the 1,797 digits), got 0")
 
     def build(self) -> tuple[Dataset, Dataset | None, Dataset]:
         return self.split(TensorDataset(*load_digit_tensors()), None, None, test_fraction=self.test_fraction)

@@ -18,6 +18,7 @@ from typing import Any
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from ..errors import UserError
 from .glue_tasks import GLUE_TASKS, HUB_TEXT_COLUMNS, GlueSplit, GlueTask, glue_task
 from .glue_tsv import read_glue_tsv
 from .tokens import (
@@ -69,9 +70,9 @@ class GlueDataModule(LightningDataModule):
         self.save_hyperparameters()
         self.spec = glue_task(task)
         if max_length < 8:
-            raise ValueError(f"max_length={max_length} is too short for a sentence pair; use e.g. 128")
+            raise UserError(f"max_length={max_length} is too short for a sentence pair; use e.g. 128")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
         self.datasets: dict[str, list[TokenizedDataset]] = {}
         self._tokenizer = None
 

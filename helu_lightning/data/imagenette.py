@@ -17,6 +17,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from helu_lightning.data.base import ImageDataModule
+from helu_lightning.errors import MissingDataError, UserError
 
 __all__ = ["ImagenetteDataModule", "imagenet_transforms"]
 
@@ -61,9 +62,9 @@ class ImagenetteDataModule(ImageDataModule):
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers, val_fraction, seed)
         self.save_hyperparameters()
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-            raise ValueError(f"image_size must be an integer >= 8 (square crop side, e.g. 160), got {image_size!r}")
+            raise UserError(f"image_size must be an integer >= 8 (square crop side, e.g. 160), got {image_size!r}")
         if isinstance(crop_fraction, bool) or not isinstance(crop_fraction, (int, float)) or not 0 < crop_fraction <= 1:
-            raise ValueError(f"crop_fraction must lie in (0, 1] (usually 0.875), got {crop_fraction!r}")
+            raise UserError(f"crop_fraction must lie in (0, 1] (usually 0.875), got {crop_fraction!r}")
         self.root = Path(data_dir).expanduser()
         self.image_size = image_size
         self.crop_fraction = float(crop_fraction)
@@ -73,7 +74,7 @@ class ImagenetteDataModule(ImageDataModule):
         """Raise FileNotFoundError naming the missing ``train/`` / ``val/`` folder and how to get Imagenette."""
         missing = [f"{name}/" for name in ("train", "val") if not (self.root / name).is_dir()]
         if missing:
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"Imagenette not found: {self.root} lacks {' and '.join(missing)}. Expected "
                 f"{self.root}/train/<class>/*.JPEG and {self.root}/val/<class>/*.JPEG. Fix: download {IMAGENETTE_URL}, "
                 f"unpack it with `tar -xzf imagenette2-160.tgz -C data`, and set data_dir to data/imagenette2-160 "
@@ -103,7 +104,7 @@ class ImagenetteDataModule(ImageDataModule):
         if test_data.classes != train_data.classes:
             only_train = sorted(set(train_data.classes) - set(test_data.classes))
             only_val = sorted(set(test_data.classes) - set(train_data.classes))
-            raise ValueError(
+            raise UserError(
                 f"{self.root}/train and {self.root}/val must hold the same class folders; only in train: "
                 f"{only_train}, only in val: {only_val}. Add or remove folders so both match."
             )

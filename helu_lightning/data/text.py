@@ -14,7 +14,7 @@ from typing import Any
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from ..errors import DataError
+from ..errors import DataError, MissingDataError, UserError
 from .tokens import TokenizedDataset, load_tokenizer, tokenize_columns
 
 __all__ = ["TextClassificationDataModule", "bbc_news_dir", "read_text_folders"]
@@ -33,7 +33,7 @@ def read_text_folders(data_dir: str | Path) -> tuple[list[str], list[int], list[
     """Texts, label ids and class names (sorted folder names) of a folder-per-class corpus."""
     root = Path(data_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"text data directory {root} does not exist; it needs one sub-folder per class "
+        raise MissingDataError(f"text data directory {root} does not exist; it needs one sub-folder per class "
                                 "holding .txt documents")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
     texts, labels = [], []
@@ -70,7 +70,7 @@ class TextClassificationDataModule(LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ValueError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) "
+            raise UserError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) "
                              "and sum to less than 1, e.g. 0.1 and 0.2")
         self.root = Path(data_dir) if data_dir else bbc_news_dir()
         self.texts, self.labels, self.classes = read_text_folders(self.root)
