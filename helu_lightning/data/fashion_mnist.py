@@ -21,7 +21,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.transforms import v2
 
 from helu_lightning.data.base import ImageDataModule
-from helu_lightning.errors import MissingDataError, UserError
+from helu_lightning.errors import DataError, MissingDataError, UserError
 
 __all__ = ["FashionMNISTDataModule", "read_idx"]
 
@@ -144,7 +144,7 @@ class FashionMNISTDataModule(ImageDataModule):
         images = read_idx(files[f"{split}_images"], read_image_file)
         labels = read_idx(files[f"{split}_labels"], read_label_file)
         if len(images) != len(labels) or tuple(images.shape[1:]) != (28, 28):
-            raise UserError(
+            raise DataError(
                 f"Fashion-MNIST {split} files disagree: {files[f'{split}_images']} holds images of shape "
                 f"{tuple(images.shape)}, {files[f'{split}_labels']} holds {len(labels)} labels; expected N 28x28 "
                 "images and N labels. Replace the files with the official ones."

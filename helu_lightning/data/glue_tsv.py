@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError, MissingDataError, UserError
+from ..errors import DataError, MissingDataError
 from ..io import read_utf8
 from .glue_tasks import GlueSplit, GlueTask
 
@@ -75,29 +75,29 @@ def _parse_label(value: str, task: GlueTask) -> int | float:
         try:
             score = float(value)
         except ValueError:
-            raise UserError(f"score {value!r} is not a number") from None
+            raise ValueError(f"score {value!r} is not a number") from None
         low, high = STSB_RANGE
         if not (math.isfinite(score) and low <= score <= high):
-            raise UserError(f"score {value!r} lies outside [{low:g}, {high:g}]")
+            raise ValueError(f"score {value!r} lies outside [{low:g}, {high:g}]")
         return score
     if value in task.labels:
         return task.labels.index(value)
     if value.isdigit() and int(value) < task.num_labels:
         return int(value)
-    raise UserError(f"label {value!r} is not one of {list(task.labels)} or 0..{task.num_labels - 1}")
+    raise ValueError(f"label {value!r} is not one of {list(task.labels)} or 0..{task.num_labels - 1}")
 
 
 def _parse_index(value: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise UserError(f"index {value!r} is not an integer") from None
+        raise ValueError(f"index {value!r} is not an integer") from None
 
 
 def _parse_row(row: list[str], layout: _Layout, split: GlueSplit, task: GlueTask) -> dict[str, str | int | float]:
     """One row's ``text_a``, ``text_b``, ``label`` and ``idx`` (those the split has); ValueError says what is wrong."""
     if len(row) != layout.width:
-        raise UserError(f"{len(row)} fields instead of {layout.width}")
+        raise ValueError(f"{len(row)} fields instead of {layout.width}")
     fields = {"text_a": split.text_a, "text_b": split.text_b, "label": split.label, "idx": split.index}
     values = {key: row[layout.position[column]] for key, column in fields.items() if column is not None}
     if "label" in values:

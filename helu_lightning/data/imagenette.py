@@ -17,7 +17,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from helu_lightning.data.base import ImageDataModule
-from helu_lightning.errors import MissingDataError, UserError
+from helu_lightning.errors import DataError, MissingDataError, UserError
 
 __all__ = ["ImagenetteDataModule", "imagenet_transforms"]
 
@@ -104,7 +104,7 @@ class ImagenetteDataModule(ImageDataModule):
         if test_data.classes != train_data.classes:
             only_train = sorted(set(train_data.classes) - set(test_data.classes))
             only_val = sorted(set(test_data.classes) - set(train_data.classes))
-            raise UserError(
+            raise DataError(
                 f"{self.root}/train and {self.root}/val must hold the same class folders; only in train: "
                 f"{only_train}, only in val: {only_val}. Add or remove folders so both match."
             )
