@@ -3,6 +3,8 @@ callbacks' homes (RNGState, EpochCounter) with the old ``helu_lightning.resume``
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,12 @@ def test_epoch_counter_counts_started_epochs() -> None:
     for _ in range(3):
         counter.on_train_epoch_start(None, None)
     assert counter.epochs == 3
+
+
+def test_data_layer_imports_no_model_task_or_callback_module() -> None:
+    # Data flows one way (data -> tasks -> callbacks/apps): importing every DataModule loads none of the layers above.
+    code = ("import sys, helu_lightning.data, helu_lightning.data.glue, helu_lightning.data.text; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'helu_lightning' and "
+            "m.split('.')[1:2] in (['models'], ['tasks'], ['callbacks'], ['cli'], ['export'], ['search'])))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
