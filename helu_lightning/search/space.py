@@ -15,7 +15,7 @@ import yaml
 
 from helu_lightning.search.options import SearchSetupError
 
-__all__ = ["ALPHA_BASELINE", "KNOWN_PARAMS", "SearchParam", "apply_params", "load_space"]
+__all__ = ["ALPHA_BASELINE", "KNOWN_PARAMS", "SearchParam", "apply_params", "load_space", "yaml_problem"]
 
 ALPHA_BASELINE = 0.05
 ALPHA_TARGET = "model.init_args.activation.alpha"
@@ -95,10 +95,10 @@ class SearchParam:
                 self._fail(f"an int range needs whole numbers, got {key}={value!r}; use type: float")
         if not self.low < self.high:
             self._fail(f"needs low < high, got low={self.low!r} high={self.high!r}")
-        if self.log and self.low <= 0:
-            self._fail(f"a log range needs low > 0, got low={self.low!r}")
         if self.is_alpha and self.low <= 0:
             self._fail(f"alpha must be positive, got low={self.low!r}; try low: 1.0e-4")
+        if self.log and self.low <= 0:
+            self._fail(f"a log range needs low > 0, got low={self.low!r}")
         if self.step is not None:
             self._check_step()
 
@@ -134,6 +134,14 @@ class SearchParam:
         return cast(self.low), cast(self.high)
 
 
+def yaml_problem(err: Exception) -> str:
+    """A YAML error in one line: where and what (PyYAML's own message spans several lines)."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(err).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def _read_space(source: str | os.PathLike | Mapping[str, Any] | None) -> Any:
     if source is None:
         return DEFAULT_SPACE
@@ -145,7 +153,7 @@ def _read_space(source: str | os.PathLike | Mapping[str, Any] | None) -> Any:
     try:
         return yaml.safe_load(path.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise SearchSetupError(f"search space file {str(path)!r} is not valid YAML: {err}") from err
+        raise SearchSetupError(f"search space file {str(path)!r} is not valid YAML ({yaml_problem(err)})") from err
 
 
 def load_space(source: str | os.PathLike | Mapping[str, Any] | None = None) -> list[SearchParam]:

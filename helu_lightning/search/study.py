@@ -107,7 +107,7 @@ def _check_direction(study: optuna.Study, options: SearchOptions) -> None:
 def prepare_search(options: SearchOptions, build_cli: Callable[..., Any]) -> tuple[dict, list[SearchParam]]:
     """The composed fit config and the space, both checked (the trial config through the CLI parser); no file is
     written and no study exists yet, so a mistake costs nothing."""
-    config = compose_configs(options.configs)
+    config = compose_configs(options.configs, build_cli)
     params = load_space(options.space)
     check_trial_config(config, params, options.overrides, build_cli, SEARCH_FLAGS)
     return config, params
