@@ -26,7 +26,9 @@ __all__ = ["build_parser", "main", "options_from_args", "run"]
 class _PassThroughParser(argparse.ArgumentParser):
     """``parse_args`` keeps the options it does not know in ``args.overrides``: they go to every trial's fit."""
 
-    def parse_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None):  # type: ignore[override]
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
         known, overrides = self.parse_known_args(args, namespace)
         known.overrides = overrides
         return known

@@ -113,7 +113,9 @@ def _run_cli(build_cli: Callable[..., Any], args: list[str], purpose: str, **kwa
 
 
 # Lines of a jsonargparse error that say nothing about this mistake (the Union's other, NoneType branch).
-_NOISE = ("Does not validate against any", "Subtypes:", "Errors:", "- Expected a <class 'NoneType'>", "Given value type")
+_NOISE = (
+    "Does not validate against any", "Subtypes:", "Errors:", "- Expected a <class 'NoneType'>", "Given value type"
+)
 
 
 def _short(message: str) -> str:

@@ -16,7 +16,9 @@ from optuna.trial import FrozenTrial, TrialState
 from helu_lightning.search.optuna_internals import fail_running_trial
 from helu_lightning.search.options import SearchSetupError
 
-__all__ = ["FINISHED", "fail_dead_local_trials", "make_storage", "redact", "trials_counted", "worker_identity"]
+__all__ = [
+    "FINISHED", "fail_dead_local_trials", "make_storage", "redact", "retry_callback", "trials_counted", "worker_identity"
+]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
@@ -45,7 +47,9 @@ def make_storage(
     return _rdb_storage(url, heartbeat_interval, grace_period, max_retry)
 
 
-def _rdb_storage(url: str, heartbeat_interval: int, grace_period: int | None, max_retry: int) -> optuna.storages.RDBStorage:
+def _rdb_storage(
+    url: str, heartbeat_interval: int, grace_period: int | None, max_retry: int
+) -> optuna.storages.RDBStorage:
     import sqlalchemy.exc
 
     races = 0

@@ -28,7 +28,9 @@ __all__ = ["calibrated_alpha", "open_study", "prepare_search", "run_search"]
 SEARCH_FLAGS = ("--config", "--no_calibration", *(f"--{f.name}" for f in fields(SearchOptions)))
 
 
-def calibrated_alpha(config: str | os.PathLike | Mapping[str, Any], overrides: Sequence[str], build_cli: Callable[..., Any]) -> float:
+def calibrated_alpha(
+    config: str | os.PathLike | Mapping[str, Any], overrides: Sequence[str], build_cli: Callable[..., Any]
+) -> float:
     """``calibration.suggest_alpha``'s global alpha for the config's freshly initialised model on its training data.
 
     ``config`` is a fit config file or the composed mapping of several.
@@ -71,7 +73,8 @@ def open_study(
     pruner = make_pruner(options.pruner, options.pruner_startup_trials, options.pruner_warmup_epochs)
 
     def sampler(seed: int) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=options.sampler_startup_trials, constant_liar=True)
+        startup = options.sampler_startup_trials
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
