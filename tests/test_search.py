@@ -377,14 +377,16 @@ def test_setup_errors_come_before_any_trial(tmp_path):
 
 # --- the direction follows the metric ----------------------------------------------------------------------------
 
-SHIPPED_MONITORS = sorted(
-    {
-        c["init_args"]["monitor"]
-        for path in (ROOT / "configs").glob("*.yaml")
-        for c in ((yaml.safe_load(path.read_text()) or {}).get("trainer") or {}).get("callbacks") or []
-        if isinstance(c, dict) and "monitor" in (c.get("init_args") or {})
-    }
-)
+def _monitors(node: object) -> set[str]:
+    """Every string under a ``monitor`` key, at any depth."""
+    if isinstance(node, dict):
+        found = {v for k, v in node.items() if k == "monitor" and isinstance(v, str)}
+        return found.union(*(_monitors(v) for v in node.values()))
+    return set().union(*(_monitors(v) for v in node)) if isinstance(node, list) else set()
+
+
+SHIPPED_CONFIGS = sorted(ROOT.glob("configs/**/*.yaml"))
+SHIPPED_MONITORS = sorted(set().union(*(_monitors(yaml.safe_load(p.read_text())) for p in SHIPPED_CONFIGS)))
 
 
 @pytest.mark.parametrize(
