@@ -91,6 +91,8 @@ def write_plots(study: optuna.Study, params: list[SearchParam], plot_dir: Path) 
     for name, plot in plots.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # A parameter that took one value so far gives a slice of zero width; matplotlib widens it itself.
+            warnings.filterwarnings("ignore", message="Attempting to set identical low and high xlims")
             ax = plot()
         figure = ax.flat[0].figure if hasattr(ax, "flat") else ax.figure
         buffer = io.BytesIO()
