@@ -602,3 +602,17 @@ def test_search_takes_several_configs(tmp_path, one_thread):
     assert trial_config["model"]["init_args"]["backbone_options"] == {"width": 8}
     best = yaml.safe_load((out / "best.yaml").read_text())
     assert best["model"]["init_args"]["backbone_options"]["width"] == 8 and best["data"] == trial_config["data"]
+
+
+def test_plots_of_a_parameter_that_took_one_value_write_quietly(tmp_path, recwarn):
+    from helu_lightning.search import write_plots
+
+    params = load_space({"alpha": {"type": "categorical", "choices": [0.05, 0.1]}})
+    study = optuna.create_study(direction="maximize")
+    dist = {"alpha": optuna.distributions.CategoricalDistribution([0.05, 0.1])}
+    for value in (0.5, 0.6):
+        study.add_trial(optuna.trial.create_trial(value=value, params={"alpha": 0.05}, distributions=dist))
+    written = write_plots(study, params, tmp_path)
+    assert [p.name for p in written] == ["history.png", "importance.png", "alpha_vs_metric.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
+    assert not [w for w in recwarn if "identical low and high" in str(w.message)]
