@@ -162,8 +162,9 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
         main(["--config", str(CONFIG), "--space", str(space), "--output_dir", str(tmp_path)])
     with pytest.raises(SearchSetupError, match="--timeout must be a positive number of seconds, got -1"):
         main(["--config", str(CONFIG), "--timeout", "-1", "--output_dir", str(tmp_path)])
-    with pytest.raises(SearchSetupError, match="--n_trials must be at least 1, got 0"):
-        main(["--config", str(CONFIG), "--n_trials", "0", "--output_dir", str(tmp_path)])
+    for flag, least in (("--n_trials", 1), ("--max_retry", 0), ("--heartbeat_interval", 1), ("--grace_period", 1)):
+        with pytest.raises(SearchSetupError, match=f"{flag} must be at least {least}, got -1"):
+            main(["--config", str(CONFIG), flag, "-1", "--output_dir", str(tmp_path)])
     with pytest.raises(SystemExit):
         main(["--output_dir", str(tmp_path)])
     assert "--config" in capsys.readouterr().err
@@ -616,3 +617,28 @@ def test_plots_of_a_parameter_that_took_one_value_write_quietly(tmp_path, recwar
     assert [p.name for p in written] == ["history.png", "importance.png", "alpha_vs_metric.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
     assert not [w for w in recwarn if "identical low and high" in str(w.message)]
+
+
+def test_private_optuna_attributes_are_touched_in_one_module_only():
+    import re
+
+    import helu_lightning.search as package
+
+    private = re.compile(r"\b(?:study|trial|storage|sampler|pruner)\._[a-z]\w*")
+    touching = {
+        path.name for path in Path(package.__file__).parent.glob("*.py") if private.search(path.read_text())
+    }
+    assert touching == {"optuna_internals.py"}
+
+
+def test_every_module_and_function_stays_small():
+    import ast
+
+    import helu_lightning.search as package
+
+    for path in Path(package.__file__).parent.glob("*.py"):
+        source = path.read_text()
+        assert source.count("\n") <= 300, path.name
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef):
+                assert node.end_lineno - node.lineno < 50, f"{path.name}:{node.name}"

@@ -61,6 +61,13 @@ def resolve_direction(monitor: str, direction: str | None, force: bool) -> str:
     return direction or implied
 
 
+# The smallest value each whole-number option takes.
+_LEAST = {
+    "n_trials": 1, "pruner_startup_trials": 0, "pruner_warmup_epochs": 0, "sampler_startup_trials": 0,
+    "heartbeat_interval": 1, "grace_period": 1, "max_retry": 0,
+}
+
+
 @dataclass
 class SearchOptions:
     """Everything a search needs besides the space and the fit configs' contents (``helu-train search --help``).
@@ -96,8 +103,10 @@ class SearchOptions:
         self.output_dir = Path(self.output_dir)
         if not self.configs:
             raise SearchSetupError("give the fit config to search with --config FILE (several compose in order)")
-        if self.n_trials < 1:
-            raise SearchSetupError(f"--n_trials must be at least 1, got {self.n_trials}")
+        for name, least in _LEAST.items():
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise SearchSetupError(f"--{name} must be at least {least}, got {value}")
         if self.timeout is not None and (math.isnan(self.timeout) or self.timeout <= 0):
             raise SearchSetupError(f"--timeout must be a positive number of seconds, got {self.timeout}")
         if self.pruner not in PRUNERS:
