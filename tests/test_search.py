@@ -642,3 +642,10 @@ def test_every_module_and_function_stays_small():
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.FunctionDef):
                 assert node.end_lineno - node.lineno < 50, f"{path.name}:{node.name}"
+
+
+def test_the_did_you_mean_list_is_the_commands_flags():
+    from helu_lightning.search.options import SEARCH_FLAGS
+
+    flags = {flag for action in build_parser()._actions for flag in action.option_strings} - {"-h", "--help"}
+    assert set(SEARCH_FLAGS) == flags

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from helu_lightning.errors import UserError
 
-__all__ = ["DIRECTIONS", "PRUNERS", "SearchOptions", "SearchSetupError", "infer_direction"]
+__all__ = ["DIRECTIONS", "PRUNERS", "SEARCH_FLAGS", "SearchOptions", "SearchSetupError", "infer_direction"]
 
 DIRECTIONS = ("maximize", "minimize")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
@@ -117,3 +117,8 @@ class SearchOptions:
     def storage_url(self) -> str:
         """The storage given, else a SQLite file ``study.db`` in the output directory."""
         return self.storage or f"sqlite:///{(self.output_dir / 'study.db').resolve()}"
+
+
+# The command's flags, for the "did you mean" of an unknown option: each field is named as its flag but these.
+_FLAG_OF_FIELD = {"configs": "--config", "calibration": "--no_calibration"}
+SEARCH_FLAGS = tuple(_FLAG_OF_FIELD.get(f.name, f"--{f.name}") for f in fields(SearchOptions) if f.name != "overrides")

@@ -17,7 +17,8 @@ from helu_lightning.search.optuna_internals import fail_running_trial
 from helu_lightning.search.options import SearchSetupError
 
 __all__ = [
-    "FINISHED", "fail_dead_local_trials", "make_storage", "redact", "retry_callback", "trials_counted", "worker_identity"
+    "FINISHED", "fail_dead_local_trials", "make_storage", "redact", "retry_callback", "trials_counted",
+    "worker_identity",
 ]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -7,7 +7,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,16 +16,12 @@ import yaml
 
 from helu_lightning.search.config import check_trial_config, compose_configs
 from helu_lightning.search.objective import Objective, make_pruner
-from helu_lightning.search.options import SearchOptions, SearchSetupError
+from helu_lightning.search.options import SEARCH_FLAGS, SearchOptions, SearchSetupError
 from helu_lightning.search.report import write_outputs
 from helu_lightning.search.space import ALPHA_BASELINE, SearchParam, load_space
 from helu_lightning.search.storage import fail_dead_local_trials, make_storage, redact, trials_counted
 
 __all__ = ["calibrated_alpha", "open_study", "prepare_search", "run_search"]
-
-# The command's flags, for the "did you mean" of an unknown option (a field is named as its flag).
-SEARCH_FLAGS = ("--config", "--no_calibration", *(f"--{f.name}" for f in fields(SearchOptions)))
-
 
 def calibrated_alpha(
     config: str | os.PathLike | Mapping[str, Any], overrides: Sequence[str], build_cli: Callable[..., Any]
