@@ -60,6 +60,7 @@ class HeluCLI(LightningCLI):
         for callback in trainer.callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = os.path.realpath(os.path.join(trainer.default_root_dir, "checkpoints"))
+        trainer.callbacks.extend(latest_checkpoints(trainer))
         return trainer
 
     def before_fit(self) -> None:
@@ -76,6 +77,22 @@ class HeluCLI(LightningCLI):
             )
             return
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=_best_or_last(self.trainer))
+
+
+def latest_checkpoints(trainer: Trainer) -> list[ModelCheckpoint]:
+    """For each monitored ``ModelCheckpoint(save_last=True)``, an unmonitored one that writes ``last.ckpt`` every
+    epoch, so ``--ckpt_path last`` resumes where the run stopped. Lightning 2.6 writes ``last.ckpt`` only when a top-k
+    file is saved, i.e. at the best epoch; the monitored callback keeps choosing the best (``--ckpt_path best``)."""
+    added, folders = [], set()
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.save_last:
+            callback.save_last = False
+            if callback.dirpath in folders:
+                continue
+            folders.add(callback.dirpath)
+            added.append(ModelCheckpoint(dirpath=callback.dirpath, filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
+                                         save_top_k=1, enable_version_counter=False))
+    return added
 
 
 def refuse_a_second_run(trainer: Trainer) -> None:
