@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import socket
 import sys
 from types import ModuleType
 from typing import Any
+from urllib.error import URLError
 
 from jsonargparse import DefaultHelpFormatter
 
@@ -107,24 +109,46 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _CONFIG_ERRORS = (ValueError, TypeError, LookupError, OSError, ImportError)
 
 
+def _last_frame_in(err: BaseException, package: str) -> bool:
+    frames = _frames(err)
+    return bool(frames) and f"{os.sep}{package}{os.sep}" in frames[-1]
+
+
+def _config_error(chain: list[BaseException]) -> BaseException | None:
+    """The error a class raised while jsonargparse instantiated it from the config (jsonargparse wraps it)."""
+    for outer, inner in zip(chain, chain[1:]):
+        if _last_frame_in(outer, "jsonargparse") and not _last_frame_in(inner, "jsonargparse"):
+            return inner
+    return None
+
+
+def _os_hint(chain: list[BaseException]) -> str:
+    if any(isinstance(exc, (socket.gaierror, ConnectionError, TimeoutError, URLError)) for exc in chain):
+        return ("; there is no network here: download on a machine with one, or point the config at a local copy "
+                "(data_dir, pretrained, tokenizer)")
+    if any(isinstance(exc, PermissionError) for exc in chain):
+        return "; choose a folder you can write to"
+    return "; check the path" if any(isinstance(exc, FileNotFoundError) for exc in chain) else ""
+
+
 def user_message(err: BaseException) -> str | None:
     """The message to show for ``err`` without a traceback, or None when it looks like a bug.
 
-    User mistakes are: a :class:`UserError` anywhere in the chain; an error raised while jsonargparse instantiated a
-    class from the config (it wraps the real one: the innermost cause is reported); a missing, unreadable or
-    unreachable file or URL (``OSError``); and a ``ValueError``/``TypeError`` raised by helu_lightning's own checks.
+    User mistakes are: a :class:`UserError` anywhere in the chain; what a class raised on a config value while
+    jsonargparse instantiated it (jsonargparse wraps it); a missing, unwritable or unreachable file or URL
+    (``OSError``, with the fix); and a ``ValueError``/``TypeError`` raised by helu_lightning's own checks.
     """
     chain = _chain(err)
     for exc in chain:
         if isinstance(exc, UserError):
             return str(exc)
+    source = _config_error(chain)
+    if source is not None and isinstance(source, _CONFIG_ERRORS):
+        return f"{source}{_os_hint(chain) if isinstance(source, OSError) else ''}"
+    os_error = next((exc for exc in chain if isinstance(exc, OSError)), None)
+    if os_error is not None:
+        return f"{os_error}{_os_hint(chain)}"
     inner = chain[-1]
-    wrapped_by_parser = any("jsonargparse" in f for exc in chain[:-1] for f in _frames(exc))
-    if wrapped_by_parser and isinstance(inner, _CONFIG_ERRORS):
-        return str(inner)
-    if isinstance(inner, OSError):
-        hint = "" if inner.filename else "; without a network, point the config at local files"
-        return f"{inner}{hint}"
     frames = _frames(inner)
     if isinstance(inner, (ValueError, TypeError)) and frames and frames[-1].startswith(_PACKAGE_DIR):
         return str(inner)

@@ -281,3 +281,30 @@ def test_help_names_every_command_from_its_own_parser(capsys: pytest.CaptureFixt
         parser = command_parser(name, load_command(name))
         if parser is not None:  # the first paragraph of the command's description is its help line
             assert " ".join(parser.description.split("\n\n")[0].split()) in out
+
+
+def _raised(make: object) -> BaseException:
+    try:
+        make()
+    except Exception as err:  # noqa: BLE001 - the test inspects whatever was raised
+        return err
+    raise AssertionError("nothing raised")
+
+
+def test_user_message_names_the_fix_for_files_and_network_and_keeps_tracebacks_for_bugs() -> None:
+    import socket
+    from urllib.error import URLError
+
+    from helu_lightning.commands import user_message
+
+    def no_network() -> None:
+        try:
+            raise socket.gaierror(-2, "Name or service not known")
+        except socket.gaierror as err:
+            raise URLError(err) from err
+
+    assert "there is no network here" in user_message(_raised(no_network))
+    unwritable = _raised(lambda: (_ for _ in ()).throw(PermissionError(13, "Permission denied", "/srv/out")))
+    assert user_message(unwritable) == "[Errno 13] Permission denied: '/srv/out'; choose a folder you can write to"
+    assert user_message(_raised(lambda: torch.ones(2) @ torch.ones(3))) is None, "a bug keeps its traceback"
+    assert user_message(_raised(lambda: {}["key"])) is None
