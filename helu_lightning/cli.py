@@ -100,6 +100,8 @@ def refuse_a_second_run(trainer: Trainer) -> None:
     ``-v1`` files beside them and mix two runs in one folder."""
     if trainer.fast_dev_run:  # writes no checkpoints
         return
+    if glob.glob(os.path.join(glob.escape(trainer.default_root_dir), "hpc_ckpt_*.ckpt")):
+        return  # a requeued SLURM job: Lightning resumes from its hpc checkpoint by itself
     for callback in trainer.checkpoint_callbacks:
         folder = getattr(callback, "dirpath", None)
         if folder and glob.glob(os.path.join(glob.escape(folder), "*.ckpt")):
