@@ -13,6 +13,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,8 +116,10 @@ def test_every_readme_command_runs(scratch: Path) -> None:
         args, reason = planned(words)
         if reason is not None:
             continue
+        start = time.monotonic()
         result = subprocess.run([sys.executable, "-m", "helu_lightning.commands", *args], cwd=scratch, env=env,
                                 capture_output=True, text=True, timeout=900)
+        print(f"{time.monotonic() - start:6.1f} s  rc {result.returncode}  helu-train {' '.join(words)}")
         if result.returncode != 0:
             failures.append(f"helu-train {' '.join(words)}\n{result.stderr[-2000:]}")
     assert not failures, "\n\n".join(failures)
