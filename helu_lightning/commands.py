@@ -38,7 +38,7 @@ _MAX_MESSAGE_LINES = 6
 
 
 def load_command(name: str) -> ModuleType:
-    """The module behind ``helu-train <name>``, or a UserError saying it is not part of this installation."""
+    """The module behind ``helu-train <name>``, or a UserError naming the module or package that is missing."""
     module_name = COMMANDS[name]
     try:
         return importlib.import_module(module_name)
@@ -46,7 +46,8 @@ def load_command(name: str) -> ModuleType:
         if err.name and module_name.startswith(err.name):
             raise UserError(f"`helu-train {name}` needs the module {module_name}, which this installation lacks; "
                             "reinstall helu-lightning (pip install -e '.[all]')") from err
-        raise
+        raise UserError(f"`helu-train {name}` needs the package {err.name!r}; install the extras with "
+                        "pip install -e '.[all]'") from err
 
 
 def command_parser(name: str, module: ModuleType) -> argparse.ArgumentParser | None:
