@@ -308,3 +308,18 @@ def test_user_message_names_the_fix_for_files_and_network_and_keeps_tracebacks_f
     assert user_message(unwritable) == "[Errno 13] Permission denied: '/srv/out'; choose a folder you can write to"
     assert user_message(_raised(lambda: torch.ones(2) @ torch.ones(3))) is None, "a bug keeps its traceback"
     assert user_message(_raised(lambda: {}["key"])) is None
+
+
+def test_glue_without_a_local_model_is_a_short_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without a network, whatever this one has
+    monkeypatch.delenv("HELU_DEBUG", raising=False)
+    configs = Path(__file__).resolve().parents[1] / "configs" / "glue"
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(configs / "base.yaml"), "--config", str(configs / "rte.yaml"),
+              "--model.init_args.pretrained", str(tmp_path / "no_model"), "--trainer.default_root_dir",
+              str(tmp_path)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("helu-train fit: error: ") and "no_model" in err, err
+    assert "Traceback" not in err
