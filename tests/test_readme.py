@@ -110,7 +110,9 @@ def test_readme_commands_are_found_and_mostly_run() -> None:
 
 
 @pytest.mark.slow
-def test_every_readme_command_runs(scratch: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_every_readme_command_runs(
+    scratch: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     # In this process, one after another (a fresh interpreter per command costs ~20 s of imports on 2 busy cores).
     monkeypatch.chdir(scratch)
     for name in ("HELU_DEBUG", "TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS"):
