@@ -11,10 +11,12 @@ from typing import Any
 
 import torch
 
+from .errors import UserError
+
 __all__ = ["CheckpointError", "read_checkpoint"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable, or not a Lightning checkpoint."""
 
 

@@ -1,4 +1,5 @@
-"""``helu-train``: LightningCLI for fit/validate/test/predict, plus ``search``, ``export`` and ``plot``.
+"""``HeluCLI``: the LightningCLI behind ``helu-train fit|validate|test|predict``, and :func:`cli` to build it. The
+``helu-train`` dispatcher (search, export, plot, compare, short errors) is :mod:`helu_lightning.commands`.
 
     helu-train fit --config configs/offline.yaml
     helu-train fit --config configs/cifar100.yaml --model.activation.alpha 0.01
@@ -6,9 +7,8 @@
 
 from __future__ import annotations
 
-import importlib
+import glob
 import os
-import sys
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -17,21 +17,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from .checkpoints import CheckpointError, read_checkpoint
+from .checkpoints import read_checkpoint
+from .errors import UserError
 
-# Subcommands that are not Trainer methods: name -> "module:function" taking argv (lazily imported).
-EXTRA_COMMANDS = {
-    "search": "helu_lightning.search:main",
-    "export": "helu_lightning.export:main",
-    "plot": "helu_lightning.plots:main",
-}
-
-
-DESCRIPTION = (
-    "Train with HeLU (ReLU forward, hysteresis backward) and serve as ReLU. Trainer subcommands below; also "
-    "`helu-train search` (Optuna), `helu-train export` (HeLU -> ReLU) and `helu-train plot` (PNG plots of runs): "
-    "add --help to any of them."
-)
+DESCRIPTION = "Train with HeLU (ReLU forward, hysteresis backward) and serve as ReLU; `helu-train --help` lists all."
 
 # `--ckpt_path` values Lightning resolves itself.
 _LIGHTNING_CKPT_ALIASES = ("last", "best", "hpc", "registry")
@@ -71,7 +60,12 @@ class HeluCLI(LightningCLI):
         for callback in trainer.callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = os.path.realpath(os.path.join(trainer.default_root_dir, "checkpoints"))
+        trainer.callbacks.extend(latest_checkpoints(trainer))
         return trainer
+
+    def before_fit(self) -> None:
+        if self.config[self.subcommand].get("ckpt_path") is None:
+            refuse_a_second_run(self.trainer)
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit"):
@@ -83,6 +77,38 @@ class HeluCLI(LightningCLI):
             )
             return
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=_best_or_last(self.trainer))
+
+
+def latest_checkpoints(trainer: Trainer) -> list[ModelCheckpoint]:
+    """For each monitored ``ModelCheckpoint(save_last=True)``, an unmonitored one that writes ``last.ckpt`` every
+    epoch, so ``--ckpt_path last`` resumes where the run stopped. Lightning 2.6 writes ``last.ckpt`` only when a top-k
+    file is saved, i.e. at the best epoch; the monitored callback keeps choosing the best (``--ckpt_path best``)."""
+    added, folders = [], set()
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.save_last:
+            callback.save_last = False
+            if callback.dirpath in folders:
+                continue
+            folders.add(callback.dirpath)
+            added.append(ModelCheckpoint(dirpath=callback.dirpath, filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
+                                         save_top_k=1, enable_version_counter=False))
+    return added
+
+
+def refuse_a_second_run(trainer: Trainer) -> None:
+    """Stop a fresh ``fit`` whose checkpoint folder already holds a run's checkpoints: ModelCheckpoint would add
+    ``-v1`` files beside them and mix two runs in one folder."""
+    if trainer.fast_dev_run:  # writes no checkpoints
+        return
+    if glob.glob(os.path.join(glob.escape(trainer.default_root_dir), "hpc_ckpt_*.ckpt")):
+        return  # a requeued SLURM job: Lightning resumes from its hpc checkpoint by itself
+    for callback in trainer.checkpoint_callbacks:
+        folder = getattr(callback, "dirpath", None)
+        if folder and glob.glob(os.path.join(glob.escape(folder), "*.ckpt")):
+            raise UserError(
+                f"{os.path.relpath(folder)} already holds a run's checkpoints; resume it with --ckpt_path last, or "
+                "choose another --trainer.default_root_dir"
+            )
 
 
 def _best_or_last(trainer: Any) -> str | None:
@@ -110,15 +136,10 @@ def cli(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> HeluC
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in EXTRA_COMMANDS:
-        module_name, function = EXTRA_COMMANDS[args[0]].split(":")
-        getattr(importlib.import_module(module_name), function)(args[1:])
-        return
-    try:
-        cli(None if argv is None else args)  # None: LightningCLI reads sys.argv itself (and does not warn)
-    except CheckpointError as err:
-        sys.exit(f"helu-train: error: {err}")
+    """``helu-train``; kept here for ``python -m helu_lightning.cli`` and old imports (see helu_lightning.commands)."""
+    from .commands import main as dispatch
+
+    dispatch(argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import yaml
 from lightning.pytorch import LightningDataModule
 
 from helu_lightning import HeLU
-from helu_lightning.cli import EXTRA_COMMANDS, cli, main
+from helu_lightning.cli import cli, main
+from helu_lightning.commands import COMMANDS
 from helu_lightning.data.digits import DigitsDataModule
 
 CONFIG = {
@@ -112,34 +113,114 @@ def test_same_seed_same_initial_weights(config: Path) -> None:
 
 
 @pytest.mark.slow
-def test_fit_twice_in_one_directory_then_test_the_checkpoint(config: Path, tmp_path: Path) -> None:
+def test_fit_twice_in_one_directory_is_refused_then_test_the_checkpoint(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     cli(["fit", "--config", str(config)])
-    again = cli(["fit", "--config", str(config), "--model.activation.alpha", "0.02", "--test_after_fit", "true"])
-    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    assert saved["model"]["init_args"]["activation"]["alpha"] == 0.02
-    assert {"test/acc", "test/loss", "test/acc_top5"} <= set(again.trainer.callback_metrics)
-    # ModelCheckpoint keeps the first run's last.ckpt and versions the second one.
-    last = tmp_path / "checkpoints" / "last-v1.ckpt"
-    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["activation"][
-        "alpha"] == 0.001
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(config), "--model.activation.alpha", "0.02"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "helu-train fit: error: " in err and "resume it with --ckpt_path last" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before, "no -v1 files"
+    last = tmp_path / "checkpoints" / "last.ckpt"
     hparams = torch.load(last, weights_only=True)["hyper_parameters"]
-    assert hparams["activation"] == {"name": "helu", "alpha": 0.02}
+    assert hparams["activation"] == {"name": "helu", "alpha": 0.001}
     assert hparams["optimizer"]["init_args"]["lr"] == 0.05
     # `test --ckpt_path` rebuilds the model from the checkpoint's hyperparameters, not the config's alpha.
-    tested = cli(["test", "--config", str(config), "--ckpt_path", str(last)])
-    assert alphas(tested.model) == {0.02}
+    tested = cli(["test", "--config", str(config), "--model.activation.alpha", "0.02", "--ckpt_path", str(last)])
+    assert alphas(tested.model) == {0.001}
     assert 0.0 <= tested.trainer.callback_metrics["test/acc"].item() <= 1.0
 
 
-def test_extra_commands_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("shape", ["build_parser+run", "main only"])
+def test_extra_commands_dispatch(shape: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
     calls = []
     fake = types.ModuleType("fake_helu_search")
-    fake.main = calls.append
+    if shape == "build_parser+run":
+        def build_parser() -> argparse.ArgumentParser:
+            parser = argparse.ArgumentParser(description="Fake search: tunes nothing.")
+            parser.add_argument("--study", required=True)
+            return parser
+        fake.build_parser, fake.run = build_parser, lambda args: calls.append(args.study)
+    else:
+        fake.main = calls.append
     monkeypatch.setitem(sys.modules, "fake_helu_search", fake)
-    monkeypatch.setitem(EXTRA_COMMANDS, "search", "fake_helu_search:main")
+    monkeypatch.setitem(COMMANDS, "search", "fake_helu_search")
     main(["search", "--study", "x"])
-    assert calls == [["--study", "x"]]
-    assert set(EXTRA_COMMANDS) >= {"search", "export", "plot"}
+    assert calls == (["x"] if shape == "build_parser+run" else [["--study", "x"]])
+    assert set(COMMANDS) >= {"search", "export", "plot", "compare"}
+    if shape == "build_parser+run":  # a mistyped flag fails in the command's own parser, named helu-train search
+        with pytest.raises(SystemExit) as stop:
+            main(["search", "--studdy", "x"])
+        assert stop.value.code == 2 and "helu-train search: error:" in capsys.readouterr().err
+
+
+def test_a_user_error_in_a_command_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from helu_lightning.errors import UserError
+
+    def run(args: object) -> None:
+        raise UserError("runs/x is not writable; choose another --output_dir")
+
+    fake = types.ModuleType("fake_helu_export")
+    fake.build_parser, fake.run = lambda: __import__("argparse").ArgumentParser(), run
+    monkeypatch.setitem(sys.modules, "fake_helu_export", fake)
+    monkeypatch.setitem(COMMANDS, "export", "fake_helu_export")
+    monkeypatch.delenv("HELU_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        main(["export"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "helu-train export: error: runs/x is not writable; choose another --output_dir\n"
+    monkeypatch.setenv("HELU_DEBUG", "1")
+    with pytest.raises(UserError):
+        main(["export"])
+    monkeypatch.setitem(COMMANDS, "export", "helu_lightning.no_such_command")
+    monkeypatch.delenv("HELU_DEBUG")
+    with pytest.raises(SystemExit):
+        main(["export"])
+    assert "needs the module helu_lightning.no_such_command" in capsys.readouterr().err
+
+
+BAD_VALUES = {
+    "alpha -1": (["--model.activation.alpha", "-1"], "alpha must be a positive finite number"),
+    "alpha nan": (["--model.activation.alpha", "nan"], "got 'nan'"),
+    "alpha zero": (["--model.init_args.activation.alpha", "0"], "alpha must be a positive finite number"),
+    "activation": (["--model.activation", "helo"], "unknown activation 'helo'"),
+    "activation option": (["--model.activation.memory", "disk"], "disk"),
+    "backbone": (["--model.backbone", "resnet"], "unknown backbone 'resnet'"),
+    "label smoothing": (["--model.label_smoothing", "1.5"], "label_smoothing must be in [0, 1)"),
+    "data split": (["--data.val_fraction", "1.5"], "1.5"),
+    "missing data": (["--data", "helu_lightning.data.cifar.CIFAR10DataModule", "--data.data_dir", "/nonexistent/c"],
+                     "/nonexistent/c"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_bad_values_stop_with_a_short_message(
+    case: str, config: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HELU_DEBUG", raising=False)
+    flags, message = BAD_VALUES[case]
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(config), *flags])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, err
+    assert err.startswith("helu-train fit: error: ") and message in err, err
+    assert "Traceback" not in err and len(err.splitlines()) <= 6, err
+
+
+def test_dotted_activation_overrides_merge_into_the_config_mapping(config: Path) -> None:
+    run = cli(["--config", str(config), "--model.activation.memory", "input"], run=False)
+    assert {(round(m.alpha.item(), 6), m.memory) for m in run.model.modules() if isinstance(m, HeLU)} == {
+        (0.001, "input")}
+    both = cli(["--config", str(config), "--model.init_args.activation.alpha", "0.3",
+                "--model.activation.memory", "input"], run=False)
+    assert both.model.hparams["activation"] == {"name": "helu", "alpha": 0.3, "memory": "input"}
 
 
 class DigitsWithoutTest(DigitsDataModule):
@@ -181,16 +262,64 @@ def test_bad_ckpt_path_stops_with_the_path_and_the_fix(
     for command in ("fit", "test"):
         with pytest.raises(SystemExit) as stop:
             main([command, "--config", str(config), "--ckpt_path", str(bad)])
-        assert "helu-train: error: " in str(stop.value.code) and str(bad) in str(stop.value.code)
-        assert message in str(stop.value.code)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and f"helu-train {command}: error: " in err and str(bad) in err
+        assert message in err and "Traceback" not in err
     assert not (tmp_path / "checkpoints").exists(), "nothing trained"
 
 
-def test_help_names_the_extra_commands(capsys: pytest.CaptureFixture) -> None:
+def test_help_names_every_command_from_its_own_parser(capsys: pytest.CaptureFixture) -> None:
+    from helu_lightning.commands import command_parser, load_command
+
     with pytest.raises(SystemExit) as stop:
         main(["--help"])
     assert stop.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
-    for command in ("fit", "validate", "test", "predict", *EXTRA_COMMANDS):
+    for command in ("fit", "validate", "test", "predict", *COMMANDS):
         assert command in out
-    assert "`helu-train search`" in out and "`helu-train export`" in out and "`helu-train plot`" in out
+    for name in ("search", "export", "plot"):
+        parser = command_parser(name, load_command(name))
+        if parser is not None:  # the first paragraph of the command's description is its help line
+            assert " ".join(parser.description.split("\n\n")[0].split()) in out
+
+
+def _raised(make: object) -> BaseException:
+    try:
+        make()
+    except Exception as err:  # noqa: BLE001 - the test inspects whatever was raised
+        return err
+    raise AssertionError("nothing raised")
+
+
+def test_user_message_names_the_fix_for_files_and_network_and_keeps_tracebacks_for_bugs() -> None:
+    import socket
+    from urllib.error import URLError
+
+    from helu_lightning.commands import user_message
+
+    def no_network() -> None:
+        try:
+            raise socket.gaierror(-2, "Name or service not known")
+        except socket.gaierror as err:
+            raise URLError(err) from err
+
+    assert "there is no network here" in user_message(_raised(no_network))
+    unwritable = _raised(lambda: (_ for _ in ()).throw(PermissionError(13, "Permission denied", "/srv/out")))
+    assert user_message(unwritable) == "[Errno 13] Permission denied: '/srv/out'; choose a folder you can write to"
+    assert user_message(_raised(lambda: torch.ones(2) @ torch.ones(3))) is None, "a bug keeps its traceback"
+    assert user_message(_raised(lambda: {}["key"])) is None
+
+
+def test_glue_without_a_local_model_is_a_short_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without a network, whatever this one has
+    monkeypatch.delenv("HELU_DEBUG", raising=False)
+    configs = Path(__file__).resolve().parents[1] / "configs" / "glue"
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(configs / "base.yaml"), "--config", str(configs / "rte.yaml"),
+              "--model.init_args.pretrained", str(tmp_path / "no_model"), "--trainer.default_root_dir",
+              str(tmp_path)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("helu-train fit: error: ") and "no_model" in err, err
+    assert "Traceback" not in err

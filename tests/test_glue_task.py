@@ -275,8 +275,8 @@ def _tiny_overrides(glue_dir: Path, tmp_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("task", ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"])
 def test_glue_configs_build(task: str, glue_dir: Path, tmp_path: Path) -> None:
-    config = CONFIGS / f"glue_{task}.yaml"
-    built = cli(["--config", str(config), *_tiny_overrides(glue_dir, tmp_path)], run=False)
+    configs = ["--config", str(CONFIGS / "glue" / "base.yaml"), "--config", str(CONFIGS / "glue" / f"{task}.yaml")]
+    built = cli([*configs, *_tiny_overrides(glue_dir, tmp_path)], run=False)
     assert isinstance(built.model, GlueClassifier) and isinstance(built.datamodule, GlueDataModule)
     assert built.model.spec is built.datamodule.spec
     assert built.model.hparams.activation == {"name": "helu", "alpha": 0.05}
@@ -286,7 +286,8 @@ def test_glue_configs_build(task: str, glue_dir: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cli_fit_then_predict_writes_submission(glue_dir: Path, tmp_path: Path) -> None:
-    args = ["--config", str(CONFIGS / "glue_rte.yaml"), *_tiny_overrides(glue_dir, tmp_path)]
+    args = ["--config", str(CONFIGS / "glue" / "base.yaml"), "--config", str(CONFIGS / "glue" / "rte.yaml"),
+            *_tiny_overrides(glue_dir, tmp_path)]
     fit = cli(["fit", *args, "--trainer.max_epochs", "1", "--trainer.logger", "false",
                "--trainer.enable_progress_bar", "false"])
     best = fit.trainer.checkpoint_callback.best_model_path

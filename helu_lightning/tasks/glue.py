@@ -62,7 +62,7 @@ class GlueClassifier(LightningModule):
         task: str = "sst2",
         pretrained: str | None = None,
         model_config: dict[str, Any] | None = None,
-        activation: ActivationSpec | str | dict[str, Any] | None = "helu",
+        activation: dict[str, Any] | str | ActivationSpec | None = "helu",  # dict first: dotted overrides merge
         num_labels: int | None = None,
         label_names: list[str] | None = None,
         lr: float = 2e-5,

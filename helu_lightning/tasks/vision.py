@@ -48,7 +48,7 @@ class VisionClassifier(LightningModule):
         in_channels: int = 3,
         image_size: int = 32,
         backbone_options: dict[str, Any] | None = None,
-        activation: ActivationSpec | str | dict[str, Any] = "helu",
+        activation: dict[str, Any] | str | ActivationSpec = "helu",  # dict first: dotted overrides merge into it
         label_smoothing: float = 0.0,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,

@@ -1,0 +1,194 @@
+"""``helu-train``: the dispatcher. Trainer subcommands (fit, validate, test, predict) go to LightningCLI
+(:mod:`helu_lightning.cli`); every other subcommand is a module in :data:`COMMANDS` exposing ``build_parser()`` and
+``run(args)``. A user-fixable mistake ends as one short ``helu-train <cmd>: error: ...`` line and exit status 2;
+``HELU_DEBUG=1`` shows the traceback instead.
+
+    helu-train fit --config configs/offline.yaml
+    helu-train export --ckpt_path runs/offline/checkpoints/last.ckpt --output_dir exported/offline
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import socket
+import sys
+from types import ModuleType
+from typing import Any
+from urllib.error import URLError
+
+from jsonargparse import DefaultHelpFormatter
+
+from .console import quiet_console
+from .errors import UserError
+
+# name -> module exposing build_parser() -> ArgumentParser and run(args); an older module with only main(argv)
+# still works. Modules are imported only when their command runs (or for --help).
+COMMANDS: dict[str, str] = {
+    "search": "helu_lightning.search",
+    "export": "helu_lightning.export",
+    "plot": "helu_lightning.plots",
+    "compare": "helu_lightning.compare",
+}
+TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
+USER_ERROR_STATUS = 2
+SUMMARY = "Train with HeLU (ReLU forward, hysteresis backward) and serve as ReLU."
+_MAX_MESSAGE_LINES = 6
+
+
+def load_command(name: str) -> ModuleType:
+    """The module behind ``helu-train <name>``, or a UserError naming the module or package that is missing."""
+    module_name = COMMANDS[name]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name):
+            raise UserError(f"`helu-train {name}` needs the module {module_name}, which this installation lacks; "
+                            "reinstall helu-lightning (pip install -e '.[all]')") from err
+        raise UserError(f"`helu-train {name}` needs the package {err.name!r}; install the extras with "
+                        "pip install -e '.[all]'") from err
+
+
+def command_parser(name: str, module: ModuleType) -> argparse.ArgumentParser | None:
+    """The command's own parser, named ``helu-train <name>`` in its usage line (None for a main-only module)."""
+    if not (hasattr(module, "build_parser") and hasattr(module, "run")):
+        return None
+    parser = module.build_parser()
+    parser.prog = f"helu-train {name}"
+    return parser
+
+
+def run_command(name: str, argv: list[str]) -> Any:
+    """Parse ``argv`` with the command's parser and run it."""
+    module = load_command(name)
+    parser = command_parser(name, module)
+    if parser is None:
+        return module.main(argv)
+    return module.run(parser.parse_args(argv))
+
+
+def describe_commands() -> str:
+    """Top-level help text: one line per extra command, taken from its parser's description."""
+    lines = [SUMMARY, "", "Trainer subcommands are listed below; the others (helu-train <name> --help) are:"]
+    for name in COMMANDS:
+        try:
+            module = load_command(name)
+            parser = command_parser(name, module)
+            text = (parser.description if parser is not None else module.__doc__) or ""
+        except UserError:
+            text = "not available in this installation"
+        first = " ".join(text.strip().split("\n\n")[0].split())
+        lines.append(f"  {name:<9} {first}")
+    lines.append("HELU_DEBUG=1 shows tracebacks instead of short error messages.")
+    return "\n".join(lines)
+
+
+class _KeepLines(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help with the description's line breaks kept (one line per command)."""
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from (``__cause__`` first, else ``__context__``), outermost first."""
+    chain: list[BaseException] = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    return chain
+
+
+def _frames(err: BaseException) -> list[str]:
+    traceback, files = err.__traceback__, []
+    while traceback is not None:
+        files.append(traceback.tb_frame.f_code.co_filename)
+        traceback = traceback.tb_next
+    return files
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# What a class raises on a bad config value (a bad number, an unknown name, a missing file or import path).
+_CONFIG_ERRORS = (ValueError, TypeError, LookupError, OSError, ImportError)
+
+
+def _last_frame_in(err: BaseException, package: str) -> bool:
+    frames = _frames(err)
+    return bool(frames) and f"{os.sep}{package}{os.sep}" in frames[-1]
+
+
+def _config_error(chain: list[BaseException]) -> BaseException | None:
+    """The error a class raised while jsonargparse instantiated it from the config (jsonargparse wraps it)."""
+    for outer, inner in zip(chain, chain[1:]):
+        if _last_frame_in(outer, "jsonargparse") and not _last_frame_in(inner, "jsonargparse"):
+            return inner
+    return None
+
+
+def _os_hint(chain: list[BaseException]) -> str:
+    if any(isinstance(exc, (socket.gaierror, ConnectionError, TimeoutError, URLError)) for exc in chain):
+        return ("; there is no network here: download on a machine with one, or point the config at a local copy "
+                "(data_dir, pretrained, tokenizer)")
+    if any(isinstance(exc, PermissionError) for exc in chain):
+        return "; choose a folder you can write to"
+    return "; check the path" if any(isinstance(exc, FileNotFoundError) for exc in chain) else ""
+
+
+def user_message(err: BaseException) -> str | None:
+    """The message to show for ``err`` without a traceback, or None when it looks like a bug.
+
+    User mistakes are: a :class:`UserError` anywhere in the chain; what a class raised on a config value while
+    jsonargparse instantiated it (jsonargparse wraps it); a missing, unwritable or unreachable file or URL
+    (``OSError``, with the fix); and a ``ValueError``/``TypeError`` raised by helu_lightning's own checks.
+    """
+    chain = _chain(err)
+    for exc in chain:
+        if isinstance(exc, UserError):
+            return str(exc)
+    source = _config_error(chain)
+    if source is not None and isinstance(source, _CONFIG_ERRORS):
+        return f"{source}{_os_hint(chain) if isinstance(source, OSError) else ''}"
+    os_error = next((exc for exc in chain if isinstance(exc, OSError)), None)
+    if os_error is not None:
+        return f"{os_error}{_os_hint(chain)}"
+    inner = chain[-1]
+    frames = _frames(inner)
+    if isinstance(inner, (ValueError, TypeError)) and frames and frames[-1].startswith(_PACKAGE_DIR):
+        return str(inner)
+    return None
+
+
+def _short(message: str) -> str:
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    if len(lines) > _MAX_MESSAGE_LINES:
+        lines = [*lines[:_MAX_MESSAGE_LINES], "... (HELU_DEBUG=1 shows everything)"]
+    return "\n".join(lines)
+
+
+def _command_name(args: list[str]) -> str:
+    return next((a for a in args if a in TRAINER_COMMANDS or a in COMMANDS), "")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``helu-train``: dispatch, and turn user errors into one short message with exit status 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    quiet_console()
+    try:
+        if args and args[0] in COMMANDS:
+            run_command(args[0], args[1:])
+            return
+        from .cli import cli
+
+        parser_kwargs: dict[str, Any] = {"prog": "helu-train", "description": SUMMARY}
+        if args[:1] in (["-h"], ["--help"]):
+            parser_kwargs.update(description=describe_commands(), formatter_class=_KeepLines)
+        cli(None if argv is None else args, parser_kwargs=parser_kwargs)  # None: LightningCLI reads sys.argv itself
+    except Exception as err:
+        message = user_message(err)
+        if message is None or os.environ.get("HELU_DEBUG", "") not in ("", "0"):
+            raise
+        name = _command_name(args)
+        print(f"helu-train{' ' + name if name else ''}: error: {_short(message)}", file=sys.stderr)
+        sys.exit(USER_ERROR_STATUS)
+
+
+if __name__ == "__main__":
+    main()

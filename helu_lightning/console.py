@@ -1,0 +1,34 @@
+"""A quiet console for ``helu-train``: Lightning's progress and metric tables stay, advertising and warnings about
+library internals the user cannot act on go. Users can still opt back in with the libraries' own switches."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+# Messages from Lightning's and torch's own internals, not from anything in the user's config.
+_IGNORED_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # lightning 2.6 on torch 2.14's pytree
+)
+
+
+class _DropAdvert(logging.Filter):
+    """Drops Lightning's "Tip: ... try installing litlogger" line (printed once per Trainer)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_console() -> None:
+    """Silence the litlogger tip, known internal deprecation warnings and Hugging Face's weight-loading report and
+    progress bar (the weights are either fine-tuned next or replaced by a checkpoint's right after).
+    ``TRANSFORMERS_VERBOSITY=warning`` brings the report back."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for pattern in _IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropAdvert) for f in logger.filters):
+            logger.addFilter(_DropAdvert())

