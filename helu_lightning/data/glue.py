@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from ..checkpoints import TrustedLoading
 from ..io import atomic_write_bytes
 from ..models.text import resolve_pretrained
 
@@ -289,7 +290,7 @@ class TokenizedDataset(Dataset):
         return {key: values[i] for key, values in self.columns.items()}
 
 
-class GlueDataModule(LightningDataModule):
+class GlueDataModule(TrustedLoading, LightningDataModule):
     """One GLUE task from ``data_dir`` (official TSV layout) or, with ``data_dir=None``, the Hugging Face hub.
 
     Validation: ``dev.tsv`` (MNLI: ``dev_matched`` then ``dev_mismatched``, two dataloaders). Prediction: the

@@ -14,6 +14,7 @@ from typing import Any
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from ..checkpoints import TrustedLoading
 from .glue import TokenizedDataset, load_tokenizer, tokenize_columns
 
 __all__ = ["TextClassificationDataModule", "bbc_news_dir", "read_text_folders"]
@@ -46,7 +47,7 @@ def read_text_folders(data_dir: str | Path) -> tuple[list[str], list[int], list[
     return texts, labels, classes
 
 
-class TextClassificationDataModule(LightningDataModule):
+class TextClassificationDataModule(TrustedLoading, LightningDataModule):
     """Seeded stratified train/val/test split of a folder-per-class corpus (default: BBC news, offline)."""
 
     def __init__(
