@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+import yaml
 
 from .errors import UserError
 
@@ -32,6 +33,8 @@ HPARAM_SECTIONS = ("hyper_parameters", "datamodule_hyper_parameters", "hparams",
 # Keys whose value jsonargparse / Lightning always imports.
 IMPORT_KEYS = ("class_path", "_class_path", "_instantiator")
 ALLOWED_INSTANTIATORS = ("lightning.pytorch.cli.instantiate_module",)
+MAX_NODES, MAX_DEPTH = 100_000, 40  # per section; real hyper-parameters hold a few hundred values, 5 levels deep
+MAX_CONFIG_BYTES = 10 * 2**20  # a file a value names is read and checked up to this size, refused beyond
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
 
@@ -81,8 +84,28 @@ def _names_a_module(text: str) -> bool:
         return True
 
 
-def _import_targets(value: Any, key: str) -> Iterator[tuple[str, Any]]:
-    """Every (dotted key, value) in ``value`` that something could import: import keys and module-like strings."""
+def _as_config(text: str) -> Any:
+    """What jsonargparse could read a string as: inline YAML/JSON, or the YAML file it names (None: neither)."""
+    try:
+        if os.path.isfile(text):
+            if os.path.getsize(text) > MAX_CONFIG_BYTES:
+                return {"class_path": f"<a {os.path.getsize(text)}-byte file, too large to check>"}
+            with open(text, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+        loaded = yaml.safe_load(text) if any(c in text for c in "{[:\n") else None
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return loaded if isinstance(loaded, (dict, list)) else None
+
+
+def _import_targets(value: Any, key: str, budget: list[int], depth: int = 0) -> Iterator[tuple[str, Any]]:
+    """Every (dotted key, value) in ``value`` that something could import: import keys, module-like strings, and
+    the same inside strings that jsonargparse would parse as YAML or read as a config file. ``budget`` counts the
+    nodes left to visit: past it (a YAML alias bomb, a file naming itself) the walk reports an unchecked value."""
+    budget[0] -= 1
+    if budget[0] < 0 or depth > MAX_DEPTH:
+        yield key, "<too large or too deeply nested to check>"
+        return
     if isinstance(value, Mapping):
         for name, item in value.items():
             where = f"{key}.{name}" if key else str(name)
@@ -90,22 +113,24 @@ def _import_targets(value: Any, key: str) -> Iterator[tuple[str, Any]]:
                 yield where, name
             if name in IMPORT_KEYS:
                 yield where, item
-                if not isinstance(item, str):
-                    continue
             else:
-                yield from _import_targets(item, where)
+                yield from _import_targets(item, where, budget, depth + 1)
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            yield from _import_targets(item, f"{key}[{index}]")
-    elif isinstance(value, str) and _names_a_module(value):
-        yield key, value
+            yield from _import_targets(item, f"{key}[{index}]", budget, depth + 1)
+    elif isinstance(value, str):
+        if _names_a_module(value):
+            yield key, value
+        nested = _as_config(value)
+        if nested is not None:
+            yield from _import_targets(nested, key, budget, depth + 1)
 
 
 def untrusted_import_paths(ckpt: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """The (key, import path) pairs of a checkpoint's hyper-parameters that are not on the allow-list."""
     found = []
     for section in HPARAM_SECTIONS:
-        for key, path in _import_targets(ckpt.get(section) or {}, section):
+        for key, path in _import_targets(ckpt.get(section) or {}, section, [MAX_NODES]):
             if not is_allowed_import_path(path):
                 found.append((key, path))
     return found

@@ -47,6 +47,9 @@ def _payloads(markers: Path) -> dict[str, tuple[str, list[str], Any]]:
         "datamodule_class_path": ("datamodule_hyper_parameters", ["_class_path"], "imghdr.what"),
         "dict_kwargs": ("hyper_parameters", ["backbone_options", "norm"],
                         {"class_path": "torch.nn.BatchNorm2d", "dict_kwargs": {"x": "nntplib.NNTP"}}),
+        # jsonargparse parses a string as YAML, or reads the config file it names.
+        "yaml_string": ("hyper_parameters", ["optimizer"], json.dumps(_shell(markers / "yaml_string"))),
+        "config_file": ("hyper_parameters", ["backbone_options", "x"], str(markers.parent / "evil.yaml")),
     }
 
 
@@ -72,6 +75,7 @@ def hostile(offline_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     """One hostile variant of the real checkpoint per payload; returns the folder and name -> expected key."""
     root = tmp_path_factory.mktemp("hostile")
     (root / "markers").mkdir()
+    (root / "evil.yaml").write_text(yaml.safe_dump(_shell(root / "markers" / "config_file")))
     clean = torch.load(offline_ckpt, weights_only=True)
     keys = {}
     for name, (section, path, value) in _payloads(root / "markers").items():
@@ -184,10 +188,21 @@ def test_real_checkpoint_loads_everywhere(offline_ckpt: Path, tmp_path: Path) ->
     from helu_lightning.tasks.vision import VisionClassifier
 
     task = VisionClassifier.load_from_checkpoint(offline_ckpt, strict=True)
-    assert task.hparams["optimizer"]["class_path"] == "torch.optim.SGD" and task.in_channels == 1
+    assert isinstance(task.configure_optimizers()["optimizer"], torch.optim.SGD) and task.in_channels == 1
     assert DigitsDataModule.load_from_checkpoint(offline_ckpt).batch_size == 64
     run = cli(["validate", "--config", str(OFFLINE), "--ckpt_path", str(offline_ckpt),
                "--trainer.default_root_dir", str(tmp_path), *FAST[2:4], *FAST[8:10]])
     assert "val/acc" in run.trainer.callback_metrics
     manifest = export_checkpoint(offline_ckpt, tmp_path / "export", formats="onnx")
     assert manifest["source"]["task"] == "helu_lightning.tasks.vision.VisionClassifier"
+
+
+def test_checker_refuses_what_it_cannot_walk(tmp_path: Path) -> None:
+    """A YAML alias bomb or a config file that names itself is refused quickly, not walked forever."""
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [
+        f"{b}: &{b} [{', '.join(['*' + a] * 9)}]" for a, b in zip("abcdef", "bcdefg")]
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"x: {loop}\n")
+    for value in ("\n".join(levels), str(loop)):
+        found = untrusted_import_paths({"hyper_parameters": {"x": value}})
+        assert found and found[0][1] == "<too large or too deeply nested to check>"
