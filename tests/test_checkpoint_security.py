@@ -206,3 +206,15 @@ def test_checker_refuses_what_it_cannot_walk(tmp_path: Path) -> None:
     for value in ("\n".join(levels), str(loop)):
         found = untrusted_import_paths({"hyper_parameters": {"x": value}})
         assert found and found[0][1] == "<too large or too deeply nested to check>"
+
+
+def test_callback_paths_may_not_climb_out_of_their_folder(offline_ckpt: Path, tmp_path: Path) -> None:
+    """ModelCheckpoint deletes old top-k files under its folder, compared lexically: ``dir/../x`` would pass."""
+    ckpt = torch.load(offline_ckpt, weights_only=True)
+    (key, state), = [(k, v) for k, v in ckpt["callbacks"].items() if "ModelCheckpoint" in k]
+    assert read_checkpoint(offline_ckpt) and Path(state["best_model_path"]).is_file()
+    state["best_k_models"] = {f"{state['dirpath']}/../../../important.txt": 0.0}
+    torch.save(ckpt, tmp_path / "climb.ckpt")
+    with pytest.raises(CheckpointError, match=r"best_k_models = '.*/\.\./\.\./\.\./important.txt', a path that climbs"):
+        cli(["fit", "--config", str(OFFLINE), "--ckpt_path", str(tmp_path / "climb.ckpt"), "--trainer.max_epochs", "2",
+             "--trainer.default_root_dir", str(tmp_path / "run"), *FAST])
