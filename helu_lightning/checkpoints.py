@@ -204,6 +204,10 @@ def read_checkpoint(
         found = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path} is not a Lightning checkpoint: it has no 'state_dict' (found {found}); "
                               "pass a .ckpt written by Trainer / ModelCheckpoint")
+    for section in (*HPARAM_SECTIONS, "callbacks", "state_dict"):
+        if ckpt.get(section) is not None and not isinstance(ckpt[section], Mapping):
+            raise CheckpointError(f"{path} is not a Lightning checkpoint: its {section!r} is a "
+                                  f"{type(ckpt[section]).__name__}, not a mapping; pass a .ckpt written by Lightning")
     if not trusted:
         check_trusted(ckpt, path, trust_flag or unsafe_flag)
     return ckpt

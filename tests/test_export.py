@@ -305,8 +305,11 @@ def _lightning_like(**extra: object) -> dict:
         (lambda p: torch.save(_lightning_like(hyper_parameters={"depth": 3}), p), "pass --task"),
         (lambda p: torch.save(_lightning_like(hyper_parameters={"_class_path": "evil.Task"}), p),
          "names 'evil.Task' at hyper_parameters._class_path.*pass --trust_checkpoint"),
+        (lambda p: torch.save(_lightning_like(hyper_parameters=[1, 2]), p), "'hyper_parameters' is a list"),
+        (lambda p: torch.save(_lightning_like(callbacks="x"), p), "'callbacks' is a str, not a mapping"),
     ],
-    ids=["missing", "random-bytes", "truncated", "foreign-dict", "pickled-object", "unknown-task", "untrusted-class"],
+    ids=["missing", "random-bytes", "truncated", "foreign-dict", "pickled-object", "unknown-task", "untrusted-class",
+         "hparams-list", "callbacks-string"],
 )
 def test_bad_checkpoints_get_clear_errors(tmp_path: Path, make, message: str) -> None:
     path = tmp_path / "model.ckpt"
