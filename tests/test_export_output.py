@@ -94,6 +94,10 @@ def test_unwritable_output_is_a_short_error(tmp_path: Path, capsys: pytest.Captu
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(ExportOutputError, match="a_file is not a folder"):
         export_checkpoint(ckpt, tmp_path / "a_file" / "out")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ExportOutputError, match="gone is a dangling symbolic link"):
+        export_checkpoint(ckpt, tmp_path / "gone" / "sub" / "out")
+    assert not (tmp_path / "nowhere").exists()
     if os.geteuid() != 0:  # root may write anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)

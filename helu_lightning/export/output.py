@@ -31,6 +31,9 @@ def _inside(path: Path, folder: Path) -> bool:
 def _check_writable(output_dir: Path) -> None:
     parent = output_dir.parent
     while not parent.exists() and parent != parent.parent:
+        if parent.is_symlink():
+            raise ExportOutputError(f"--output_dir {output_dir}: {parent} is a dangling symbolic link; pass a real "
+                                    "folder path")
         parent = parent.parent
     if not parent.is_dir():
         raise ExportOutputError(f"--output_dir {output_dir}: {parent} is not a folder; choose another --output_dir")
