@@ -22,7 +22,7 @@ import optuna
 import torch
 import yaml
 
-from helu_lightning.search import PRUNERS, build_parser, run_search
+from helu_lightning.search import PRUNERS, build_parser, run
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = [0.001, 0.003, 0.01, 0.03, 0.05, 0.1, 0.3, 1.0]
@@ -48,8 +48,7 @@ def search(out: Path, name: str, opts: argparse.Namespace, pruner: str, enqueue_
         "--trainer.enable_checkpointing=false", "--trainer.logger=false", "--trainer.callbacks=[]",
         "--test_after_fit=false",
     ]
-    args, overrides = build_parser().parse_known_args(argv)
-    return run_search(args, overrides)
+    return run(build_parser().parse_args(argv))
 
 
 def report(name: str, study: optuna.Study) -> tuple[int, float, float]:

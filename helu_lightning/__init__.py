@@ -13,6 +13,7 @@ from .activations import (
     register_activation,
     register_hf_activations,
 )
+from .models import register_timm_activations
 from .surgery import find_activations, replace_activations
 
 __version__ = "0.1.0"
@@ -31,5 +32,6 @@ __all__ = [
     "make_activation",
     "register_activation",
     "register_hf_activations",
+    "register_timm_activations",
     "replace_activations",
 ]

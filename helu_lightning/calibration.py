@@ -11,7 +11,8 @@ pooled (each pre-activation counts once, so wide layers weigh more).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from .activations import HeLU, check_alpha
+from .batches import call_model, split_batch
+from .errors import UserError
 
 __all__ = ["AlphaSuggestion", "suggest_alpha"]
 
@@ -38,17 +41,10 @@ class AlphaSuggestion:
                 "target_band_fraction": self.target_band_fraction, "samples": dict(self.samples)}
 
 
-def _default_inputs(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """(x, y) pairs -> model(x); dicts (Hugging Face batches) -> model(**batch) without labels; else model(batch)."""
-    if isinstance(batch, Mapping):
-        return (), {k: v for k, v in batch.items() if k not in ("labels", "label")}
-    if isinstance(batch, (list, tuple)):
-        return (batch[0],), {}
-    return (batch,), {}
-
-
-def _to(value: Any, device: torch.device) -> Any:
-    return value.to(device) if isinstance(value, Tensor) else value
+def _to(inputs: Tensor | Mapping[str, Tensor], device: torch.device) -> Tensor | dict[str, Tensor]:
+    if isinstance(inputs, Mapping):
+        return {key: value.to(device) for key, value in inputs.items()}
+    return inputs.to(device)
 
 
 def suggest_alpha(
@@ -60,7 +56,7 @@ def suggest_alpha(
     max_samples_per_layer: int = 1_000_000,
     min_alpha: float = 1e-4,
     train_mode: bool = False,
-    inputs: Callable[[Any], tuple[tuple[Any, ...], dict[str, Any]]] = _default_inputs,
+    inputs: Callable[[Any], Tensor | Mapping[str, Tensor]] | None = None,
     apply: bool | str = False,
     seed: int = 0,
 ) -> AlphaSuggestion:
@@ -69,53 +65,78 @@ def suggest_alpha(
     Each layer keeps at most ``max_samples_per_layer`` non-positive pre-activations (an even random subsample per
     batch beyond that). Suggestions below ``min_alpha`` (e.g. many exact zeros) are raised to it. ``train_mode``
     runs the pass in training mode (BatchNorm batch statistics, as training sees them; running statistics are
-    restored afterwards). ``apply=True`` or ``'per_layer'`` sets each HeLU module's alpha to its suggestion,
+    restored afterwards). ``inputs`` maps a batch to the model inputs (default: ``batches.split_batch``).
+    ``apply=True`` or ``'per_layer'`` sets each HeLU module's alpha to its suggestion,
     ``'global'`` sets all to the global value; nn.ReLU layers are measured but have no alpha to set.
     """
     if isinstance(target_band_fraction, bool) or not 0 < target_band_fraction < 1:
-        raise ValueError(f"target_band_fraction must be in (0, 1), e.g. 0.1, got {target_band_fraction!r}")
+        raise UserError(f"target_band_fraction must be in (0, 1), e.g. 0.1, got {target_band_fraction!r}")
     if num_batches is not None and (not isinstance(num_batches, int) or num_batches < 1):
-        raise ValueError(f"num_batches must be None (all) or an integer >= 1, got {num_batches!r}")
+        raise UserError(f"num_batches must be None (all) or an integer >= 1, got {num_batches!r}")
     if apply not in (False, True, "per_layer", "global"):
-        raise ValueError(f"apply must be False, True/'per_layer' or 'global', got {apply!r}")
+        raise UserError(f"apply must be False, True/'per_layer' or 'global', got {apply!r}")
     min_alpha = check_alpha(min_alpha)
     layers = {name: m for name, m in model.named_modules() if isinstance(m, module_types)}
     if not layers:
-        raise ValueError(f"suggest_alpha found no {[t.__name__ for t in module_types]} module in "
-                         f"{type(model).__name__}; pass module_types with the activation classes to calibrate")
-    per_batch = max_samples_per_layer // (num_batches or 100)
-    generator = torch.Generator().manual_seed(seed)
-    samples: dict[str, list[Tensor]] = {name: [] for name in layers}
+        raise UserError(f"suggest_alpha found no {[t.__name__ for t in module_types]} module in "
+                        f"{type(model).__name__}; pass module_types with the activation classes to calibrate")
+    sampler = _Sampler(layers, max_samples_per_layer // (num_batches or 100), seed)
+    with sampler.hooked(model, train_mode):
+        for i, batch in enumerate(dataloader):
+            if num_batches is not None and i >= num_batches:
+                break
+            model_inputs = split_batch(batch, model)[0] if inputs is None else inputs(batch)
+            call_model(model, _to(model_inputs, sampler.device))
+    suggestion = _suggestion(sampler.samples, float(target_band_fraction), min_alpha)
+    if apply:
+        for name, module in layers.items():
+            if isinstance(module, HeLU) and name in suggestion.per_layer:
+                module.set_alpha(suggestion.global_alpha if apply == "global" else suggestion.per_layer[name])
+    return suggestion
 
-    def hook_for(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+
+class _Sampler:
+    """Forward pre-hooks that keep up to ``per_batch`` random non-positive pre-activation magnitudes per layer."""
+
+    def __init__(self, layers: dict[str, nn.Module], per_batch: int, seed: int) -> None:
+        self.layers = layers
+        self.per_batch = per_batch
+        self.generator = torch.Generator().manual_seed(seed)
+        self.samples: dict[str, list[Tensor]] = {name: [] for name in layers}
+        self.device = torch.device("cpu")
+
+    def _hook(self, name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
         def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
             magnitudes = -args[0].detach().float().flatten()
             magnitudes = magnitudes[(magnitudes >= 0) & torch.isfinite(magnitudes)].cpu()
-            if per_batch and magnitudes.numel() > per_batch:
-                magnitudes = magnitudes[torch.randperm(magnitudes.numel(), generator=generator)[:per_batch]]
-            samples[name].append(magnitudes)
+            if self.per_batch and magnitudes.numel() > self.per_batch:
+                magnitudes = magnitudes[torch.randperm(magnitudes.numel(), generator=self.generator)[:self.per_batch]]
+            self.samples[name].append(magnitudes)
 
         return hook
 
-    was_training = model.training
-    buffers = {k: v.clone() for k, v in model.state_dict().items()} if train_mode else None
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    handles = [m.register_forward_pre_hook(hook_for(name)) for name, m in layers.items()]
-    try:
-        model.train(train_mode)
-        with torch.no_grad():
-            for i, batch in enumerate(dataloader):
-                if num_batches is not None and i >= num_batches:
-                    break
-                args, kwargs = inputs(batch)
-                model(*(_to(a, device) for a in args), **{k: _to(v, device) for k, v in kwargs.items()})
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-        if buffers is not None:
-            model.load_state_dict(buffers)
+    @contextlib.contextmanager
+    def hooked(self, model: nn.Module, train_mode: bool) -> Iterator[None]:
+        """Run the block with the hooks on, no gradients, ``model`` in train/eval mode; restore everything after
+        (BatchNorm running statistics too, which a training-mode pass would update)."""
+        was_training = model.training
+        buffers = {k: v.clone() for k, v in model.state_dict().items()} if train_mode else None
+        self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in self.layers.items()]
+        try:
+            model.train(train_mode)
+            with torch.no_grad():
+                yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            model.train(was_training)
+            if buffers is not None:
+                model.load_state_dict(buffers)
 
+
+def _suggestion(samples: dict[str, list[Tensor]], target_band_fraction: float, min_alpha: float) -> AlphaSuggestion:
+    """Per-layer and pooled ``target_band_fraction`` quantiles of the sampled magnitudes, raised to ``min_alpha``."""
     per_layer, counts, pooled = {}, {}, []
     for name, chunks in samples.items():
         values = torch.cat(chunks).double().numpy() if chunks else np.empty(0)
@@ -124,12 +145,7 @@ def suggest_alpha(
             per_layer[name] = max(float(np.quantile(values, target_band_fraction)), min_alpha)
             pooled.append(values)
     if not pooled:
-        raise ValueError("suggest_alpha saw no non-positive pre-activation: the dataloader was empty or every "
-                         "monitored layer's input was positive; check the dataloader and module_types")
+        raise UserError("suggest_alpha saw no non-positive pre-activation: the dataloader was empty or every "
+                        "monitored layer's input was positive; check the dataloader and module_types")
     global_alpha = max(float(np.quantile(np.concatenate(pooled), target_band_fraction)), min_alpha)
-    suggestion = AlphaSuggestion(per_layer, global_alpha, float(target_band_fraction), counts)
-    if apply:
-        for name, module in layers.items():
-            if isinstance(module, HeLU) and name in per_layer:
-                module.set_alpha(global_alpha if apply == "global" else per_layer[name])
-    return suggestion
+    return AlphaSuggestion(per_layer, global_alpha, target_band_fraction, counts)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+__all__ = ["DataError", "MissingDataError", "UserError"]
 
 
 class UserError(ValueError):
@@ -11,3 +11,13 @@ class UserError(ValueError):
     ``helu-train`` prints ``helu-train <command>: error: <message>`` and exits with status 2; set
     ``HELU_DEBUG=1`` to see the traceback instead.
     """
+
+
+class DataError(UserError):
+    """A data file that cannot be used as it is (malformed row, bad value, wrong encoding): the message names the
+    file and line and how to fix it."""
+
+
+class MissingDataError(DataError, FileNotFoundError):
+    """A data set, file or run directory is not where the config points: the message says where it was sought and
+    how to get it. Also a FileNotFoundError, so callers that catch that keep working."""

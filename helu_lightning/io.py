@@ -11,7 +11,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_directory", "atomic_write_bytes", "atomic_write_text"]
+from .errors import DataError
+
+__all__ = ["atomic_directory", "atomic_write_bytes", "atomic_write_text", "read_utf8"]
 
 
 def _umask() -> int:
@@ -96,3 +98,14 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_utf8(path: str | os.PathLike) -> str:
+    """The text of a UTF-8 file (a leading byte-order mark dropped); DataError naming the line of a non-UTF-8 byte."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: byte {data[err.start]:#04x} is not UTF-8; re-encode the file as "
+                        "UTF-8 (e.g. iconv -f latin1 -t utf-8) or fetch it again") from None

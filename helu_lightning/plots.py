@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .callbacks.monitor import STATS
-from .io import atomic_write_bytes
+from .errors import DataError, MissingDataError, UserError
+from .io import atomic_write_bytes, read_utf8
 
-__all__ = ["find_metrics_csv", "main", "plot_runs", "read_metrics"]
+__all__ = ["build_parser", "find_metrics_csv", "main", "plot_runs", "read_metrics", "run"]
 
 Series = dict[str, list[tuple[float, float]]]  # metric name -> [(x, value)]
 
@@ -31,13 +32,13 @@ def find_metrics_csv(run_dir: str | Path) -> Path:
     """``run_dir/metrics.csv``, else the most recently written ``metrics.csv`` below ``run_dir``."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist; give the CSVLogger directory of a run")
+        raise MissingDataError(f"run directory {run_dir} does not exist; give the CSVLogger directory of a run")
     direct = run_dir / "metrics.csv"
     if direct.is_file():
         return direct
     found = sorted(run_dir.rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"no metrics.csv under {run_dir}; train with a CSVLogger (trainer.logger: {{class_path: "
             "lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: runs, name: helu}}, as in "
             "configs/monitor.yaml) and pass its log directory"
@@ -46,29 +47,45 @@ def find_metrics_csv(run_dir: str | Path) -> Path:
 
 
 def read_metrics(path: str | Path) -> tuple[Series, Series]:
-    """Every logged metric of a CSVLogger ``metrics.csv`` as ``(by_step, by_epoch)`` series of ``(x, value)``."""
+    """Every logged metric of a CSVLogger ``metrics.csv`` as ``(by_step, by_epoch)`` series of ``(x, value)``.
+
+    Empty and non-finite cells are skipped; a row with the wrong field count or a cell that is not a number raises
+    DataError naming the file and line.
+    """
     by_step: Series = defaultdict(list)
     by_epoch: Series = defaultdict(list)
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            step, epoch = _number(row.get("step")), _number(row.get("epoch"))
-            for key, text in row.items():
-                value = _number(text)
-                if key in ("step", "epoch") or value is None:
-                    continue
-                if step is not None:
-                    by_step[key].append((step, value))
-                if epoch is not None:
-                    by_epoch[key].append((epoch, value))
+    reader = csv.reader(io.StringIO(read_utf8(path), newline=""))
+    header = next(reader, None)
+    if not header:
+        raise DataError(f"{path}, line 1: the file is empty; expected a CSVLogger metrics.csv with a header line")
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{path}, line {reader.line_num}: {len(row)} fields but the header has {len(header)}; "
+                            "the file looks truncated or edited: fix or delete the line")
+        values = {key: _number(text, path, reader.line_num, key) for key, text in zip(header, row)}
+        step, epoch = values.get("step"), values.get("epoch")
+        for key, value in values.items():
+            if key in ("step", "epoch") or value is None:
+                continue
+            if step is not None:
+                by_step[key].append((step, value))
+            if epoch is not None:
+                by_epoch[key].append((epoch, value))
     return dict(by_step), dict(by_epoch)
 
 
-def _number(text: str | None) -> float | None:
-    try:
-        value = float(text) if text not in (None, "") else None
-    except ValueError:
+def _number(text: str, path: str | Path, line: int, column: str) -> float | None:
+    """A cell's finite value, None for an empty or non-finite cell; DataError for text that is not a number."""
+    if text == "":
         return None
-    return value if value is not None and math.isfinite(value) else None
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{path}, line {line}: column {column!r} holds {text!r}, not a number; fix or delete the "
+                        "line") from None
+    return value if math.isfinite(value) else None
 
 
 def _natural(name: str) -> list:
@@ -95,32 +112,26 @@ def _panel_grid(count: int, title: str):
     return fig, axes
 
 
-def plot_runs(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None,
-              output_dir: str | Path = "plots") -> list[Path]:
-    """Write the PNGs for ``run_dirs`` (labelled ``labels``, default the directory names); return their paths."""
-    if not run_dirs:
-        raise ValueError("give at least one run directory")
-    labels = list(labels) if labels else [Path(d).resolve().name for d in run_dirs]
-    if len(labels) != len(run_dirs):
-        raise ValueError(f"got {len(labels)} labels {labels} for {len(run_dirs)} run directories; give one per run")
-    runs = [(label, dict(zip(("step", "epoch"), read_metrics(find_metrics_csv(d))))) for label, d in
-            zip(labels, run_dirs)]
-    output_dir = Path(output_dir)
-    written = []
-
+def _plot_alpha(runs: list[tuple[str, dict[str, Series]]], output_dir: Path) -> list[Path]:
+    """``alpha.png``: every run's alpha (and per-group alphas) over steps; nothing when no run logged alpha."""
     alpha_keys = sorted({k for _, s in runs for k in s["step"] if k == "alpha" or k.startswith("alpha/")})
-    if alpha_keys:
-        fig, (ax,) = _panel_grid(1, "HeLU alpha over training")
-        for label, series in runs:
-            for key in alpha_keys:
-                if key in series["step"]:
-                    xs, ys = zip(*series["step"][key])
-                    ax.plot(xs, ys, label=label if key == "alpha" else f"{label} {key[6:]}")
-        ax.set_xlabel("step")
-        ax.set_ylabel("alpha")
-        ax.legend(fontsize="small")
-        written.append(_save(fig, output_dir / "alpha.png"))
+    if not alpha_keys:
+        return []
+    fig, (ax,) = _panel_grid(1, "HeLU alpha over training")
+    for label, series in runs:
+        for key in alpha_keys:
+            if key in series["step"]:
+                xs, ys = zip(*series["step"][key])
+                ax.plot(xs, ys, label=label if key == "alpha" else f"{label} {key[6:]}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("alpha")
+    ax.legend(fontsize="small")
+    return [_save(fig, output_dir / "alpha.png")]
 
+
+def _plot_monitor(runs: list[tuple[str, dict[str, Series]]], output_dir: Path) -> list[Path]:
+    """``<stage>_<stat>.png`` for each ActivationMonitor statistic logged: all layers, then one panel per layer."""
+    written = []
     for stage, x_name in (("train", "step"), ("val", "epoch")):
         for stat in STATS:
             prefix = f"monitor/{stage}/{stat}"
@@ -140,25 +151,50 @@ def plot_runs(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = Non
                 ax.set_xlabel(x_name)
             axes[0].legend(fontsize="small")
             written.append(_save(fig, output_dir / f"{stage}_{stat}.png"))
+    return written
 
+
+def plot_runs(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None,
+              output_dir: str | Path = "plots") -> list[Path]:
+    """Write the PNGs for ``run_dirs`` (labelled ``labels``, default the directory names); return their paths."""
+    if not run_dirs:
+        raise UserError("give at least one run directory")
+    labels = list(labels) if labels else [Path(d).resolve().name for d in run_dirs]
+    if len(labels) != len(run_dirs):
+        raise UserError(f"got {len(labels)} labels {labels} for {len(run_dirs)} run directories; give one per run")
+    runs = [(label, dict(zip(("step", "epoch"), read_metrics(find_metrics_csv(d))))) for label, d in
+            zip(labels, run_dirs)]
+    output_dir = Path(output_dir)
+    written = _plot_alpha(runs, output_dir) + _plot_monitor(runs, output_dir)
     if not written:
-        raise ValueError(
+        raise UserError(
             f"no alpha or monitor metrics in {[str(d) for d in run_dirs]}; train with the AlphaScheduler and/or "
             "ActivationMonitor callbacks (configs/monitor.yaml) and a CSVLogger"
         )
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``helu-train plot RUN_DIR [RUN_DIR ...] --labels ... --output_dir DIR``."""
+def build_parser() -> argparse.ArgumentParser:
+    """The arguments of ``helu-train plot RUN_DIR [RUN_DIR ...] --labels ... --output_dir DIR``."""
     parser = argparse.ArgumentParser(prog="helu-train plot", description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", help="CSVLogger run directories (or parents of one)")
     parser.add_argument("--labels", nargs="+", default=None, help="one label per run directory")
     parser.add_argument("--output_dir", default="plots", help="where the PNGs go (default: plots)")
-    args = parser.parse_args(argv)
-    try:
-        paths = plot_runs(args.run_dirs, args.labels, args.output_dir)
-    except (FileNotFoundError, ValueError) as err:
-        parser.error(str(err))
+    return parser
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    """Write the plots for parsed ``args`` and print their paths; a missing run or bad log is a UserError."""
+    paths = plot_runs(args.run_dirs, args.labels, args.output_dir)
     for path in paths:
         print(path)
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``helu-train plot ...`` as a standalone entry point: errors exit 2 with argparse's short message."""
+    parser = build_parser()
+    try:
+        run(parser.parse_args(argv))
+    except UserError as err:
+        parser.error(str(err))

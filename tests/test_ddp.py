@@ -191,10 +191,10 @@ def test_fit_launch_arguments_parse(script: str, start: list[str], nodes: int, t
 def test_search_launch_arguments_parse(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     argv = _launched("search.sbatch", tmp_path)
     assert argv[:3] == ["--ntasks-per-node=1", "helu-train", "search"]
-    known, overrides = build_parser().parse_known_args(argv[3:])
-    assert known.storage == _SLURM_ENV["OPTUNA_STORAGE"] and known.config == str(OFFLINE)
+    known = build_parser().parse_args(argv[3:])
+    assert known.storage == _SLURM_ENV["OPTUNA_STORAGE"] and known.config == [str(OFFLINE)]
     # Each trial builds its LightningCLI from the config plus the overrides, as search.Objective does.
-    config = _print_config(["--config", known.config, *overrides], capsys, run=False)
+    config = _print_config(["--config", *known.config, *known.overrides], capsys, run=False)
     trainer = config["trainer"]
     assert (trainer["strategy"], str(trainer["devices"]), trainer["max_epochs"]) == ("ddp_spawn", "4", 7)
     assert trainer["plugins"]["class_path"].endswith("LightningEnvironment")

@@ -138,7 +138,7 @@ def test_vision_round_trip_every_format(vision_ckpt: Path, tmp_path: Path, capsy
     printed = capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.int8.onnx", "model.onnx", "model.pt2",
-                                                      "model.safetensors"]
+                                                      "model.py", "model.safetensors"]
     assert manifest["source"]["sha256"] == hashlib.sha256(vision_ckpt.read_bytes()).hexdigest()
     assert manifest["source"]["task"] == "helu_lightning.tasks.vision.VisionClassifier"
     assert manifest["activation"]["alpha"] == 0.05

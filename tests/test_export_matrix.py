@@ -95,7 +95,8 @@ def test_every_backbone_exports_in_every_format(backbone: str, in_channels: int,
                             backbone_options=BACKBONES[backbone], activation={"name": "helu", "alpha": 0.5}).eval()
     ckpt = _checkpoint(task, tmp_path / "model.ckpt")
     manifest = export_checkpoint(ckpt, tmp_path / "out", formats="safetensors,pt2,onnx")
-    assert manifest["files"] == {"safetensors": "model.safetensors", "pt2": "model.pt2", "onnx": "model.onnx"}
+    files = {"safetensors": "model.safetensors", "pt2": "model.pt2", "onnx": "model.onnx"}
+    assert manifest["files"].items() >= files.items()
     assert manifest["activation"]["layers"] and manifest["verification"]["relu_vs_helu"]["bitwise_equal"]
 
     batch = torch.randn(3, in_channels, 16, 16)  # another batch size than the one traced

@@ -23,15 +23,20 @@ from helu_lightning.cli import cli
 from helu_lightning.search import (
     KNOWN_PARAMS,
     Objective,
+    SearchOptions,
     SearchSetupError,
     apply_params,
     build_parser,
     calibrated_alpha,
+    compose_configs,
     fail_dead_local_trials,
+    infer_direction,
     load_space,
     logs_into,
     main,
     make_storage,
+    options_from_args,
+    run,
     run_search,
     trials_counted,
 )
@@ -90,7 +95,7 @@ def test_space_file_and_errors(tmp_path):
         load_space({"alpha": {"hgh": 1}})
     with pytest.raises(ValueError, match="needs low < high"):
         load_space({"alpha": {"low": 1.0, "high": 0.1}})
-    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+    with pytest.raises(SearchSetupError, match="nope.yaml"):
         load_space(tmp_path / "nope.yaml")
 
 
@@ -147,21 +152,23 @@ def test_bad_storage_urls_are_explained(tmp_path):
 
 
 def test_cli_errors_name_the_problem(tmp_path, capsys):
-    with pytest.raises(SystemExit, match=r"config '.*missing.yaml' does not exist"):
+    with pytest.raises(SearchSetupError, match=r"config '.*missing.yaml' does not exist"):
         main(["--config", str(tmp_path / "missing.yaml"), "--output_dir", str(tmp_path)])
-    with pytest.raises(SystemExit, match="unsupported storage URL 'mongodb://x'"):
+    with pytest.raises(SearchSetupError, match="unsupported storage URL 'mongodb://x'"):
         main(["--config", str(CONFIG), "--storage", "mongodb://x", "--output_dir", str(tmp_path)])
     space = tmp_path / "s.yaml"
     space.write_text("dropout: {low: 0, high: 0.5}\n")
-    with pytest.raises(SystemExit, match="unknown search parameter 'dropout'"):
+    with pytest.raises(SearchSetupError, match="unknown search parameter 'dropout'"):
         main(["--config", str(CONFIG), "--space", str(space), "--output_dir", str(tmp_path)])
-    with pytest.raises(SystemExit, match="--timeout must be a positive number of seconds, got -1"):
+    with pytest.raises(SearchSetupError, match="--timeout must be a positive number of seconds, got -1"):
         main(["--config", str(CONFIG), "--timeout", "-1", "--output_dir", str(tmp_path)])
-    with pytest.raises(SystemExit, match="takes one --config; merge yours into one file first"):
-        main(["--config", str(CONFIG), "--config=b.yaml", "--output_dir", str(tmp_path)])
+    for flag, least in (("--n_trials", 1), ("--max_retry", 0), ("--heartbeat_interval", 1), ("--grace_period", 1)):
+        with pytest.raises(SearchSetupError, match=f"{flag} must be at least {least}, got -1"):
+            main(["--config", str(CONFIG), flag, "-1", "--output_dir", str(tmp_path)])
     with pytest.raises(SystemExit):
         main(["--output_dir", str(tmp_path)])
     assert "--config" in capsys.readouterr().err
+    assert not (tmp_path / "study.db").exists()
 
 
 def _trial(state: TrialState, **kw) -> optuna.trial.FrozenTrial:
@@ -330,8 +337,7 @@ def test_a_poor_trial_is_pruned(tmp_path, one_thread):
     space.write_text("alpha: {}\nlr: {low: 1.0e-8, high: 0.1, log: true}\n")
     argv = search_argv(out, "--space", str(space), "--pruner", "median", "--pruner_startup_trials", "2", n_trials=3)
     argv.append("--no_calibration")
-    args, overrides = build_parser().parse_known_args(argv)
-    run_search(args, overrides)
+    run(build_parser().parse_args(argv))
     trials = optuna.load_study(study_name="t", storage=storage).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
     poor = trials[2]
@@ -364,7 +370,282 @@ def test_a_repeated_value_reuses_the_finished_trial(tmp_path):
 
 
 def test_setup_errors_come_before_any_trial(tmp_path):
-    args, overrides = build_parser().parse_known_args(search_argv(tmp_path, storage="ftp://x"))
+    args = build_parser().parse_args(search_argv(tmp_path, storage="ftp://x"))
     with pytest.raises(SearchSetupError, match="unsupported storage URL 'ftp://x'"):
-        run_search(args, overrides)
+        run_search(options_from_args(args))
     assert not (tmp_path / "trials").exists()
+
+
+# --- the direction follows the metric ----------------------------------------------------------------------------
+
+def _monitors(node: object) -> set[str]:
+    """Every string under a ``monitor`` key, at any depth."""
+    if isinstance(node, dict):
+        found = {v for k, v in node.items() if k == "monitor" and isinstance(v, str)}
+        return found.union(*(_monitors(v) for v in node.values()))
+    return set().union(*(_monitors(v) for v in node)) if isinstance(node, list) else set()
+
+
+SHIPPED_CONFIGS = sorted(ROOT.glob("configs/**/*.yaml"))
+SHIPPED_MONITORS = sorted(set().union(*(_monitors(yaml.safe_load(p.read_text())) for p in SHIPPED_CONFIGS)))
+
+
+@pytest.mark.parametrize(
+    "monitor, direction",
+    [
+        *[(m, "maximize") for m in SHIPPED_MONITORS],
+        ("val/loss", "minimize"), ("train/loss", "minimize"), ("val/matched/loss", "minimize"),
+        ("val_error", "minimize"), ("val/err", "minimize"), ("val/mse", "minimize"), ("val/MAE", "minimize"),
+        ("val/rmse", "minimize"), ("val/perplexity", "minimize"),
+        ("val/acc", "maximize"), ("val/accuracy", "maximize"), ("val/acc_top5", "maximize"), ("val/f1", "maximize"),
+        ("val/mcc", "maximize"), ("val/matthews", "maximize"), ("val/pearson", "maximize"),
+        ("val/spearman", "maximize"), ("val/auroc", "maximize"), ("val/precision", "maximize"),
+        ("val/recall", "maximize"), ("val/mismatched/acc", "maximize"),
+    ],
+)
+def test_direction_is_inferred_from_the_metric_name(monitor, direction, tmp_path):
+    assert infer_direction(monitor) == direction
+    options = options_from_args(build_parser().parse_args(["--config", str(CONFIG), "--monitor", monitor]))
+    assert options.direction == direction
+
+
+def test_shipped_monitors_are_all_known():
+    assert {"val/acc", "val/mcc", "val/f1", "val/pearson", "val/matched/acc"} <= set(SHIPPED_MONITORS)
+
+
+@pytest.mark.parametrize("monitor", ["val/foo", "val/dead_fraction", "val/loss_acc", "alpha"])
+def test_a_metric_of_unknown_direction_needs_an_explicit_direction(monitor, tmp_path):
+    argv = ["--config", str(CONFIG), "--output_dir", str(tmp_path), "--monitor", monitor]
+    with pytest.raises(SearchSetupError, match=rf"cannot tell whether to maximize or minimize '{monitor}'.*direction"):
+        main(argv)
+    for direction in ("maximize", "minimize"):
+        assert options_from_args(build_parser().parse_args([*argv, "--direction", direction])).direction == direction
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("monitor, contradiction", [("val/loss", "maximize"), ("val/acc", "minimize")])
+def test_a_contradicting_direction_is_refused_unless_forced(monitor, contradiction, tmp_path):
+    argv = ["--config", str(CONFIG), "--output_dir", str(tmp_path), "--monitor", monitor, "--direction", contradiction]
+    with pytest.raises(SearchSetupError, match=rf"--direction {contradiction} contradicts.*--force_direction"):
+        main(argv)
+    assert list(tmp_path.iterdir()) == []  # no study, no storage file
+    assert options_from_args(build_parser().parse_args([*argv, "--force_direction"])).direction == contradiction
+    agreeing = {"maximize": "minimize", "minimize": "maximize"}[contradiction]
+    assert SearchOptions(configs=(str(CONFIG),), monitor=monitor, direction=agreeing).direction == agreeing
+
+
+def test_an_existing_study_of_the_other_direction_is_refused(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="t", storage=storage, direction="maximize")  # e.g. val/loss made before the fix
+    with pytest.raises(SearchSetupError, match=r"'t' .* created to maximize 'val/loss', not to minimize it"):
+        main(search_argv(tmp_path, "--monitor", "val/loss", storage=storage))
+    assert not (tmp_path / "trials").exists()
+
+
+@pytest.mark.slow
+def test_a_loss_is_minimised_and_the_best_trial_has_the_lowest_loss(tmp_path, one_thread):
+    out = tmp_path / "search"
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: {low: 1.0e-6, high: 0.1}\n")  # log-uniform: from no learning to a good rate
+    extra = ["--monitor", "val/loss", "--space", str(space), "--pruner", "none", "--no_calibration"]
+    study = main(search_argv(out, *extra, n_trials=3))
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    values = [t.value for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(set(values)) > 1 and study.best_value == min(values)
+    assert f"val/loss={min(values):.6g}" in (out / "best.yaml").read_text()
+
+
+# --- the space and the trial config are checked before a study exists --------------------------------------------
+
+MOMENTUM = "target: model.init_args.optimizer.init_args.momentum"
+WIDTH = "target: model.init_args.backbone_options.width"
+BAD_SPACES = {
+    "negative alpha": ("alpha: {low: -0.1, high: 0.5}", r"'alpha': alpha must be positive, got low=-0.1"),
+    "zero alpha": ("alpha: {low: 0, high: 0.5, log: false}", r"'alpha': alpha must be positive, got low=0"),
+    "negative alpha choice": ("alpha: {type: categorical, choices: [0.01, -0.05]}", r"remove \[-0.05\]"),
+    "alpha choice not a number": ("alpha: {type: categorical, choices: [0.01, small]}", r"remove \['small'\]"),
+    "zero log range": ("lr: {low: 0, high: 0.1}", r"'lr': a log range needs low > 0, got low=0"),
+    "low above high": ("lr: {low: 0.1, high: 0.01}", r"'lr': needs low < high, got low=0.1 high=0.01"),
+    "choices a string": (f"momentum: {{{MOMENTUM}, type: categorical, choices: '0.9'}}", r"non-empty list.*'0.9'"),
+    "choices empty": (f"momentum: {{{MOMENTUM}, type: categorical, choices: []}}", r"non-empty list.*\[\]"),
+    "choices a mapping": (f"momentum: {{{MOMENTUM}, type: categorical, choices: [{{a: 1}}]}}", r"\[\{'a': 1\}\]"),
+    "fractional int step": (f"width: {{{WIDTH}, type: int, low: 8, high: 32, step: 2.5}}", r"step=2.5"),
+    "fractional int bound": (f"width: {{{WIDTH}, type: int, low: 8.5, high: 32}}", r"whole numbers, got low=8.5"),
+    "zero step": (f"momentum: {{{MOMENTUM}, low: 0.5, high: 0.9, step: 0}}", r"step must be a positive number"),
+    "log with step": ("lr: {low: 0.001, high: 0.1, step: 0.01}", r"a log range takes no step"),
+    "unknown key": ("alpha: {low: 0.001, hgh: 1}", r"'alpha': unknown keys \['hgh'\]"),
+    "bound not a number": ("alpha: {low: small, high: 1}", r"low must be a finite number, got 'small'"),
+    "nan bound": ("alpha: {low: .nan, high: 1}", r"low must be a finite number, got nan"),
+    "log not a boolean": ("alpha: {log: 'yes'}", r"log must be true or false, got 'yes'"),
+    "unknown schedule": ("schedule: {choices: [constant, exponential]}", r"remove \['exponential'\]"),
+    "not a mapping": ("alpha: 0.05", r"'alpha': expected a mapping"),
+    "unknown type": ("alpha: {type: uniform}", r"type must be float, int or categorical, got 'uniform'"),
+    "not YAML": ("alpha: {low: [", r"is not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SPACES, ids=list(BAD_SPACES))
+def test_a_bad_space_is_refused_before_a_study_exists(case, tmp_path):
+    text, message = BAD_SPACES[case]
+    space = tmp_path / "space.yaml"
+    space.write_text(text + "\n")
+    out = tmp_path / "search"
+    with pytest.raises(SearchSetupError, match=message) as err:
+        main(search_argv(out, "--space", str(space), n_trials=1))
+    assert "\n" not in str(err.value)  # one line, no traceback text
+    assert not out.exists()  # no study.db, no trial
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model.init_args.lrr=0.1"], r"does not parse.*lrr"),
+        (["--trainer.max_epochs=many"], r"does not parse.*trainer.max_epochs.*Given value: many"),
+        (["--n_trial", "3"], r"--n_trial is no search option: did you mean --n_trials\?"),
+        (["--montor", "val/acc"], r"--montor is no search option: did you mean --monitor\?"),
+    ],
+    ids=["config key", "config value", "search flag", "another search flag"],
+)
+def test_a_mistyped_option_fails_before_a_study_exists(extra, message, tmp_path):
+    out = tmp_path / "search"
+    built = []
+
+    def counting_cli(**kwargs):
+        built.append(kwargs)
+        return cli(**kwargs)
+
+    options = options_from_args(build_parser().parse_args(search_argv(out, *extra, n_trials=1)))
+    with pytest.raises(SearchSetupError, match=message):
+        run_search(options, counting_cli)
+    assert len(built) == 1 and "--print_config" in built[0]["args"]  # parsed once, nothing fitted or calibrated
+    assert not out.exists()
+
+
+def test_a_bad_config_value_fails_before_a_study_exists(tmp_path):
+    out = tmp_path / "search"
+    with pytest.raises(SearchSetupError, match=r"does not build: alpha must be a positive.*got -1"):
+        main(search_argv(out, "--model.init_args.activation.alpha=-1", n_trials=1))
+    assert not out.exists()
+
+
+def test_a_space_target_the_config_lacks_fails_before_a_study_exists(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("momentum: {target: model.init_args.optimiser.init_args.momentum, low: 0.8, high: 0.99}\n")
+    out = tmp_path / "search"
+    with pytest.raises(SearchSetupError, match=r"does not parse.*optimiser"):
+        main(search_argv(out, "--space", str(space), n_trials=1))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ("epochs: {target: trainer.max_epochs, type: categorical, choices: [2, many]}", "does not parse.*many"),
+        ("width: {target: model.init_args.backbone_options.width, type: categorical, choices: [wide, 16]}",
+         "does not build"),
+    ],
+    ids=["far end parsed", "near end built"],
+)
+def test_the_trial_config_is_checked_at_both_ends_of_the_space(space, message, tmp_path):
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(space + "\n")
+    with pytest.raises(SearchSetupError, match=message):
+        main(search_argv(tmp_path / "search", "--space", str(space_file), n_trials=1))
+    assert not (tmp_path / "search").exists()
+
+
+# --- several --config files compose in order ---------------------------------------------------------------------
+
+
+def _print_config(args: list[str], capsys: pytest.CaptureFixture) -> dict:
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli([*args, "--print_config"], run=False)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("second", ["monitor.yaml", "callbacks_example.yaml", "override"])
+def test_several_configs_compose_as_lightning_cli_composes_them(second, tmp_path, capsys):
+    if second == "override":  # a scalar, a nested mapping, another class_path, a list replaced
+        path = tmp_path / "override.yaml"
+        path.write_text(
+            "seed_everything: 3\nmodel:\n  init_args:\n    backbone_options: {width: 16}\n"
+            "    optimizer: {class_path: torch.optim.AdamW, init_args: {lr: 0.001}}\n"
+            "trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.EarlyStopping\n"
+            "      init_args: {monitor: val/acc, mode: max}\n"
+        )
+    else:
+        path = ROOT / "configs" / second
+    composed = tmp_path / "composed.yaml"
+    composed.write_text(yaml.safe_dump(compose_configs([str(CONFIG), str(path)], cli)))
+    root = f"--trainer.default_root_dir={tmp_path}"
+    ours = _print_config(["--config", str(composed), root], capsys)
+    lightning = _print_config(["--config", str(CONFIG), "--config", str(path), root], capsys)
+    assert ours == lightning
+    if second == "override":
+        assert ours["model"]["init_args"]["backbone_options"] == {"width": 16}  # a dict value is replaced
+        optimizer = ours["model"]["init_args"]["optimizer"]
+        assert optimizer["class_path"] == "torch.optim.AdamW" and optimizer["init_args"]["lr"] == 0.001
+    else:  # callbacks+: appended to the first file's
+        callbacks = [c["class_path"].rsplit(".", 1)[-1] for c in ours["trainer"]["callbacks"]]
+        assert callbacks[:3] == ["ModelCheckpoint", "RNGState", "LearningRateMonitor"] and len(callbacks) > 3
+
+
+@pytest.mark.slow
+def test_search_takes_several_configs(tmp_path, one_thread):
+    override = tmp_path / "narrow.yaml"
+    override.write_text("model:\n  init_args:\n    backbone_options: {width: 8}\n")
+    out = tmp_path / "search"
+    argv = search_argv(out, "--config", str(override), "--pruner", "none", "--no_calibration", n_trials=1)
+    study = main(argv)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+    trial_config = yaml.safe_load((out / "trials" / "0" / "config.yaml").read_text())
+    assert trial_config["model"]["init_args"]["backbone_options"] == {"width": 8}
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["model"]["init_args"]["backbone_options"]["width"] == 8 and best["data"] == trial_config["data"]
+
+
+def test_plots_of_a_parameter_that_took_one_value_write_quietly(tmp_path, recwarn):
+    from helu_lightning.search import write_plots
+
+    params = load_space({"alpha": {"type": "categorical", "choices": [0.05, 0.1]}})
+    study = optuna.create_study(direction="maximize")
+    dist = {"alpha": optuna.distributions.CategoricalDistribution([0.05, 0.1])}
+    for value in (0.5, 0.6):
+        study.add_trial(optuna.trial.create_trial(value=value, params={"alpha": 0.05}, distributions=dist))
+    written = write_plots(study, params, tmp_path)
+    assert [p.name for p in written] == ["history.png", "importance.png", "alpha_vs_metric.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
+    assert not [w for w in recwarn if "identical low and high" in str(w.message)]
+
+
+def test_private_optuna_attributes_are_touched_in_one_module_only():
+    import re
+
+    import helu_lightning.search as package
+
+    private = re.compile(r"\b(?:study|trial|storage|sampler|pruner)\._[a-z]\w*")
+    touching = {
+        path.name for path in Path(package.__file__).parent.glob("*.py") if private.search(path.read_text())
+    }
+    assert touching == {"optuna_internals.py"}
+
+
+def test_every_module_and_function_stays_small():
+    import ast
+
+    import helu_lightning.search as package
+
+    for path in Path(package.__file__).parent.glob("*.py"):
+        source = path.read_text()
+        assert source.count("\n") <= 300, path.name
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef):
+                assert node.end_lineno - node.lineno < 50, f"{path.name}:{node.name}"
+
+
+def test_the_did_you_mean_list_is_the_commands_flags():
+    from helu_lightning.search.options import SEARCH_FLAGS
+
+    flags = {flag for action in build_parser()._actions for flag in action.option_strings} - {"-h", "--help"}
+    assert set(SEARCH_FLAGS) == flags

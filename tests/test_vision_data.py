@@ -237,6 +237,11 @@ def test_fashion_mnist_missing_file_error_names_it_and_the_package(tmp_path):
         FashionMNISTDataModule(download=True)
 
 
+def _column(dataset, position: int) -> torch.Tensor:
+    """Every example's image (0) or label (1) of ``dataset``, stacked."""
+    return torch.stack([torch.as_tensor(dataset[i][position]) for i in range(len(dataset))])
+
+
 def test_digits_split_sizes_determinism_and_normalisation():
     from sklearn.datasets import load_digits
 
@@ -245,17 +250,17 @@ def test_digits_split_sizes_determinism_and_normalisation():
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (1257, 270, 270)
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (64, 1, 8, 8) and labels.dtype == torch.int64
-    every = torch.cat([dm.train_set.tensors[0], dm.val_set.tensors[0], dm.test_set.tensors[0]])
+    every = torch.cat([_column(dm.train_set, 0), _column(dm.val_set, 0), _column(dm.test_set, 0)])
     assert abs(every.mean().item()) < 1e-3 and abs(every.std().item() - 1) < 1e-3
     raw = torch.as_tensor(load_digits().images, dtype=torch.float32)
     order = torch.cat(seeded_split(1797, [0.15, 0.15], seed=5))
     assert torch.allclose((every * DIGITS_STD + DIGITS_MEAN) * 16, raw[order][:, None], atol=1e-4)
     again = DigitsDataModule(seed=5)
     again.setup()
-    assert torch.equal(again.test_set.tensors[0], dm.test_set.tensors[0])
+    assert torch.equal(_column(again.test_set, 0), _column(dm.test_set, 0))
     other = DigitsDataModule(seed=6)
     other.setup()
-    assert not torch.equal(other.test_set.tensors[1], dm.test_set.tensors[1])
+    assert not torch.equal(_column(other.test_set, 1), _column(dm.test_set, 1))
     with pytest.raises(ValueError, match="test_fraction must be above 0"):
         DigitsDataModule(test_fraction=0)
 

@@ -1,6 +1,10 @@
-"""Callbacks: alpha scheduling and ReLU-family activation monitors."""
+"""Callbacks: alpha scheduling, activation monitors, exact resumption, epoch counting and prediction writers."""
 
 from .alpha import SCHEDULES, AlphaScheduler, make_schedule
+from .epochs import EpochCounter
 from .monitor import ActivationMonitor, ActivationStats
+from .predictions import GluePredictionWriter, PredictionWriter
+from .rng import RNGState
 
-__all__ = ["SCHEDULES", "ActivationMonitor", "ActivationStats", "AlphaScheduler", "make_schedule"]
+__all__ = ["SCHEDULES", "ActivationMonitor", "ActivationStats", "AlphaScheduler", "EpochCounter",
+           "GluePredictionWriter", "PredictionWriter", "RNGState", "make_schedule"]

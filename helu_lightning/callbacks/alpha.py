@@ -14,206 +14,27 @@ same value without communicating, and a resumed run continues the same trajector
 
 from __future__ import annotations
 
-import bisect
-import difflib
 import fnmatch
-import importlib
 import math
-import numbers
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from ..activations import HeLU, check_alpha
+from ..errors import UserError
+from .schedules import SCHEDULES, Schedule, ScheduleFn, make_schedule
 
 __all__ = ["SCHEDULES", "AlphaScheduler", "make_schedule"]
-
-ScheduleFn = Callable[[int, int], float]
-
-
-def _positive(schedule: str, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"schedule {schedule!r}: {key} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _count(schedule: str, key: str, value: Any, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"schedule {schedule!r}: {key} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _progress(t: int, total: int) -> float:
-    return min(max(t / total, 0.0), 1.0) if total > 0 else 1.0
-
-
-def _cosine(start: float, end: float, p: float) -> float:
-    return end + (start - end) * (1.0 + math.cos(math.pi * p)) / 2.0
-
-
-# Each schedule is a module-level value function bound to its checked parameters with functools.partial, so a
-# built schedule pickles (ddp_spawn, deepcopy) and is called as f(t, total).
-
-
-def _constant_at(t: int, total: int, value: float) -> float:
-    return value
-
-
-def _linear_at(t: int, total: int, start: float, end: float) -> float:
-    return start + (end - start) * _progress(t, total)
-
-
-def _cosine_at(t: int, total: int, start: float, end: float) -> float:
-    return _cosine(start, end, _progress(t, total))
-
-
-def _exponential_at(t: int, total: int, start: float, gamma: float, end: float | None) -> float:
-    value = start * gamma**t
-    if end is None:
-        return value
-    return max(value, end) if gamma < 1 else min(value, end)
-
-
-def _step_at(t: int, total: int, values: list[float], milestones: list[int]) -> float:
-    return values[bisect.bisect_right(milestones, t)]
-
-
-def _warmup_at(t: int, total: int, start: float, peak: float, end: float, warmup: int, decay: str) -> float:
-    if t < warmup:
-        return start + (peak - start) * t / warmup
-    p = _progress(t - warmup, total - warmup)
-    return _cosine(peak, end, p) if decay == "cosine" else peak + (end - peak) * p
-
-
-def _callable_at(t: int, total: int, fn: Callable[..., float], kwargs: dict[str, Any]) -> float:
-    return fn(t, total, **kwargs)
-
-
-def _constant(value: float) -> ScheduleFn:
-    return partial(_constant_at, value=_positive("constant", "value", value))
-
-
-def _linear(start: float, end: float) -> ScheduleFn:
-    return partial(_linear_at, start=_positive("linear", "start", start), end=_positive("linear", "end", end))
-
-
-def _cosine_schedule(start: float, end: float) -> ScheduleFn:
-    return partial(_cosine_at, start=_positive("cosine", "start", start), end=_positive("cosine", "end", end))
-
-
-def _exponential(start: float, gamma: float, end: float | None = None) -> ScheduleFn:
-    return partial(_exponential_at, start=_positive("exponential", "start", start),
-                   gamma=_positive("exponential", "gamma", gamma),
-                   end=None if end is None else _positive("exponential", "end", end))
-
-
-def _step(values: list[float], milestones: list[int]) -> ScheduleFn:
-    values = [_positive("step", f"values[{i}]", v) for i, v in enumerate(values)]
-    milestones = [_count("step", f"milestones[{i}]", m) for i, m in enumerate(milestones)]
-    if len(values) != len(milestones) + 1:
-        raise ValueError(
-            f"schedule 'step' needs one more value than milestones (the value before the first milestone), got "
-            f"{len(values)} values {values} and {len(milestones)} milestones {milestones}"
-        )
-    if any(b <= a for a, b in zip(milestones, milestones[1:])):
-        raise ValueError(f"schedule 'step': milestones must be strictly increasing, got {milestones}")
-    return partial(_step_at, values=values, milestones=milestones)
-
-
-def _warmup(start: float, peak: float, end: float, warmup: int, decay: str = "cosine") -> ScheduleFn:
-    if decay not in ("cosine", "linear"):
-        raise ValueError(f"schedule 'warmup': decay must be 'cosine' or 'linear', got {decay!r}")
-    return partial(_warmup_at, start=_positive("warmup", "start", start), peak=_positive("warmup", "peak", peak),
-                   end=_positive("warmup", "end", end), warmup=_count("warmup", "warmup", warmup), decay=decay)
-
-
-def _import(path: str) -> Callable[..., Any]:
-    module_name, _, attr = path.replace(":", ".").rpartition(".")
-    if not module_name:
-        raise ValueError(
-            f"schedule 'callable': fn must be a dotted import path like 'my_pkg.schedules.f', got {path!r}"
-        )
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"schedule 'callable': cannot import fn {path!r}: {err}") from err
-    if not callable(fn):
-        raise ValueError(f"schedule 'callable': {path!r} is not callable")
-    return fn
-
-
-def _callable(fn: str | Callable[..., float], kwargs: Mapping[str, Any] | None = None) -> ScheduleFn:
-    fn = _import(fn) if isinstance(fn, str) else fn
-    if not callable(fn):
-        raise ValueError(f"schedule 'callable': fn must be a callable or a dotted import path, got {fn!r}")
-    return partial(_callable_at, fn=fn, kwargs=dict(kwargs or {}))
-
-
-# name -> builder taking the schedule's parameters; every schedule is then called as f(t, total) -> alpha.
-SCHEDULES: dict[str, Callable[..., ScheduleFn]] = {
-    "constant": _constant,
-    "linear": _linear,
-    "cosine": _cosine_schedule,
-    "exponential": _exponential,
-    "step": _step,
-    "warmup": _warmup,
-    "callable": _callable,
-}
-
-
-@dataclass
-class _Schedule:
-    """A built schedule: ``fn(t, total)`` plus its optional fixed length ``total`` (in steps or epochs)."""
-
-    name: str
-    fn: ScheduleFn
-    total: int | None = None
-
-    def __call__(self, t: int, total: int) -> float:
-        return self.fn(t, total)
-
-
-def make_schedule(spec: Mapping[str, Any] | ScheduleFn) -> _Schedule:
-    """Build a schedule from ``{name: cosine, start: 0.1, end: 0.01, total: 1000}`` or a function ``f(t, total)``.
-
-    Parameters per name (``total`` is optional for all; it defaults to the run's length in the interval unit):
-    constant(value); linear(start, end); cosine(start, end); exponential(start, gamma, end=None) = start*gamma**t
-    bounded by end; step(values, milestones); warmup(start, peak, end, warmup, decay='cosine'|'linear');
-    callable(fn: 'pkg.module.function', kwargs={}) calling fn(t, total, **kwargs).
-    """
-    if callable(spec) and not isinstance(spec, Mapping):
-        return _Schedule("callable", _callable(spec))
-    if not isinstance(spec, Mapping) or "name" not in spec:
-        raise ValueError(
-            f"a schedule is a mapping with a 'name' key, e.g. {{name: cosine, start: 0.1, end: 0.01}}, or a function "
-            f"f(t, total) -> alpha; got {spec!r}. Known schedules: {', '.join(SCHEDULES)}"
-        )
-    params = dict(spec)
-    name = str(params.pop("name")).lower()
-    if name not in SCHEDULES:
-        close = difflib.get_close_matches(name, SCHEDULES, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown alpha schedule {name!r}.{hint} Known schedules: {', '.join(SCHEDULES)}")
-    total = params.pop("total", None)
-    if total is not None:
-        total = _count(name, "total", total, minimum=1)
-    try:
-        fn = SCHEDULES[name](**params)
-    except TypeError as err:
-        raise ValueError(f"schedule {name!r} got parameters {sorted(params)}: {err}. {make_schedule.__doc__}") from err
-    return _Schedule(name, fn, total)
-
 
 @dataclass
 class _Group:
     name: str
     pattern: str | None
-    schedule: _Schedule
+    schedule: Schedule
     modules: dict[str, HeLU] = field(default_factory=dict)
     total: int | None = None
 
@@ -237,33 +58,33 @@ class AlphaScheduler(Callback):
         log: bool = True,
     ) -> None:
         if interval not in ("step", "epoch"):
-            raise ValueError(f"interval must be 'step' or 'epoch', got {interval!r}")
+            raise UserError(f"interval must be 'step' or 'epoch', got {interval!r}")
         if match not in ("glob", "regex"):
-            raise ValueError(f"match must be 'glob' (fnmatch) or 'regex' (re.search), got {match!r}")
+            raise UserError(f"match must be 'glob' (fnmatch) or 'regex' (re.search), got {match!r}")
         if schedule is None and not groups:
-            raise ValueError("AlphaScheduler needs a schedule, e.g. {name: cosine, start: 0.1, end: 0.01}, or groups")
+            raise UserError("AlphaScheduler needs a schedule, e.g. {name: cosine, start: 0.1, end: 0.01}, or groups")
         self.interval = interval
         self.match = match
         self.log_alpha = log
         self.groups: list[_Group] = []
         for i, group in enumerate(groups or []):
             if not isinstance(group, Mapping) or "pattern" not in group or "schedule" not in group:
-                raise ValueError(f"groups[{i}] must be {{pattern: '*layer1.*', schedule: {{...}}}}, got {group!r}")
+                raise UserError(f"groups[{i}] must be {{pattern: '*layer1.*', schedule: {{...}}}}, got {group!r}")
             unknown = set(group) - {"pattern", "schedule", "name"}
             if unknown:
-                raise ValueError(f"groups[{i}] has unknown keys {sorted(unknown)}; allowed: pattern, schedule, name")
+                raise UserError(f"groups[{i}] has unknown keys {sorted(unknown)}; allowed: pattern, schedule, name")
             pattern = str(group["pattern"])
             if match == "regex":
                 try:
                     re.compile(pattern)
                 except re.error as err:
-                    raise ValueError(f"groups[{i}]: pattern {pattern!r} is not a valid regex: {err}") from err
+                    raise UserError(f"groups[{i}]: pattern {pattern!r} is not a valid regex: {err}") from err
             self.groups.append(_Group(str(group.get("name", pattern)), pattern, make_schedule(group["schedule"])))
         if schedule is not None:
             self.groups.append(_Group("default", None, make_schedule(schedule)))
         names = [g.name for g in self.groups]
         if len(set(names)) != len(names):
-            raise ValueError(f"AlphaScheduler group names must be unique, got {names}; give each group a 'name'")
+            raise UserError(f"AlphaScheduler group names must be unique, got {names}; give each group a 'name'")
         self._last_t: int | None = None
         self._loaded_totals: dict[str, int] | None = None
 
@@ -283,7 +104,7 @@ class AlphaScheduler(Callback):
             return
         helus = {name: m for name, m in pl_module.named_modules() if isinstance(m, HeLU)}
         if not helus:
-            raise ValueError(
+            raise UserError(
                 f"AlphaScheduler found no HeLU module in {type(pl_module).__name__}; train with "
                 "activation {name: helu, alpha: ...} or remove the AlphaScheduler callback"
             )
@@ -297,7 +118,7 @@ class AlphaScheduler(Callback):
         for group in self.groups:
             if group.pattern is not None and not group.modules:
                 listed = ", ".join(list(helus)[:20]) + (" ..." if len(helus) > 20 else "")
-                raise ValueError(
+                raise UserError(
                     f"AlphaScheduler group {group.name!r}: pattern {group.pattern!r} ({self.match}) matches no HeLU "
                     f"module (or only ones an earlier group took). HeLU modules: {listed}"
                 )
@@ -319,7 +140,7 @@ class AlphaScheduler(Callback):
                 length = self._run_length(trainer) if length is None else length
                 group.total = length
             if group.total is None and group.schedule.name not in ("constant", "step", "exponential"):
-                raise ValueError(
+                raise UserError(
                     f"AlphaScheduler group {group.name!r}: the run has no fixed length (max_steps/max_epochs), so "
                     f"give the schedule a 'total' in {self.interval}s"
                 )
@@ -357,7 +178,7 @@ class AlphaScheduler(Callback):
             try:
                 alpha = check_alpha(raw)
             except ValueError as err:
-                raise ValueError(
+                raise UserError(
                     f"AlphaScheduler group {group.name!r} ({group.schedule.name}) gave alpha={raw!r} at "
                     f"{self.interval} {t}: {err}"
                 ) from err
@@ -377,7 +198,7 @@ class AlphaScheduler(Callback):
         saved = sorted(state_dict.get("totals", {}))
         current = sorted(g.name for g in self.groups)
         if saved != current or state_dict.get("interval") != self.interval:
-            raise ValueError(
+            raise UserError(
                 f"the checkpoint's AlphaScheduler had groups {saved} per {state_dict.get('interval')}, this one has "
                 f"{current} per {self.interval}; resume with the same scheduler settings"
             )

@@ -1,26 +1,68 @@
-"""``GluePredictionWriter``: ``helu-train predict`` output as GLUE submission files (``CoLA.tsv``, ``MNLI-m.tsv``,
-...; columns ``index`` and ``prediction``), ready to zip and upload to gluebenchmark.com.
+"""``helu-train predict`` writers: GLUE submission files (``GluePredictionWriter``) and a CSV of class predictions
+for vision and text classifiers (``PredictionWriter``).
 
-Predictions are class ids, except label names for MNLI, QNLI and RTE (``entailment``, ...) and scores in [0, 5]
-with three decimals for STS-B, as the GLUE server expects.
+Under DDP each rank predicts its own shard; the writers gather every rank's rows (Lightning's
+``strategy.all_gather``), keep one row per example index, sort by index and write once, on rank zero, atomically.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
+from torch import Tensor
 
 from ..data.glue import GlueTask
+from ..errors import UserError
 from ..io import atomic_write_text
 
-__all__ = ["GluePredictionWriter", "format_predictions"]
+__all__ = ["GluePredictionWriter", "PredictionWriter", "format_predictions", "gather_rows"]
 
 
-def format_predictions(task: GlueTask, idx: torch.Tensor, predictions: torch.Tensor) -> str:
+def _unique_by_index(index: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows sorted by index, one per index (the first seen: padded samplers repeat rows)."""
+    order = torch.argsort(index, stable=True)
+    index, values = index[order], values[order]
+    keep = torch.ones_like(index, dtype=torch.bool)
+    keep[1:] = index[1:] != index[:-1]
+    return index[keep], values[keep]
+
+
+def gather_rows(trainer: Trainer, index: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+    """Every rank's ``(index, values)`` rows, de-duplicated by index and sorted; each rank must call it.
+
+    Ranks may hold different row counts, so rows are padded to the largest count for ``all_gather`` and cut back.
+    """
+    if trainer.world_size > 1:
+        strategy = trainer.strategy
+        device = strategy.root_device
+        counts = strategy.all_gather(torch.tensor([len(index)], device=device)).flatten().tolist()
+        size = max(counts)
+
+        def padded(rows: Tensor) -> Tensor:
+            return torch.cat([rows, rows.new_zeros((size - len(rows), *rows.shape[1:]))]).to(device)
+
+        all_index, all_values = strategy.all_gather(padded(index)), strategy.all_gather(padded(values))
+        index = torch.cat([all_index[rank, :count] for rank, count in enumerate(counts)]).cpu()
+        values = torch.cat([all_values[rank, :count] for rank, count in enumerate(counts)]).cpu()
+    return _unique_by_index(index, values)
+
+
+def _per_loader(predictions: Any, batch_indices: Any) -> list[tuple[list, list]]:
+    """``(outputs, batch indices)`` per predict dataloader: Lightning flattens the lists when there is only one."""
+    several = bool(predictions) and isinstance(predictions[0], list)
+    outputs = predictions if several else [predictions]
+    indices = batch_indices if batch_indices and len(batch_indices) == len(outputs) else [[] for _ in outputs]
+    return list(zip(outputs, indices))
+
+
+def format_predictions(task: GlueTask, idx: Tensor, predictions: Tensor) -> str:
     """The text of one submission file: a header, then ``index<TAB>prediction`` rows sorted by index."""
     order = torch.argsort(idx)
     lines = ["index\tprediction"]
@@ -38,8 +80,10 @@ def format_predictions(task: GlueTask, idx: torch.Tensor, predictions: torch.Ten
 class GluePredictionWriter(BasePredictionWriter):
     """Write each predict dataloader's outputs to ``output_dir/<GLUE file name>`` (atomically) at epoch end.
 
-    Needs a ``GlueClassifier`` (its ``spec`` names the task and labels) whose ``predict_step`` returns
-    ``{"idx", "prediction"}``; the file names come from the task's test splits, in dataloader order.
+    ``CoLA.tsv``, ``MNLI-m.tsv``, ...; columns ``index`` and ``prediction``, ready to zip and upload to
+    gluebenchmark.com. Predictions are class ids, except label names for MNLI, QNLI and RTE (``entailment``, ...)
+    and scores in [0, 5] with three decimals for STS-B, as the GLUE server expects. Needs a ``GlueClassifier``
+    (its ``spec`` names the task and labels) whose ``predict_step`` returns ``{"idx", "prediction"}``.
     """
 
     def __init__(self, output_dir: str = "glue_predictions") -> None:
@@ -51,16 +95,95 @@ class GluePredictionWriter(BasePredictionWriter):
                            batch_indices: Any) -> None:
         task: GlueTask | None = getattr(pl_module, "spec", None)
         if task is None:
-            raise ValueError("GluePredictionWriter writes GLUE submissions and needs a GlueClassifier with a GLUE "
-                             f"task; {type(pl_module).__name__} has none. Remove the callback for other tasks.")
-        # One dataloader gives a flat list of batch outputs; several give one list per dataloader.
-        per_loader = predictions if predictions and isinstance(predictions[0], list) else [predictions]
+            raise UserError("GluePredictionWriter writes GLUE submissions and needs a GlueClassifier with a GLUE "
+                            f"task; {type(pl_module).__name__} has none. Use PredictionWriter for other tasks.")
+        loaders = _per_loader(predictions, batch_indices)
         files = [split.submission for split in task.test]
-        if len(per_loader) != len(files):
-            raise ValueError(f"GLUE {task.directory} has {len(files)} test file(s) {files} but predict ran "
-                             f"{len(per_loader)} dataloader(s); use GlueDataModule for the predict data")
+        if len(loaders) != len(files):
+            raise UserError(f"GLUE {task.directory} has {len(files)} test file(s) {files} but predict ran "
+                            f"{len(loaders)} dataloader(s); use GlueDataModule for the predict data")
         self.written = []
-        for name, outputs in zip(files, per_loader):
+        for name, (outputs, _) in zip(files, loaders):
             idx = torch.cat([out["idx"].cpu() for out in outputs])
             values = torch.cat([out["prediction"].float().cpu() for out in outputs])
-            self.written.append(atomic_write_text(self.output_dir / name, format_predictions(task, idx, values)))
+            idx, values = gather_rows(trainer, idx, values)
+            path = self.output_dir / name
+            if trainer.is_global_zero:
+                atomic_write_text(path, format_predictions(task, idx, values))
+            self.written.append(path)
+        trainer.strategy.barrier("GluePredictionWriter")
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Write class predictions of a vision or text classifier to a CSV file at the end of ``predict``.
+
+    Columns: ``index`` (the example's position in the predict set, or its ``idx`` when batches carry one, as text
+    batches do), ``label`` (the class name where the DataModule has ``class_names``, else the class id) and
+    ``probability``, then ``label_2, probability_2 ... label_k, probability_k`` for the runners-up (``top_k``).
+    The file is ``output_file`` (default ``<trainer.default_root_dir>/predictions.csv``); with several predict
+    dataloaders, ``predictions_<n>.csv``. Needs ``predict_step`` to return class probabilities, as a tensor or
+    under the key ``probabilities`` (``VisionClassifier`` and ``GlueClassifier(task="classification")`` do).
+    """
+
+    def __init__(self, output_file: str | None = None, top_k: int = 5) -> None:
+        super().__init__(write_interval="epoch")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise UserError(f"PredictionWriter top_k must be an integer >= 1 (e.g. 5), got {top_k!r}")
+        self.output_file = None if output_file is None else Path(output_file)
+        self.top_k = top_k
+        self.written: list[Path] = []
+
+    def _path(self, trainer: Trainer, loader: int, loaders: int) -> Path:
+        path = self.output_file or Path(trainer.default_root_dir) / "predictions.csv"
+        return path if loaders == 1 else path.with_name(f"{path.stem}_{loader}{path.suffix}")
+
+    def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions: Any,
+                           batch_indices: Any) -> None:
+        names = getattr(trainer.datamodule, "class_names", None)
+        loaders = _per_loader(predictions, batch_indices)
+        self.written = []
+        for number, (outputs, indices) in enumerate(loaders):
+            index, probabilities = gather_rows(trainer, *self._rows(trainer, outputs, indices))
+            path = self._path(trainer, number, len(loaders))
+            if trainer.is_global_zero:
+                atomic_write_text(path, self.to_csv(index, probabilities, names))
+            self.written.append(path)
+        trainer.strategy.barrier("PredictionWriter")
+
+    @staticmethod
+    def _rows(trainer: Trainer, outputs: list, indices: list) -> tuple[Tensor, Tensor]:
+        """(index, probabilities) of one dataloader's batch outputs on this rank."""
+        if not outputs:
+            return torch.zeros(0, dtype=torch.long), torch.zeros(0, 0)
+        if isinstance(outputs[0], Mapping):
+            if "probabilities" not in outputs[0]:
+                raise UserError("PredictionWriter needs class probabilities, but predict_step returned keys "
+                                f"{sorted(outputs[0])}; for GLUE submissions use GluePredictionWriter")
+            probabilities = torch.cat([out["probabilities"].float().cpu() for out in outputs])
+            if "idx" in outputs[0]:
+                return torch.cat([out["idx"].cpu() for out in outputs]).long(), probabilities
+        else:
+            probabilities = torch.cat([out.float().cpu() for out in outputs])
+        if indices:
+            return torch.tensor([i for batch in indices for i in batch], dtype=torch.long), probabilities
+        if trainer.world_size > 1:
+            raise UserError("PredictionWriter cannot tell which examples each DDP rank predicted: use a plain "
+                            "DataLoader for predict, or return {'idx': ..., 'probabilities': ...} from predict_step")
+        return torch.arange(len(probabilities)), probabilities
+
+    def to_csv(self, index: Tensor, probabilities: Tensor, names: Sequence[str] | None = None) -> str:
+        """The CSV text: a header and one row per example, classes ranked by probability."""
+        k = min(self.top_k, probabilities.shape[1]) if probabilities.ndim == 2 else 1
+        header = ["index", "label", "probability"]
+        header += [f"{column}_{rank}" for rank in range(2, k + 1) for column in ("label", "probability")]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        if len(index):
+            top = torch.topk(probabilities, k, dim=1)
+            for i, values, classes in zip(index.tolist(), top.values.tolist(), top.indices.tolist()):
+                row: list[Any] = [i]
+                for value, label in zip(values, classes):
+                    row += [names[label] if names is not None else label, f"{value:.6f}"]
+                writer.writerow(row)
+        return buffer.getvalue()

@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..checkpoints import TrustedLoading
+from ..errors import UserError
 
 __all__ = ["ImageDataModule", "TransformedSubset", "seeded_split"]
 
@@ -21,7 +22,7 @@ def seeded_split(n: int, holdout_fractions: Sequence[float], seed: int) -> list[
     ``round(n * holdout_fractions[i])`` indices (at least one when its fraction is above zero)."""
     sizes = [max(1, round(n * f)) if f > 0 else 0 for f in holdout_fractions]
     if sum(sizes) >= n:
-        raise ValueError(
+        raise UserError(
             f"holdout fractions {list(holdout_fractions)} of {n} examples leave nothing to train on; "
             "use smaller fractions (e.g. val_fraction: 0.1)"
         )
@@ -51,11 +52,11 @@ class TransformedSubset(Dataset):
 
 
 def check_fraction(name: str, value: float) -> float:
-    """Return ``value`` as a float in [0, 1), or raise ValueError naming the argument and a valid example."""
+    """Return ``value`` as a float in [0, 1), or raise UserError naming the argument and a valid example."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a number in [0, 1) such as 0.1, got {value!r}")
+        raise UserError(f"{name} must be a number in [0, 1) such as 0.1, got {value!r}")
     if not 0 <= value < 1:
-        raise ValueError(f"{name} must lie in [0, 1) (a fraction of the training set, e.g. 0.1), got {value}")
+        raise UserError(f"{name} must lie in [0, 1) (a fraction of the training set, e.g. 0.1), got {value}")
     return float(value)
 
 
@@ -81,9 +82,9 @@ class ImageDataModule(TrustedLoading, LightningDataModule):
     ) -> None:
         super().__init__()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer such as 128, got {batch_size!r}")
+            raise UserError(f"batch_size must be a positive integer such as 128, got {batch_size!r}")
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an integer >= 0 (0 loads in the main process), got {num_workers!r}")
+            raise UserError(f"num_workers must be an integer >= 0 (0 loads in the main process), got {num_workers!r}")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = bool(pin_memory)
@@ -94,9 +95,26 @@ class ImageDataModule(TrustedLoading, LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """The class names in label order, where the data set has them (prediction files show them)."""
+        return None
+
     def build(self) -> tuple[Dataset, Dataset | None, Dataset]:
         """Return the (train, validation or None, test) data sets, transforms applied."""
         raise NotImplementedError
+
+    def split(self, data: Dataset, train_transform: Callable | None, eval_transform: Callable | None,
+              test_data: Dataset | None = None, test_fraction: float = 0.0) -> tuple[Dataset, Dataset | None, Dataset]:
+        """(train, validation or None, test): a seeded validation split of ``data`` and the test set ``test_data``
+        (or, when there is none, a seeded ``test_fraction`` of ``data``); only training examples are augmented."""
+        fractions = [self.val_fraction] + ([test_fraction] if test_data is None else [])
+        train_index, val_index, *test_index = seeded_split(len(data), fractions, self.seed)
+        train = TransformedSubset(data, train_index, train_transform)
+        val = TransformedSubset(data, val_index, eval_transform) if len(val_index) else None
+        if test_data is None:
+            return train, val, TransformedSubset(data, test_index[0], eval_transform)
+        return train, val, TransformedSubset(test_data, range(len(test_data)), eval_transform)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

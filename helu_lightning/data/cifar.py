@@ -18,7 +18,8 @@ from torchvision import datasets
 from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.transforms import v2
 
-from helu_lightning.data.base import ImageDataModule, TransformedSubset, seeded_split
+from helu_lightning.data.base import ImageDataModule
+from helu_lightning.errors import MissingDataError
 
 __all__ = ["CIFAR100DataModule", "CIFAR10DataModule", "cifar_transforms"]
 
@@ -81,6 +82,7 @@ class CIFAR10DataModule(ImageDataModule):
         self.root = root.parent if root.name == self.dataset_class.base_folder else root
         self.download = bool(download)
         self.augment = bool(augment)
+        self._class_names: list[str] | None = None
 
     @property
     def folder(self) -> Path:
@@ -100,7 +102,7 @@ class CIFAR10DataModule(ImageDataModule):
             return
         cls = self.dataset_class
         found = "does not exist" if not self.folder.is_dir() else f"lacks {', '.join(missing)}"
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"{self.title} not found: {self.folder} {found}. Expected the official python version there: "
             f"{', '.join(self.expected_files())}. Fix: set download: true (needs a network), or fetch {cls.url} "
             f"by hand and unpack it with `tar -xzf {cls.filename} -C {self.root}`, or point data_dir at the "
@@ -125,12 +127,14 @@ class CIFAR10DataModule(ImageDataModule):
     def build(self) -> tuple[Dataset, Dataset | None, Dataset]:
         self.check_files()
         train_data, test_data = self._load(train=True), self._load(train=False)
-        eval_transform = cifar_transforms(self.mean, self.std, augment=False)
-        train_index, val_index = seeded_split(len(train_data), [self.val_fraction], self.seed)
-        train = TransformedSubset(train_data, train_index, cifar_transforms(self.mean, self.std, self.augment))
-        val = TransformedSubset(train_data, val_index, eval_transform) if len(val_index) else None
-        test = TransformedSubset(test_data, range(len(test_data)), eval_transform)
-        return train, val, test
+        self._class_names = list(train_data.classes)
+        return self.split(train_data, cifar_transforms(self.mean, self.std, self.augment),
+                          cifar_transforms(self.mean, self.std, augment=False), test_data)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The names in the data set's meta file (known once the data is set up)."""
+        return self._class_names
 
 
 class CIFAR100DataModule(CIFAR10DataModule):

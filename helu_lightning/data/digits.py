@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from helu_lightning.data.base import ImageDataModule, check_fraction, seeded_split
+from helu_lightning.data.base import ImageDataModule, check_fraction
+from helu_lightning.errors import UserError
 
 __all__ = ["DigitsDataModule", "load_digit_tensors"]
 
@@ -49,10 +50,11 @@ class DigitsDataModule(ImageDataModule):
         self.save_hyperparameters()
         self.test_fraction = check_fraction("test_fraction", test_fraction)
         if self.test_fraction == 0:
-            raise ValueError("test_fraction must be above 0 (the test split is held out from the 1,797 digits), got 0")
+            raise UserError("test_fraction must be above 0 (the test split is held out from the 1,797 digits), got 0")
 
     def build(self) -> tuple[Dataset, Dataset | None, Dataset]:
-        images, labels = load_digit_tensors()
-        train, val, test = seeded_split(len(labels), [self.val_fraction, self.test_fraction], self.seed)
-        val_set = TensorDataset(images[val], labels[val]) if len(val) else None
-        return TensorDataset(images[train], labels[train]), val_set, TensorDataset(images[test], labels[test])
+        return self.split(TensorDataset(*load_digit_tensors()), None, None, test_fraction=self.test_fraction)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [str(digit) for digit in range(10)]

@@ -20,7 +20,8 @@ from torchvision import datasets
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.transforms import v2
 
-from helu_lightning.data.base import ImageDataModule, TransformedSubset, seeded_split
+from helu_lightning.data.base import ImageDataModule
+from helu_lightning.errors import DataError, MissingDataError, UserError
 
 __all__ = ["FashionMNISTDataModule", "read_idx"]
 
@@ -94,13 +95,17 @@ class FashionMNISTDataModule(ImageDataModule):
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers, val_fraction, seed)
         self.save_hyperparameters()
         if download and data_dir is None:
-            raise ValueError(
+            raise UserError(
                 "download: true needs a writable data_dir to download Fashion-MNIST into (e.g. data_dir: data); "
                 f"or leave download off and `apt-get install dataset-fashion-mnist` (files in {DEBIAN_DIR})"
             )
         self.data_dir = None if data_dir is None else Path(data_dir).expanduser()
         self.download = bool(download)
         self.augment = bool(augment)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(datasets.FashionMNIST.classes)
 
     def search_dirs(self) -> list[Path]:
         if self.data_dir is None:
@@ -121,7 +126,7 @@ class FashionMNISTDataModule(ImageDataModule):
         missing = [FILES[key] for key, path in found.items() if path is None]
         if missing:
             where = " or ".join(str(folder) for folder in self.search_dirs())
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"Fashion-MNIST not found: no {', '.join(missing)} (plain or .gz) in {where}. Fix: "
                 f"`apt-get install dataset-fashion-mnist` and leave data_dir unset (it reads {DEBIAN_DIR}), "
                 "or pass data_dir: a folder holding the four IDX files train-images-idx3-ubyte, "
@@ -139,7 +144,7 @@ class FashionMNISTDataModule(ImageDataModule):
         images = read_idx(files[f"{split}_images"], read_image_file)
         labels = read_idx(files[f"{split}_labels"], read_label_file)
         if len(images) != len(labels) or tuple(images.shape[1:]) != (28, 28):
-            raise ValueError(
+            raise DataError(
                 f"Fashion-MNIST {split} files disagree: {files[f'{split}_images']} holds images of shape "
                 f"{tuple(images.shape)}, {files[f'{split}_labels']} holds {len(labels)} labels; expected N 28x28 "
                 "images and N labels. Replace the files with the official ones."
@@ -149,9 +154,5 @@ class FashionMNISTDataModule(ImageDataModule):
     def build(self) -> tuple[Dataset, Dataset | None, Dataset]:
         files = self.resolve_files()
         train_data, test_data = self._read_split(files, "train"), self._read_split(files, "test")
-        eval_transform = fashion_mnist_transforms(augment=False)
-        train_index, val_index = seeded_split(len(train_data), [self.val_fraction], self.seed)
-        train = TransformedSubset(train_data, train_index, fashion_mnist_transforms(self.augment))
-        val = TransformedSubset(train_data, val_index, eval_transform) if len(val_index) else None
-        test = TransformedSubset(test_data, range(len(test_data)), eval_transform)
-        return train, val, test
+        return self.split(train_data, fashion_mnist_transforms(self.augment), fashion_mnist_transforms(augment=False),
+                          test_data)

@@ -16,7 +16,8 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from helu_lightning.data.base import ImageDataModule, TransformedSubset, seeded_split
+from helu_lightning.data.base import ImageDataModule
+from helu_lightning.errors import DataError, MissingDataError, UserError
 
 __all__ = ["ImagenetteDataModule", "imagenet_transforms"]
 
@@ -61,9 +62,9 @@ class ImagenetteDataModule(ImageDataModule):
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers, val_fraction, seed)
         self.save_hyperparameters()
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-            raise ValueError(f"image_size must be an integer >= 8 (square crop side, e.g. 160), got {image_size!r}")
+            raise UserError(f"image_size must be an integer >= 8 (square crop side, e.g. 160), got {image_size!r}")
         if isinstance(crop_fraction, bool) or not isinstance(crop_fraction, (int, float)) or not 0 < crop_fraction <= 1:
-            raise ValueError(f"crop_fraction must lie in (0, 1] (usually 0.875), got {crop_fraction!r}")
+            raise UserError(f"crop_fraction must lie in (0, 1] (usually 0.875), got {crop_fraction!r}")
         self.root = Path(data_dir).expanduser()
         self.image_size = image_size
         self.crop_fraction = float(crop_fraction)
@@ -73,7 +74,7 @@ class ImagenetteDataModule(ImageDataModule):
         """Raise FileNotFoundError naming the missing ``train/`` / ``val/`` folder and how to get Imagenette."""
         missing = [f"{name}/" for name in ("train", "val") if not (self.root / name).is_dir()]
         if missing:
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"Imagenette not found: {self.root} lacks {' and '.join(missing)}. Expected "
                 f"{self.root}/train/<class>/*.JPEG and {self.root}/val/<class>/*.JPEG. Fix: download {IMAGENETTE_URL}, "
                 f"unpack it with `tar -xzf imagenette2-160.tgz -C data`, and set data_dir to data/imagenette2-160 "
@@ -84,6 +85,10 @@ class ImagenetteDataModule(ImageDataModule):
     def classes(self) -> list[str]:
         self.check_folders()
         return datasets.folder.find_classes(str(self.root / "train"))[0]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.classes
 
     @property
     def num_classes(self) -> int:
@@ -99,14 +104,9 @@ class ImagenetteDataModule(ImageDataModule):
         if test_data.classes != train_data.classes:
             only_train = sorted(set(train_data.classes) - set(test_data.classes))
             only_val = sorted(set(test_data.classes) - set(train_data.classes))
-            raise ValueError(
+            raise DataError(
                 f"{self.root}/train and {self.root}/val must hold the same class folders; only in train: "
                 f"{only_train}, only in val: {only_val}. Add or remove folders so both match."
             )
-        eval_transform = imagenet_transforms(self.image_size, self.crop_fraction, augment=False)
-        train_transform = imagenet_transforms(self.image_size, self.crop_fraction, self.augment)
-        train_index, val_index = seeded_split(len(train_data), [self.val_fraction], self.seed)
-        train = TransformedSubset(train_data, train_index, train_transform)
-        val = TransformedSubset(train_data, val_index, eval_transform) if len(val_index) else None
-        test = TransformedSubset(test_data, range(len(test_data)), eval_transform)
-        return train, val, test
+        return self.split(train_data, imagenet_transforms(self.image_size, self.crop_fraction, self.augment),
+                          imagenet_transforms(self.image_size, self.crop_fraction, augment=False), test_data)

@@ -15,7 +15,8 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from ..checkpoints import TrustedLoading
-from .glue import TokenizedDataset, load_tokenizer, tokenize_columns
+from ..errors import DataError, MissingDataError, UserError
+from .tokens import TokenizedDataset, load_tokenizer, tokenize_columns
 
 __all__ = ["TextClassificationDataModule", "bbc_news_dir", "read_text_folders"]
 
@@ -33,16 +34,20 @@ def read_text_folders(data_dir: str | Path) -> tuple[list[str], list[int], list[
     """Texts, label ids and class names (sorted folder names) of a folder-per-class corpus."""
     root = Path(data_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"text data directory {root} does not exist; it needs one sub-folder per class "
+        raise MissingDataError(f"text data directory {root} does not exist; it needs one sub-folder per class "
                                 "holding .txt documents")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
     texts, labels = [], []
     for label, name in enumerate(classes):
-        for path in sorted((root / name).glob("*.txt")):
+        documents = sorted((root / name).glob("*.txt"))
+        if not documents:
+            raise DataError(f"class folder {root / name} holds no .txt document; a class without examples cannot be "
+                            "learned or split. Add documents to it or remove the folder")
+        for path in documents:
             texts.append(path.read_text(encoding="utf-8", errors="replace").strip())
             labels.append(label)
-    if len(classes) < 2 or not texts:
-        raise ValueError(f"{root} holds {len(classes)} class folder(s) and {len(texts)} .txt file(s); a text "
+    if len(classes) < 2:
+        raise DataError(f"{root} holds {len(classes)} class folder(s) and {len(texts)} .txt file(s); a text "
                          "classification set needs at least two sub-folders of .txt documents")
     return texts, labels, classes
 
@@ -66,7 +71,7 @@ class TextClassificationDataModule(TrustedLoading, LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ValueError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) "
+            raise UserError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) "
                              "and sum to less than 1, e.g. 0.1 and 0.2")
         self.root = Path(data_dir) if data_dir else bbc_news_dir()
         self.texts, self.labels, self.classes = read_text_folders(self.root)
@@ -76,6 +81,11 @@ class TextClassificationDataModule(TrustedLoading, LightningDataModule):
     @property
     def num_labels(self) -> int:
         return len(self.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class folder names in label order (prediction files show them)."""
+        return self.classes
 
     @property
     def tokenizer(self) -> Any:

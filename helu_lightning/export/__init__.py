@@ -11,10 +11,11 @@ checks), ``graph`` (example inputs and dynamic shapes), ``writers`` (one writer 
 ``manifest``, ``output`` (where an export may go) and ``command`` (``build_parser``, ``run``, ``main``).
 """
 
+from ..batches import split_batch
 from ..checkpoints import CheckpointError
 from .command import FORMATS, build_parser, export_checkpoint, main, run
 from .graph import onnx_feeds, write_onnx
-from .loading import load_checkpoint, load_task, split_batch, val_loader
+from .loading import load_checkpoint, load_task, val_loader
 from .manifest import checkpoint_metrics
 from .output import ExportOutputError
 from .verify import VerificationError, to_relu, verify_bitwise

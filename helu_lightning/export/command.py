@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..batches import split_batch
 from ..errors import UserError
-from .loading import load_datamodule, load_task, split_batch, val_loader
+from .loading import load_datamodule, load_task, val_loader
 from .manifest import MANIFEST, build_manifest
 from .output import check_output_dir, export_folder
 from .quantize import quantize_int8
@@ -82,7 +83,8 @@ def export_checkpoint(
     files: dict[str, str] = {}
     with export_folder(output_dir, ckpt_path, overwrite) as tmp:
         for name in chosen:
-            files[name], verification[name] = WRITERS[name](job, tmp)
+            for key, (file, check) in WRITERS[name](job, tmp).items():
+                files[key], verification[key] = file, check
         quantization = quantize_int8(tmp, dm, plain, inputs, job.reference, max_batches) if quantize else None
         if quantization:
             files["onnx_int8"] = "model.int8.onnx"

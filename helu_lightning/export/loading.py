@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule
-from torch import Tensor, nn
+from torch import nn
 
 from ..checkpoints import CheckpointError, is_allowed_import_path, read_checkpoint
 
-__all__ = ["TRUST_FLAG", "load_checkpoint", "load_datamodule", "load_task", "split_batch", "val_loader"]
+__all__ = ["TRUST_FLAG", "load_checkpoint", "load_datamodule", "load_task", "val_loader"]
 
 TRUST_FLAG = "--trust_checkpoint"
 KNOWN_TASKS = ("helu_lightning.tasks.vision.VisionClassifier", "helu_lightning.tasks.glue.GlueClassifier")
-LABEL_KEYS = ("labels", "label")
 
 
 def load_checkpoint(path: str | Path, trust_checkpoint: bool = False) -> tuple[dict[str, Any], bytes]:
@@ -126,18 +125,3 @@ def val_loader(dm: LightningDataModule) -> Any:
             raise ValueError(f"{type(dm).__name__} has no validation split (val_fraction 0?)")
         loader = loader[0]
     return loader
-
-
-def split_batch(batch: Any, model: nn.Module) -> tuple[Tensor | dict[str, Tensor], Tensor | None]:
-    """A DataModule batch as (model inputs, labels): ``(x, y)`` tuples and dicts of tensors with a ``labels`` key."""
-    if isinstance(batch, Tensor):
-        return batch, None
-    if isinstance(batch, (list, tuple)):
-        return batch[0], (batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None)
-    if isinstance(batch, Mapping):
-        accepted = set(inspect.signature(model.forward).parameters)
-        inputs = {k: v for k, v in batch.items() if k in accepted and k not in LABEL_KEYS and isinstance(v, Tensor)}
-        labels = next((batch[k] for k in LABEL_KEYS if k in batch), None)
-        return inputs, labels
-    raise TypeError(f"cannot split a batch of type {type(batch).__name__} into model inputs and labels; "
-                    "use (inputs, labels) tuples or dicts of tensors with a 'labels' key")

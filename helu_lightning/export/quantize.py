@@ -10,8 +10,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor, nn
 
+from ..batches import split_batch
 from .graph import onnx_feeds
-from .loading import split_batch, val_loader
+from .loading import val_loader
 from .verify import compare
 
 __all__ = ["onnx_metric", "quantize_int8"]

@@ -1,5 +1,6 @@
 """One writer per export format, chosen by name from :data:`WRITERS`. Each writes into the export's temporary
-folder, reads what it wrote back with the format's own loader and compares it with the eager ReLU model."""
+folder, reads what it wrote back with the format's own loader and compares it with the eager ReLU model, and
+returns what it wrote as manifest key -> (file, verification)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,14 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch import Tensor, nn
 
+from ..models.standalone import write_loader
 from .graph import graph_inputs, onnx_feeds, write_onnx
 from .verify import VerificationError, check_format, compare, eager_logits
 
-__all__ = ["ExportJob", "WRITERS"]
+__all__ = ["ExportJob", "WRITERS", "Written"]
+
+# What a writer returns: manifest key -> (file or folder it wrote, its verification record).
+Written = dict[str, tuple[str, dict[str, Any]]]
 
 TOKENIZER_KEYS = ("tokenizer", "tokenizer_name", "tokenizer_name_or_path", "model_name_or_path",
                   "pretrained_model_name_or_path", "model_name", "pretrained", "backbone")
@@ -37,8 +42,9 @@ class ExportJob:
     tokenizer: str | None = None
 
 
-def write_safetensors(job: ExportJob, folder: Path) -> tuple[str, dict[str, Any]]:
-    """``model.safetensors``: the ReLU model's state dict, read back tensor for tensor."""
+def write_safetensors(job: ExportJob, folder: Path) -> Written:
+    """``model.safetensors``: the ReLU model's state dict, read back tensor for tensor; for a built-in backbone also
+    ``model.py``, which rebuilds it from the weights without helu-lightning."""
     from safetensors.torch import load_file, save_file
 
     state = {k: v.detach().clone().contiguous() for k, v in job.plain.state_dict().items()}
@@ -47,10 +53,14 @@ def write_safetensors(job: ExportJob, folder: Path) -> tuple[str, dict[str, Any]
     same = loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
     if not same:
         raise VerificationError("model.safetensors does not read back the tensors written; disk problem?")
-    return "model.safetensors", {"tensors": len(state), "read_back_equal": same}
+    written = {"safetensors": ("model.safetensors", {"tensors": len(state), "read_back_equal": same})}
+    loader = write_loader(job.task.hparams, job.plain, job.replaced, folder / "model.py", job.inputs)
+    if loader is not None:
+        written["loader"] = (loader["file"], loader)
+    return written
 
 
-def write_pt2(job: ExportJob, folder: Path) -> tuple[str, dict[str, Any]]:
+def write_pt2(job: ExportJob, folder: Path) -> Written:
     """``model.pt2``: a ``torch.export`` program with a dynamic batch (and sequence), reloaded and compared."""
     module, example, names, shapes = graph_inputs(job.plain, job.inputs)
     program = torch.export.export(module, example, dynamic_shapes=shapes)
@@ -58,10 +68,10 @@ def write_pt2(job: ExportJob, folder: Path) -> tuple[str, dict[str, Any]]:
     loaded = torch.export.load(str(folder / "model.pt2")).module()
     args = tuple(job.inputs[n] for n in names) if isinstance(job.inputs, Mapping) else (job.inputs,)
     with torch.no_grad():
-        return "model.pt2", check_format("pt2", compare(job.reference, loaded(*args)))
+        return {"pt2": ("model.pt2", check_format("pt2", compare(job.reference, loaded(*args))))}
 
 
-def write_onnx_checked(job: ExportJob, folder: Path) -> tuple[str, dict[str, Any]]:
+def write_onnx_checked(job: ExportJob, folder: Path) -> Written:
     """``model.onnx``: standard ops only (a Relu where HeLU was), onnxruntime reproduces the eager outputs."""
     import onnx
     import onnxruntime as ort
@@ -75,8 +85,8 @@ def write_onnx_checked(job: ExportJob, folder: Path) -> tuple[str, dict[str, Any
         raise VerificationError(f"the ONNX graph is not plain: custom domains {custom}, ops {ops}")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     output = torch.from_numpy(session.run(None, onnx_feeds(names, job.inputs))[0])
-    return "model.onnx", {**check_format("onnx", compare(job.reference, output)),
-                          "opset": graph.opset_import[0].version, "ops": ops}
+    return {"onnx": ("model.onnx", {**check_format("onnx", compare(job.reference, output)),
+                                    "opset": graph.opset_import[0].version, "ops": ops})}
 
 
 def _tokenizer(job: ExportJob) -> tuple[Any, str | None]:
@@ -104,7 +114,7 @@ def _tokenizer(job: ExportJob) -> tuple[Any, str | None]:
     return None, None
 
 
-def write_hf(job: ExportJob, folder: Path) -> tuple[str, dict[str, Any]]:
+def write_hf(job: ExportJob, folder: Path) -> Written:
     """``hf/``: save_pretrained + tokenizer, reloaded with plain AutoModelForSequenceClassification and compared."""
     from transformers import AutoModelForSequenceClassification
 
@@ -118,10 +128,10 @@ def write_hf(job: ExportJob, folder: Path) -> tuple[str, dict[str, Any]]:
               file=sys.stderr)
     reloaded = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
     result = check_format("hf", compare(job.reference, eager_logits(reloaded, job.inputs)))
-    return "hf", {**result, "hidden_act": getattr(reloaded.config, "hidden_act", None), "tokenizer": source}
+    return {"hf": ("hf", {**result, "hidden_act": getattr(reloaded.config, "hidden_act", None), "tokenizer": source})}
 
 
-WRITERS: dict[str, Callable[[ExportJob, Path], tuple[str, dict[str, Any]]]] = {
+WRITERS: dict[str, Callable[[ExportJob, Path], Written]] = {
     "safetensors": write_safetensors,
     "pt2": write_pt2,
     "onnx": write_onnx_checked,

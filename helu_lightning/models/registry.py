@@ -11,10 +11,11 @@ from torch import nn
 from ..activations import ActivationLike, activation_factory
 from .resnet import resnet18_cifar
 from .small_cnn import SmallCNN
+from .timm_models import TIMM_PREFIX, timm_classifier
 from .torchvision_models import torchvision_classifier
 from .wide_resnet import WideResNet
 
-__all__ = ["TORCHVISION_PREFIX", "available_backbones", "build_backbone", "register_backbone"]
+__all__ = ["TIMM_PREFIX", "TORCHVISION_PREFIX", "available_backbones", "build_backbone", "register_backbone"]
 
 TORCHVISION_PREFIX = "torchvision:"
 
@@ -27,7 +28,8 @@ _BACKBONES: dict[str, Callable[..., nn.Module]] = {
 
 
 def available_backbones() -> list[str]:
-    """Registered backbone names, sorted; any torchvision classifier is also available as ``torchvision:<name>``."""
+    """Registered backbone names, sorted; any torchvision classifier is also available as ``torchvision:<name>``
+    and any timm model as ``timm:<name>``."""
     return sorted(_BACKBONES)
 
 
@@ -35,8 +37,9 @@ def register_backbone(name: str, builder: Callable[..., nn.Module], overwrite: b
     """Add ``builder(num_classes, act, in_channels=..., **options)`` under ``name``."""
     if name in _BACKBONES and not overwrite:
         raise ValueError(f"backbone {name!r} is already registered; pass overwrite=True to replace it")
-    if name.startswith(TORCHVISION_PREFIX):
-        raise ValueError(f"backbone names starting with {TORCHVISION_PREFIX!r} are reserved for torchvision models")
+    for prefix in (TORCHVISION_PREFIX, TIMM_PREFIX):
+        if name.startswith(prefix):
+            raise ValueError(f"backbone names starting with {prefix!r} are reserved for {prefix[:-1]} models")
     _BACKBONES[name] = builder
 
 
@@ -51,12 +54,15 @@ def build_backbone(
     make = activation_factory(act)
     if name.startswith(TORCHVISION_PREFIX):
         return torchvision_classifier(name[len(TORCHVISION_PREFIX):], num_classes, make, in_channels, **options)
+    if name.startswith(TIMM_PREFIX):
+        return timm_classifier(name[len(TIMM_PREFIX):], num_classes, make, in_channels, **options)
     if name not in _BACKBONES:
         close = difflib.get_close_matches(name, _BACKBONES, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(
             f"unknown backbone {name!r}.{hint} Known backbones: {', '.join(available_backbones())}, or any torchvision "
-            f"classifier as '{TORCHVISION_PREFIX}<name>' (e.g. '{TORCHVISION_PREFIX}resnet18')."
+            f"classifier as '{TORCHVISION_PREFIX}<name>' (e.g. '{TORCHVISION_PREFIX}resnet18'), or any timm model as "
+            f"'{TIMM_PREFIX}<name>' (e.g. '{TIMM_PREFIX}resnet26d')."
         )
     try:
         return _BACKBONES[name](num_classes, make, in_channels=in_channels, **options)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torchvision
 from torch import nn
 
 from ..surgery import replace_activations
@@ -16,6 +15,8 @@ __all__ = ["torchvision_classifier", "torchvision_classifiers"]
 
 def torchvision_classifiers() -> list[str]:
     """Names of torchvision's classification models (``torchvision.models.list_models(torchvision.models)``)."""
+    import torchvision  # on first use: importing helu_lightning.models stays fast
+
     return torchvision.models.list_models(module=torchvision.models)
 
 
@@ -61,6 +62,8 @@ def torchvision_classifier(
     known = torchvision_classifiers()
     if name not in known:
         raise ValueError(f"unknown torchvision classification model {name!r}; choose one of: {', '.join(known)}")
+    import torchvision
+
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **options)
     if in_channels != 3:
         _set_in_channels(model, in_channels)

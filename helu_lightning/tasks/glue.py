@@ -25,6 +25,7 @@ from torchmetrics.classification import (
 )
 
 from ..activations import ActivationFactory, ActivationSpec, activation_factory
+from ..batches import split_batch
 from ..checkpoints import TrustedLoading
 from ..data.glue import GlueTask, glue_task
 from ..models.text import build_sequence_classifier
@@ -134,8 +135,7 @@ class GlueClassifier(TrustedLoading, LightningModule):
                              f"model.init_args.num_labels: {found} (or the same task in model and data)")
 
     def _outputs(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, Tensor]:
-        inputs = {k: v for k, v in batch.items() if k not in ("labels", "idx")}
-        labels = batch.get("labels")
+        inputs, labels = split_batch(batch)
         if labels is not None and self.is_regression:
             labels = labels.float()
         out = self.model(**inputs, labels=labels)
@@ -166,11 +166,12 @@ class GlueClassifier(TrustedLoading, LightningModule):
         self._eval_step(batch, "test", dataloader_idx)
 
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        """Example ids and predictions (class ids, or scores for regression) for ``GluePredictionWriter``."""
-        inputs = {k: v for k, v in batch.items() if k not in ("labels", "idx")}
-        logits = self.model(**inputs).logits
-        preds = logits.squeeze(-1) if self.is_regression else logits.argmax(-1)
-        return {"idx": batch["idx"], "prediction": preds}
+        """Example ids, predictions (class ids, or scores for regression) for ``GluePredictionWriter`` and, for
+        classification, class probabilities for ``PredictionWriter``."""
+        logits = self.model(**split_batch(batch)[0]).logits
+        if self.is_regression:
+            return {"idx": batch["idx"], "prediction": logits.squeeze(-1)}
+        return {"idx": batch["idx"], "prediction": logits.argmax(-1), "probabilities": torch.softmax(logits, dim=-1)}
 
     def configure_optimizers(self) -> Any:
         from transformers import get_linear_schedule_with_warmup

@@ -14,6 +14,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..activations import ActivationFactory, ActivationSpec, activation_factory
+from ..batches import split_batch
 from ..checkpoints import TrustedLoading
 from ..models import build_backbone
 
@@ -133,8 +134,7 @@ class VisionClassifier(TrustedLoading, LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Class probabilities for ``batch`` (images, or an ``(images, labels)`` pair)."""
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return torch.softmax(self(x), dim=-1)
+        return torch.softmax(self(split_batch(batch)[0]), dim=-1)
 
     def configure_optimizers(self) -> Any:
         if self.optimizer is None:

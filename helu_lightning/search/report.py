@@ -1,0 +1,102 @@
+"""What a search leaves behind: summary.csv (and a printed table), best.yaml, and PNG plots of the study."""
+
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from helu_lightning.io import atomic_write_bytes, atomic_write_text
+from helu_lightning.search.space import SearchParam, apply_params
+
+__all__ = ["format_table", "summary_rows", "write_outputs", "write_plots"]
+
+
+def write_outputs(study: optuna.Study, config: dict, params: list[SearchParam], output_dir: Path, monitor: str) -> None:
+    """best.yaml (a fit config), summary.csv (+ printed), and PNG plots of history, importance, alpha vs metric."""
+    rows = summary_rows(study, params)
+    header = list(rows[0]) if rows else ["number", "state", monitor]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(output_dir / "summary.csv", buffer.getvalue())
+    print(format_table(rows, header))
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        print(f"no trial of study {study.study_name!r} completed yet: no best.yaml or plots written")
+        return
+    best = study.best_trial
+    best_config = apply_params(config, params, best.params)
+    note = f"# helu-train search: best of study {study.study_name!r}, trial {best.number}, {monitor}={best.value:.6g}\n"
+    atomic_write_text(output_dir / "best.yaml", note + yaml.safe_dump(best_config, sort_keys=False))
+    print(f"best trial {best.number}: {monitor}={best.value:.6g} {best.params} -> {output_dir / 'best.yaml'}")
+    write_plots(study, params, output_dir / "plots")
+
+
+def summary_rows(study: optuna.Study, params: list[SearchParam]) -> list[dict[str, Any]]:
+    """One row per trial: number, state, value, each parameter, epochs trained and seconds taken."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        seconds = None
+        if t.datetime_complete and t.datetime_start:
+            seconds = (t.datetime_complete - t.datetime_start).total_seconds()
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                **{p.name: t.params.get(p.name) for p in params},
+                "epochs": t.user_attrs.get("epochs"),
+                "seconds": None if seconds is None else round(seconds, 2),
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]], header: list[str]) -> str:
+    """The rows as right-aligned text columns; floats to 4 significant digits, missing values as '-'."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    cells = [header] + [[cell(row[h]) for h in header] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
+    return "\n".join("  ".join(text.rjust(w) for text, w in zip(line, widths)) for line in cells)
+
+
+def write_plots(study: optuna.Study, params: list[SearchParam], plot_dir: Path) -> list[Path]:
+    """Optimisation history, parameter importance (two or more finished trials) and one slice per parameter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    plots: dict[str, Callable[[], Any]] = {"history": lambda: ovm.plot_optimization_history(study)}
+    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= 2:
+        plots["importance"] = lambda: ovm.plot_param_importances(study)
+    for p in params:
+        plots[f"{p.name}_vs_metric"] = lambda name=p.name: ovm.plot_slice(study, params=[name])
+    written = []
+    for name, plot in plots.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # A parameter that took one value so far gives a slice of zero width; matplotlib widens it itself.
+            warnings.filterwarnings("ignore", message="Attempting to set identical low and high xlims")
+            ax = plot()
+        figure = ax.flat[0].figure if hasattr(ax, "flat") else ax.figure
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        written.append(atomic_write_bytes(plot_dir / f"{name}.png", buffer.getvalue()))
+    return written
