@@ -37,7 +37,8 @@ def parse_formats(formats: str | Sequence[str] | None, hf: bool) -> list[str]:
         raise UserError(f"unknown export format(s) {unknown or formats!r}; choose from {', '.join(FORMATS)} "
                         "(comma-separated, e.g. --format safetensors,onnx)")
     if "hf" in items and not hf:
-        raise UserError("format 'hf' needs a Hugging Face model (task.model with save_pretrained); drop it from --format")
+        raise UserError("format 'hf' needs a Hugging Face model (task.model with save_pretrained); "
+                        "drop it from --format")
     return list(dict.fromkeys(items))
 
 
