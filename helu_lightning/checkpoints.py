@@ -1,32 +1,184 @@
-"""Reading checkpoints safely: one place that turns a missing, corrupt, foreign or pickle-carrying file into an
-error naming the path and the fix (used by ``helu-train fit/validate/test/predict --ckpt_path`` and ``export``)."""
+"""Reading checkpoints safely: the one reader behind ``helu-train fit/validate/test/predict --ckpt_path``,
+``helu-train export`` and the tasks' and DataModules' ``load_from_checkpoint``.
+
+A checkpoint is data from someone else. It is read with ``weights_only`` (no pickled objects), and every import
+path its hyper-parameters name (``class_path``, ``_class_path``, ``_instantiator``, or any dotted string that
+jsonargparse could import, at any depth) must resolve to an allowed class: this package's tasks, DataModules,
+callbacks and modules, ``torch.optim`` optimizers and LR schedulers, ``torch.nn`` modules and Lightning callbacks.
+Anything else stops with an error naming the key, unless the caller opts in to trusting the file.
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import io
+import os
 import pickle
+import re
 import zipfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
+import yaml
 
 from .errors import UserError
 
-__all__ = ["CheckpointError", "read_checkpoint"]
+__all__ = ["CheckpointError", "TrustedLoading", "check_trusted", "escaping_callback_paths", "read_checkpoint",
+           "untrusted_import_paths"]
+
+# Sections of a checkpoint that Lightning turns into constructor arguments ("hparams", "module_arguments": legacy).
+HPARAM_SECTIONS = ("hyper_parameters", "datamodule_hyper_parameters", "hparams", "module_arguments")
+# Keys whose value jsonargparse / Lightning always imports.
+IMPORT_KEYS = ("class_path", "_class_path", "_instantiator")
+ALLOWED_INSTANTIATORS = ("lightning.pytorch.cli.instantiate_module",)
+MAX_NODES, MAX_DEPTH = 100_000, 40  # per section; real hyper-parameters hold a few hundred values, 5 levels deep
+MAX_CONFIG_BYTES = 10 * 2**20  # a file a value names is read and checked up to this size, refused beyond
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
 
 class CheckpointError(UserError):
-    """A checkpoint that is missing, unreadable, or not a Lightning checkpoint."""
+    """A checkpoint that is missing, unreadable, not a Lightning checkpoint, or asks to import untrusted code."""
+
+
+def _allowed_bases(module: str) -> tuple[type, ...]:
+    """The classes an import path under ``module`` may name (empty: nothing there is allowed)."""
+    from lightning.pytorch import Callback, LightningDataModule, LightningModule
+    from torch import nn, optim
+
+    trees = {
+        "helu_lightning": (LightningModule, LightningDataModule, Callback, nn.Module),
+        "torch.optim": (optim.Optimizer, optim.lr_scheduler.LRScheduler, optim.lr_scheduler.ReduceLROnPlateau),
+        "torch.nn": (nn.Module,),
+        "lightning.pytorch.callbacks": (Callback,),
+    }
+    for tree, bases in trees.items():
+        if module == tree or module.startswith(tree + "."):
+            return bases
+    return ()
+
+
+def is_allowed_import_path(path: Any) -> bool:
+    """True when ``path`` names a class on the allow-list. Only modules inside the allowed trees are imported."""
+    if not isinstance(path, str) or not _DOTTED.fullmatch(path):
+        return False
+    if path in ALLOWED_INSTANTIATORS:
+        return True
+    module, _, name = path.rpartition(".")
+    bases = _allowed_bases(module)
+    if not bases or any(part.startswith("_") for part in path.split(".")):
+        return False
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(found, type) and issubclass(found, bases)
+
+
+def _names_a_module(text: str) -> bool:
+    """Whether a dotted string starts with an importable top-level module (looked up without importing it)."""
+    try:
+        return _DOTTED.fullmatch(text) is not None and importlib.util.find_spec(text.split(".")[0]) is not None
+    except (ImportError, ValueError):
+        return True
+
+
+def _as_config(text: str) -> Any:
+    """What jsonargparse could read a string as: inline YAML/JSON, or the YAML file it names (None: neither)."""
+    try:
+        if os.path.isfile(text):
+            if os.path.getsize(text) > MAX_CONFIG_BYTES:
+                return {"class_path": f"<a {os.path.getsize(text)}-byte file, too large to check>"}
+            with open(text, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+        loaded = yaml.safe_load(text) if any(c in text for c in "{[:\n") else None
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return loaded if isinstance(loaded, (dict, list)) else None
+
+
+def _import_targets(value: Any, key: str, budget: list[int], depth: int = 0) -> Iterator[tuple[str, Any]]:
+    """Every (dotted key, value) in ``value`` that something could import: import keys, module-like strings, and
+    the same inside strings that jsonargparse would parse as YAML or read as a config file. ``budget`` counts the
+    nodes left to visit: past it (a YAML alias bomb, a file naming itself) the walk reports an unchecked value."""
+    budget[0] -= 1
+    if budget[0] < 0 or depth > MAX_DEPTH:
+        yield key, "<too large or too deeply nested to check>"
+        return
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            where = f"{key}.{name}" if key else str(name)
+            if isinstance(name, str) and _names_a_module(name):
+                yield where, name
+            if name in IMPORT_KEYS:
+                yield where, item
+            else:
+                yield from _import_targets(item, where, budget, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _import_targets(item, f"{key}[{index}]", budget, depth + 1)
+    elif isinstance(value, str):
+        if _names_a_module(value):
+            yield key, value
+        nested = _as_config(value)
+        if nested is not None:
+            yield from _import_targets(nested, key, budget, depth + 1)
+
+
+def untrusted_import_paths(ckpt: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The (key, import path) pairs of a checkpoint's hyper-parameters that are not on the allow-list."""
+    found = []
+    for section in HPARAM_SECTIONS:
+        for key, path in _import_targets(ckpt.get(section) or {}, section, [MAX_NODES]):
+            if not is_allowed_import_path(path):
+                found.append((key, path))
+    return found
+
+
+def escaping_callback_paths(ckpt: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Checkpoint-callback paths with a ``..`` component: ModelCheckpoint deletes its old top-k files when they lie
+    under its folder, compared without resolving ``..``, so such a path could delete a file outside it."""
+    found = []
+    for name, state in (ckpt.get("callbacks") or {}).items():
+        if not isinstance(state, Mapping):
+            continue
+        paths = [(f"{k}", state.get(k)) for k in ("best_model_path", "kth_best_model_path", "last_model_path")]
+        paths += [("best_k_models", k) for k in (state.get("best_k_models") or {})]
+        found += [(f"callbacks[{name!r}].{key}", str(path)) for key, path in paths
+                  if isinstance(path, str) and ".." in Path(path).parts]
+    return found
+
+
+def check_trusted(ckpt: Mapping[str, Any], source: Any, trust_flag: str) -> None:
+    """Raise CheckpointError naming the first import path outside the allow-list (and ``trust_flag``), or the first
+    callback path that climbs out of its folder."""
+    escaping = escaping_callback_paths(ckpt)
+    if escaping:
+        key, path = escaping[0]
+        raise CheckpointError(f"checkpoint {source} gives {key} = {path!r}, a path that climbs out of its folder (a "
+                              f"later top-k rotation would delete it); if you trust this file, pass {trust_flag}")
+    bad = untrusted_import_paths(ckpt)
+    if bad:
+        key, path = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise CheckpointError(
+            f"checkpoint {source} names {path!r} at {key}{more}, which is not a helu_lightning, torch.optim, torch.nn "
+            f"or Lightning callback class; loading it would import or run that code. If you trust this file, pass "
+            f"{trust_flag}"
+        )
 
 
 def read_checkpoint(
-    path: str | Path, weights_only: bool = True, unsafe_flag: str = "weights_only=False", data: bytes | None = None
+    path: str | Path, weights_only: bool = True, unsafe_flag: str = "weights_only=False", data: bytes | None = None,
+    trusted: bool = False, trust_flag: str | None = None,
 ) -> dict[str, Any]:
-    """Load a Lightning checkpoint on the CPU: from ``data``, the file's bytes when the caller already read them,
-    else memory-mapped from ``path`` (only what is touched is read).
+    """Load a Lightning checkpoint on the CPU from ``data`` (the file's bytes, when the caller already read them)
+    or memory-mapped from ``path``, and check its import paths unless ``trusted``.
 
-    ``weights_only`` refuses pickled Python objects; the error names ``unsafe_flag``, the caller's opt-in switch.
+    ``weights_only`` refuses pickled Python objects; the errors name ``unsafe_flag``, the caller's opt-in switch
+    for pickles, and ``trust_flag`` (default: the same) for import paths.
     """
     path = Path(path)
     if data is None and not path.is_file():
@@ -52,4 +204,48 @@ def read_checkpoint(
         found = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path} is not a Lightning checkpoint: it has no 'state_dict' (found {found}); "
                               "pass a .ckpt written by Trainer / ModelCheckpoint")
+    for section in (*HPARAM_SECTIONS, "callbacks", "state_dict"):
+        if ckpt.get(section) is not None and not isinstance(ckpt[section], Mapping):
+            raise CheckpointError(f"{path} is not a Lightning checkpoint: its {section!r} is a "
+                                  f"{type(ckpt[section]).__name__}, not a mapping; pass a .ckpt written by Lightning")
+    if not trusted:
+        check_trusted(ckpt, path, trust_flag or unsafe_flag)
     return ckpt
+
+
+def _read_source(source: str | os.PathLike | IO[bytes]) -> tuple[bytes, str]:
+    """The bytes of a local checkpoint path or open binary file, and a name for messages."""
+    if hasattr(source, "read"):
+        return source.read(), getattr(source, "name", "<file object>")
+    path = Path(source)
+    if not path.is_file():
+        read_checkpoint(path)  # raises the missing-file error
+    return path.read_bytes(), str(path)
+
+
+class TrustedLoading:
+    """Mixin for LightningModules and DataModules: ``load_from_checkpoint`` refuses a checkpoint whose
+    hyper-parameters name code outside the allow-list, unless ``trust_checkpoint=True`` (or ``weights_only=False``,
+    which trusts the file anyway)."""
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | os.PathLike | IO[bytes], map_location: Any = None,
+                             hparams_file: str | os.PathLike | None = None, strict: bool | None = None,
+                             weights_only: bool | None = None, trust_checkpoint: bool = False, **kwargs: Any) -> Any:
+        """Lightning's ``load_from_checkpoint`` on a checkpoint read once and checked first (see the module doc)."""
+        if isinstance(checkpoint_path, str) and "://" in checkpoint_path:
+            raise CheckpointError(f"{checkpoint_path} is a URL; download it and pass the local file")
+        data, name = _read_source(checkpoint_path)
+        trusted = trust_checkpoint or weights_only is False
+        read_checkpoint(name, weights_only=not trusted, data=data, trusted=trusted, unsafe_flag="trust_checkpoint=True")
+        if hparams_file is not None and not trusted:
+            from lightning.pytorch.core.saving import load_hparams_from_tags_csv, load_hparams_from_yaml
+
+            csv = str(hparams_file).lower().endswith(".csv")
+            hparams = (load_hparams_from_tags_csv if csv else load_hparams_from_yaml)(hparams_file)
+            check_trusted({"hyper_parameters": hparams}, hparams_file, "trust_checkpoint=True")
+        if strict is not None:  # LightningModule's argument; a DataModule's load_from_checkpoint has none
+            kwargs["strict"] = strict
+        return super().load_from_checkpoint(  # type: ignore[misc]
+            io.BytesIO(data), map_location=map_location, hparams_file=hparams_file,
+            weights_only=weights_only if weights_only is not None else not trusted, **kwargs)

@@ -35,16 +35,37 @@ class HeluCLI(LightningCLI):
             "--test_after_fit", type=bool, default=False,
             help="fit only: after training, test the best checkpoint of the monitored metric (else the last weights)",
         )
+        parser.add_argument(
+            "--trust_checkpoint", type=bool, default=False,
+            help="with --ckpt_path: let the checkpoint's hyper-parameters name any class (only for files you trust)",
+        )
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads --ckpt_path's hyper-parameters right after parsing; check the file first so a missing,
-        # corrupt or foreign checkpoint stops with its path and the fix rather than an unpickler traceback.
-        config = self.config[self.config["subcommand"]] if self.config.get("subcommand") else {}
+        # LightningCLI re-parses --ckpt_path's hyper-parameters into the config, and jsonargparse imports and
+        # instantiates every class path in them. Read the file once through the checking reader (missing, corrupt,
+        # foreign or pickle-carrying files and import paths off the allow-list stop with the fix) and parse what
+        # was checked, instead of Lightning's second, unchecked torch.load.
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else {}
         ckpt_path = config.get("ckpt_path")
-        if isinstance(ckpt_path, str) and ckpt_path not in _LIGHTNING_CKPT_ALIASES and "://" not in ckpt_path:
-            weights_only = config.get("weights_only") is not False
-            read_checkpoint(ckpt_path, weights_only=weights_only, unsafe_flag="--weights_only false")
-        super()._parse_ckpt_path()
+        if not isinstance(ckpt_path, str) or "://" in ckpt_path:
+            return
+        if ckpt_path in _LIGHTNING_CKPT_ALIASES and not os.path.isfile(ckpt_path):
+            return
+        trusted = bool(config.get("trust_checkpoint")) or config.get("weights_only") is False
+        ckpt = read_checkpoint(ckpt_path, weights_only=config.get("weights_only") is not False, trusted=trusted,
+                               unsafe_flag="--weights_only false", trust_flag="--trust_checkpoint true")
+        hparams = dict(ckpt.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
 
     def before_instantiate_classes(self) -> None:
         # Checkpoints may come from others: unless --weights_only false is given, load tensors and plain values

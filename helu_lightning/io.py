@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import shutil
 import tempfile
@@ -44,27 +46,53 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    libc = ctypes.util.find_library("c")
+    renameat2 = getattr(ctypes.CDLL(libc, use_errno=True), "renameat2", None) if libc else None
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0
+
+
+def _replace_directory(new: Path, path: Path) -> None:
+    """Put folder ``new`` at ``path`` (an existing folder): atomically where the OS can swap, and never leaving
+    ``path`` missing after an error; the old folder is removed."""
+    if _exchange(new, path):
+        shutil.rmtree(new, ignore_errors=True)  # now holds the old contents
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.replace(path, old)  # a folder onto an empty folder
+    try:
+        os.replace(new, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; on success it is renamed to ``path``, on error removed.
 
     An existing ``path`` is refused unless ``overwrite`` is set, in which case it is replaced only after the
-    new contents are complete.
+    new contents are complete; only a folder (not a file or a symbolic link) is ever replaced.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; choose another directory or pass overwrite=True (--overwrite)")
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{path} already exists; choose another directory or pass overwrite=True "
+                                  "(--overwrite)")
+        if path.is_symlink() or not path.is_dir():
+            raise FileExistsError(f"{path} is not a folder; only a folder is replaced, so choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes an owner-only directory; give the usual permissions
     try:
         yield tmp
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            _replace_directory(tmp, path)
         else:
             os.replace(tmp, path)
     except BaseException:

@@ -21,6 +21,7 @@ from helu_lightning import HeLU
 from helu_lightning.cli import cli, main
 from helu_lightning.export import (
     CheckpointError,
+    ExportOutputError,
     VerificationError,
     export_checkpoint,
     load_checkpoint,
@@ -262,7 +263,7 @@ def test_to_relu_is_bitwise_and_different_models_fail() -> None:
 
 def test_export_aborts_when_verification_fails(vision_ckpt: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    import helu_lightning.export as export
+    import helu_lightning.export.command as export
 
     def wrong_export(model: nn.Module) -> tuple[nn.Module, list[str]]:
         plain, names = to_relu(model)
@@ -280,7 +281,7 @@ def test_existing_output_dir_is_refused_before_any_work(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(ExportOutputError, match="--overwrite"):
         export_checkpoint(tmp_path / "missing.ckpt", out)
     assert (out / "keep.txt").read_text() == "mine"
 
@@ -300,12 +301,15 @@ def _lightning_like(**extra: object) -> dict:
         (lambda p: p.write_bytes(bytes(range(256)) * 40), "corrupt or truncated: torch.save"),
         (lambda p: p.write_bytes(_saved(_lightning_like())[: 300]), "corrupt or truncated"),
         (lambda p: torch.save({"weights": torch.randn(3)}, p), "not a Lightning checkpoint: it has no 'state_dict'"),
-        (lambda p: torch.save(_lightning_like(extra=_Pickled()), p), "--unsafe_load"),
+        (lambda p: torch.save(_lightning_like(extra=_Pickled()), p), "--trust_checkpoint"),
         (lambda p: torch.save(_lightning_like(hyper_parameters={"depth": 3}), p), "pass --task"),
         (lambda p: torch.save(_lightning_like(hyper_parameters={"_class_path": "evil.Task"}), p),
-         "outside helu_lightning"),
+         "names 'evil.Task' at hyper_parameters._class_path.*pass --trust_checkpoint"),
+        (lambda p: torch.save(_lightning_like(hyper_parameters=[1, 2]), p), "'hyper_parameters' is a list"),
+        (lambda p: torch.save(_lightning_like(callbacks="x"), p), "'callbacks' is a str, not a mapping"),
     ],
-    ids=["missing", "random-bytes", "truncated", "foreign-dict", "pickled-object", "unknown-task", "untrusted-class"],
+    ids=["missing", "random-bytes", "truncated", "foreign-dict", "pickled-object", "unknown-task", "untrusted-class",
+         "hparams-list", "callbacks-string"],
 )
 def test_bad_checkpoints_get_clear_errors(tmp_path: Path, make, message: str) -> None:
     path = tmp_path / "model.ckpt"
@@ -340,7 +344,7 @@ def test_cli_reports_errors_without_a_traceback(tmp_path: Path, capsys: pytest.C
 def test_unsafe_load_opt_in_reads_pickled_checkpoints(tmp_path: Path) -> None:
     path = tmp_path / "model.ckpt"
     torch.save(_lightning_like(extra=_Pickled()), path)
-    with pytest.raises(CheckpointError, match="--unsafe_load"):
+    with pytest.raises(CheckpointError, match="--trust_checkpoint"):
         load_checkpoint(path)
-    ckpt, raw = load_checkpoint(path, unsafe_load=True)
+    ckpt, raw = load_checkpoint(path, trust_checkpoint=True)
     assert isinstance(ckpt["extra"], _Pickled) and raw == path.read_bytes()

@@ -11,7 +11,8 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from helu_lightning.errors import UserError
+from ..checkpoints import TrustedLoading
+from ..errors import UserError
 
 __all__ = ["ImageDataModule", "TransformedSubset", "seeded_split"]
 
@@ -59,7 +60,7 @@ def check_fraction(name: str, value: float) -> float:
     return float(value)
 
 
-class ImageDataModule(LightningDataModule):
+class ImageDataModule(TrustedLoading, LightningDataModule):
     """Loader settings and the train/val/test(/predict) dataloaders; subclasses implement :meth:`build`.
 
     ``persistent_workers`` only takes effect when ``num_workers > 0`` (PyTorch refuses it otherwise), so a

@@ -18,6 +18,7 @@ from typing import Any
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from ..checkpoints import TrustedLoading
 from ..errors import UserError
 from .glue_tasks import GLUE_TASKS, HUB_TEXT_COLUMNS, GlueSplit, GlueTask, glue_task
 from .glue_tsv import read_glue_tsv
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 
-class GlueDataModule(LightningDataModule):
+class GlueDataModule(TrustedLoading, LightningDataModule):
     """One GLUE task from ``data_dir`` (official TSV layout) or, with ``data_dir=None``, the Hugging Face hub.
 
     Validation: ``dev.tsv`` (MNLI: ``dev_matched`` then ``dev_mismatched``, two dataloaders). Prediction: the

@@ -14,6 +14,7 @@ from typing import Any
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from ..checkpoints import TrustedLoading
 from ..errors import DataError, MissingDataError, UserError
 from .tokens import TokenizedDataset, load_tokenizer, tokenize_columns
 
@@ -51,7 +52,7 @@ def read_text_folders(data_dir: str | Path) -> tuple[list[str], list[int], list[
     return texts, labels, classes
 
 
-class TextClassificationDataModule(LightningDataModule):
+class TextClassificationDataModule(TrustedLoading, LightningDataModule):
     """Seeded stratified train/val/test split of a folder-per-class corpus (default: BBC news, offline)."""
 
     def __init__(

