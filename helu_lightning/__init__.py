@@ -12,8 +12,13 @@ from .activations import (
     make_activation,
     register_activation,
     register_hf_activations,
+    set_kernel,
+    use_kernel,
 )
+from .registry import install_hf_hooks
 from .surgery import find_activations, replace_activations
+
+install_hf_hooks()  # "helu" as a Hugging Face hidden_act, once transformers is imported (never imports it)
 
 __version__ = "0.1.0"
 
@@ -32,4 +37,6 @@ __all__ = [
     "register_activation",
     "register_hf_activations",
     "replace_activations",
+    "set_kernel",
+    "use_kernel",
 ]

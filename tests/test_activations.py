@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from helu_lightning import activations
+from helu_lightning import activations, registry
 from helu_lightning.activations import (
     ActivationFactory,
     ActivationSpec,
@@ -32,7 +32,7 @@ BUILTINS = ["relu", "helu", "gelu", "gelu_tanh", "silu", "elu", "leaky_relu", "i
 
 def _edge_values(dtype: torch.dtype, alpha: float = 0.05) -> torch.Tensor:
     """x = 0, -0.0, -alpha, the neighbours of -alpha on either side, inside the band, below it, +-1, +-inf."""
-    neg_alpha = torch.tensor(alpha).to(dtype)  # the fp32 buffer rounded to the input's dtype
+    neg_alpha = torch.tensor(alpha, dtype=torch.float64).to(dtype)  # rounded once, from float64
     neg_alpha = -neg_alpha
     code = neg_alpha.view(INT_VIEW[dtype])
     inside = (code - 1).view(dtype)  # one ulp smaller in magnitude: still in the band
@@ -43,7 +43,7 @@ def _edge_values(dtype: torch.dtype, alpha: float = 0.05) -> torch.Tensor:
 
 
 def _reference_grad(x: torch.Tensor, grad: torch.Tensor, alpha: float = 0.05) -> torch.Tensor:
-    return grad * (x > -torch.tensor(alpha).to(x.dtype))
+    return grad * (x > -torch.tensor(alpha, dtype=torch.float64).to(x.dtype))
 
 
 def _helu_grad(x: torch.Tensor, grad: torch.Tensor, alpha: float = 0.05,
@@ -113,22 +113,24 @@ def test_gradient_on_random_tensors_of_every_layout(dtype, layout, memory):
 
 @pytest.mark.parametrize("memory", ["output", "input"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_tensor_op_path_used_on_accelerators_is_exact_too(dtype, memory, monkeypatch):
+def test_tensor_op_path_used_on_accelerators_is_exact_too(dtype, memory):
     # CUDA and torch.compile take the tensor-op path (no host read of alpha); run it here on CPU.
-    monkeypatch.setattr(activations, "_eager_cpu", lambda x: False)
     x = torch.cat([_edge_values(dtype), torch.randn(200, dtype=dtype) * 0.1])
     grad = torch.randn_like(x)
-    y, g = _helu_grad(x, grad, memory=memory)
+    with activations.use_kernel("tensor"):
+        assert activations.kernel_for(x) == "tensor"
+        y, g = _helu_grad(x, grad, memory=memory)
     assert torch.equal(y, torch.relu(x))
     assert torch.equal(g, _reference_grad(x, grad))
     nan = torch.full((2,), float("nan"), dtype=dtype)
-    y, g = _helu_grad(nan, torch.ones_like(nan), memory=memory)
+    with activations.use_kernel("tensor"):
+        y, g = _helu_grad(nan, torch.ones_like(nan), memory=memory)
     assert torch.isnan(y).all() and g.tolist() == [1.0, 1.0]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_twin_of_naive_reference(dtype):
-    alpha = float(torch.tensor(0.05).to(dtype))  # the naive twin compares against a Python float
+    alpha = float(torch.tensor(0.05, dtype=torch.float64).to(dtype))  # the naive twin compares a Python float
     x = torch.randn(3, 500, dtype=dtype) * 0.2
     grad = torch.randn_like(x)
     fast = x.clone().requires_grad_(True)
@@ -175,10 +177,10 @@ def test_memory_input_mode_keeps_the_alpha_of_its_forward():
 def test_alpha_buffer_state_dict_round_trip_and_repr():
     module = HeLU(alpha=0.01)
     state = module.state_dict()
-    assert set(state) == {"alpha"} and state["alpha"].dim() == 0 and state["alpha"].dtype == torch.float32
+    assert set(state) == {"alpha"} and state["alpha"].dim() == 0 and state["alpha"].dtype == torch.float64
     other = HeLU()
     other.load_state_dict(state)
-    assert other.alpha.item() == pytest.approx(0.01)
+    assert other.alpha.item() == 0.01  # float64: exactly the value given
     assert "alpha=0.01" in repr(other)
     assert "inplace=True" in repr(HeLU(inplace=True))
 
@@ -418,7 +420,7 @@ def test_registering_after_transformers_import_makes_the_name_valid_for_hf():
         model = BertModel(_tiny_bert_config("myact"))
         assert isinstance(model.encoder.layer[0].intermediate.intermediate_act_fn, MyAct)
     finally:
-        activations._REGISTRY.pop("myact", None)
+        registry._REGISTRY.pop("myact", None)
         hf.ACT2CLS.pop("myact", None)
         hf.ACT2FN.pop("myact", None)
     assert "myact" not in available_activations()
