@@ -67,7 +67,7 @@ def _setup_context(ctx: Any, inputs: tuple[Tensor, Tensor, bool], output: Tensor
     x, alpha, save_input = inputs
     ctx.save_input = save_input
     if save_input:
-        ctx.save_for_backward(x, -alpha.to(x.dtype))  # a copy: set_alpha before backward does not change it
+        ctx.save_for_backward(x, alpha.to(x.dtype, copy=True).neg())  # set_alpha before backward cannot reach it
     else:
         ctx.save_for_backward(output)
 
@@ -87,12 +87,16 @@ def _backward_with(kernels: Kernels, ctx: Any, grad: Tensor) -> tuple[Tensor, No
 
 def _vmap_rule(info: Any, in_dims: tuple, x: Tensor, alpha: Tensor, save_input: bool) -> tuple[Tensor, int]:
     """Elementwise: a batched x goes through as it is; a batched alpha (one per sample) goes sample by sample."""
+    return _batched(_helu_op, in_dims, x, alpha, save_input)
+
+
+def _batched(op: Any, in_dims: tuple, x: Tensor, alpha: Tensor, save_input: bool) -> tuple[Tensor, int]:
     x_dim, alpha_dim, _ = in_dims
     if alpha_dim is None:
-        return _helu_op(x, alpha, save_input), x_dim
+        return op(x, alpha, save_input), x_dim
     alphas = alpha.movedim(alpha_dim, 0)
     xs = x.movedim(x_dim, 0) if x_dim is not None else x.expand(alphas.shape[0], *x.shape)
-    return torch.stack([_helu_op(xi, ai, save_input) for xi, ai in zip(xs, alphas)]), 0
+    return torch.stack([op(xi, ai, save_input) for xi, ai in zip(xs, alphas)]), 0
 
 
 _helu_op.register_autograd(_backward, setup_context=_setup_context)
@@ -102,8 +106,6 @@ _helu_op.register_vmap(_vmap_rule)
 class _HeLUTransforms(torch.autograd.Function):
     """The op for ``torch.func`` transforms and forward-mode AD, which custom ops do not differentiate: the
     same formulas, on the tensor kernels (traceable by functorch), with a ``jvp``."""
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(x: Tensor, alpha: Tensor, save_input: bool) -> Tensor:
@@ -123,6 +125,10 @@ class _HeLUTransforms(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         return _backward_with(KERNELS["tensor"], ctx, grad)
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, x: Tensor, alpha: Tensor, save_input: bool) -> tuple[Tensor, int]:
+        return _batched(_HeLUTransforms.apply, in_dims, x, alpha, save_input)
 
     @staticmethod
     def jvp(ctx: Any, x_tangent: Tensor, alpha_tangent: Any, save_input_tangent: Any) -> Tensor:
@@ -160,7 +166,7 @@ def helu(x: Tensor, alpha: float | Tensor = DEFAULT_ALPHA, memory: str = "output
     device): validate it once with ``check_alpha``, as ``HeLU`` does when alpha is set."""
     if not isinstance(alpha, Tensor):
         alpha = torch.tensor(check_alpha(alpha), dtype=torch.float64)
-    elif alpha.device.type == "cpu" and not torch.compiler.is_compiling():
+    elif alpha.device.type == "cpu" and not torch.compiler.is_compiling() and not _under_transform():
         check_alpha(alpha)
     return _apply(x, alpha, _check_memory(memory))
 

@@ -25,6 +25,8 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensor
+from torch.fx.experimental.proxy_tensor import get_proxy_mode
 
 __all__ = ["KERNELS", "Kernels", "get_kernel", "kernel_for", "set_kernel", "use_kernel"]
 
@@ -125,8 +127,14 @@ def use_kernel(name: str) -> Iterator[None]:
         set_kernel(previous)
 
 
+def _tracing(x: Tensor) -> bool:
+    """Whether ``x`` is being traced (torch.compile, AOT autograd, export, opcheck): no host reads then."""
+    return torch.compiler.is_compiling() or isinstance(x, FakeTensor) or get_proxy_mode() is not None
+
+
 def kernel_for(x: Tensor, differentiable: bool = False) -> str:
     """The name of the kernel set for tensor ``x``: ``bits`` only for eager, non-differentiable CPU work on a
     float dtype, unless ``set_kernel("tensor")`` is in force."""
-    eager_cpu = x.device.type == "cpu" and x.dtype in _BIT_DTYPES and not torch.compiler.is_compiling()
-    return "bits" if _setting == "auto" and eager_cpu and not differentiable else "tensor"
+    if _setting != "auto" or differentiable or x.device.type != "cpu" or x.dtype not in _BIT_DTYPES:
+        return "tensor"
+    return "tensor" if _tracing(x) else "bits"
