@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.autograd import forward_ad
 
 from .errors import UserError
-from .kernels import KERNELS, Kernels, kernel_for
+from .kernels import KERNELS, kernel_for
 
 __all__ = ["DEFAULT_ALPHA", "HeLU", "check_alpha", "helu"]
 
@@ -63,26 +63,48 @@ def _helu_fake(x: Tensor, alpha: Tensor, save_input: bool) -> Tensor:
     return torch.empty_like(x)  # elementwise kernels lay their output out as empty_like does
 
 
+@torch.library.custom_op("helu_lightning::helu_input_backward", mutates_args=())
+def _input_backward_op(grad: Tensor, x: Tensor, alpha: Tensor) -> Tensor:
+    """``memory="input"``'s backward, an op of its own: it rounds alpha to x's dtype, which Inductor, keeping
+    float16/bfloat16 intermediates in float32, would skip if it fused the rounding (moving the edge off -alpha)."""
+    edge = alpha.to(x.dtype, copy=True).neg()
+    return KERNELS[kernel_for(grad)].input_backward(grad, x, edge)
+
+
+@_input_backward_op.register_fake
+def _input_backward_fake(grad: Tensor, x: Tensor, alpha: Tensor) -> Tensor:
+    return torch.empty_like(grad)
+
+
+def _input_backward_setup(ctx: Any, inputs: tuple[Tensor, Tensor, Tensor], output: Tensor) -> None:
+    ctx.save_for_backward(inputs[1], inputs[2])
+
+
+def _input_backward_backward(ctx: Any, grad_grad: Tensor) -> tuple[Tensor, None, None]:
+    """The backward is linear in grad with the same mask: its derivative is the op itself."""
+    x, alpha = ctx.saved_tensors
+    return _input_backward_op(grad_grad, x, alpha), None, None
+
+
+_input_backward_op.register_autograd(_input_backward_backward, setup_context=_input_backward_setup)
+
+
 def _setup_context(ctx: Any, inputs: tuple[Tensor, Tensor, bool], output: Tensor) -> None:
     x, alpha, save_input = inputs
     ctx.save_input = save_input
     if save_input:
-        ctx.save_for_backward(x, alpha.to(x.dtype, copy=True).neg())  # set_alpha before backward cannot reach it
+        ctx.save_for_backward(x, alpha.detach().clone())  # a copy: set_alpha before backward cannot reach it
     else:
         ctx.save_for_backward(output)
 
 
 def _backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-    return _backward_with(KERNELS[kernel_for(grad, differentiable=torch.is_grad_enabled())], ctx, grad)
-
-
-def _backward_with(kernels: Kernels, ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
     """Zero ``grad`` below the band, read from the saved output (or, for ``memory="input"``, the input)."""
     if ctx.save_input:
-        x, edge = ctx.saved_tensors
-        return kernels.input_backward(grad, x, edge), None, None
+        x, alpha = ctx.saved_tensors
+        return _input_backward_op(grad, x, alpha), None, None
     (y,) = ctx.saved_tensors
-    return kernels.backward(grad, y), None, None
+    return KERNELS[kernel_for(grad, differentiable=torch.is_grad_enabled())].backward(grad, y), None, None
 
 
 def _vmap_rule(info: Any, in_dims: tuple, x: Tensor, alpha: Tensor, save_input: bool) -> tuple[Tensor, int]:
@@ -115,7 +137,7 @@ class _HeLUTransforms(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor, bool], output: Tensor) -> None:
         x, alpha, save_input = inputs
         ctx.save_input = save_input
-        edge = -alpha.to(x.dtype)
+        edge = alpha.to(x.dtype, copy=True).neg()
         if save_input:
             ctx.save_for_backward(x, edge)
         else:
@@ -124,7 +146,11 @@ class _HeLUTransforms(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        return _backward_with(KERNELS["tensor"], ctx, grad)
+        if ctx.save_input:
+            x, edge = ctx.saved_tensors
+            return KERNELS["tensor"].input_backward(grad, x, edge), None, None
+        (y,) = ctx.saved_tensors
+        return KERNELS["tensor"].backward(grad, y), None, None
 
     @staticmethod
     def vmap(info: Any, in_dims: tuple, x: Tensor, alpha: Tensor, save_input: bool) -> tuple[Tensor, int]:
