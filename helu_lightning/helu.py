@@ -223,7 +223,8 @@ class HeLU(nn.Module):
         value = check_alpha(alpha)
         stored = torch.tensor(value, dtype=torch.float64).to(self.alpha.dtype)
         if not (math.isfinite(stored) and stored > 0):
-            raise UserError(f"alpha {value!r} is {float(stored)} in this HeLU's {self.alpha.dtype} buffer; "
+            dtype = str(self.alpha.dtype).removeprefix("torch.")
+            raise UserError(f"alpha {value!r} is {float(stored)} in this HeLU's {dtype} buffer; "
                             "choose an alpha that dtype can hold, or keep the buffer in float64")
         with torch.no_grad():
             self.alpha.copy_(stored)

@@ -2,14 +2,20 @@
 autocast, torch.compile, saved-for-backward memory, the factory, and Hugging Face names."""
 
 import math
+import os
 import pickle
+import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from helu_lightning import activations, registry
+from helu_lightning.errors import UserError
 from helu_lightning.activations import (
     ActivationFactory,
     ActivationSpec,
@@ -424,3 +430,106 @@ def test_registering_after_transformers_import_makes_the_name_valid_for_hf():
         hf.ACT2CLS.pop("myact", None)
         hf.ACT2FN.pop("myact", None)
     assert "myact" not in available_activations()
+
+
+@pytest.mark.parametrize("bad", [-0.5, 0.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("memory", ["output", "input"])
+def test_tensor_alpha_of_functional_helu_is_validated(bad, memory):
+    x = torch.tensor([-0.3, 0.2], requires_grad=True)
+    with pytest.raises(UserError, match=f"alpha must be a positive finite number.*got {bad!r}"):
+        helu(x, torch.tensor(bad, dtype=torch.float64), memory=memory)
+    with pytest.raises(UserError, match="single float"):
+        helu(x, torch.tensor([0.1, 0.2]))
+
+
+@pytest.mark.parametrize("bad", [-1.0, 0.0, float("nan"), float("inf")])
+def test_load_state_dict_refuses_a_bad_alpha_naming_the_key(bad):
+    module = nn.Sequential(HeLU(0.02))
+    with pytest.raises(UserError, match=rf"'0.alpha'.*got {bad!r}"):
+        module.load_state_dict({"0.alpha": torch.tensor(bad)})
+    assert module[0].alpha.item() == 0.02  # left as it was
+
+
+def test_missing_alpha_in_a_state_dict_comes_up_as_constructed_and_old_float32_alphas_load():
+    module = HeLU()
+    result = module.load_state_dict({}, strict=False)
+    assert result.missing_keys == ["alpha"] and module.alpha.item() == 0.05
+    module.load_state_dict({"alpha": torch.tensor(0.25, dtype=torch.float32)})  # checkpoints from before float64
+    assert module.alpha.dtype == torch.float64 and module.alpha.item() == 0.25
+
+
+def test_alpha_is_stored_exactly_and_refused_when_its_buffer_dtype_cannot_hold_it():
+    assert HeLU(1e-50).alpha.item() == 1e-50 and HeLU(1e40).alpha.item() == 1e40
+    half = HeLU(0.05).half()
+    for bad in (1e-50, 1e40):  # 0 and inf in float16
+        with pytest.raises(UserError, match=re.escape(f"alpha {bad!r} is ") + ".* float16 buffer"):
+            half.set_alpha(bad)
+    assert half.alpha.item() == float(torch.tensor(0.05, dtype=torch.float16))
+    half.reset_parameters()
+    assert half.alpha.item() == float(torch.tensor(0.05, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("bad", [-1, 0, float("nan"), "0.05", None])
+def test_configs_and_cli_reach_alpha_validation_as_user_errors(bad):
+    with pytest.raises(UserError, match="alpha must be"):
+        make_activation("helu", alpha=bad)
+    with pytest.raises(UserError, match="alpha must be"):
+        activation_factory({"name": "helu", "alpha": bad} if bad is not None else {"name": "helu", "alpha": "x"})
+
+
+def test_kernel_switch_is_validated_and_restored():
+    assert activations.get_kernel() == "auto"
+    x = torch.randn(4)
+    assert activations.kernel_for(x) == "bits" and activations.kernel_for(x, differentiable=True) == "tensor"
+    assert activations.kernel_for(x.to(torch.int32)) == "tensor"
+    with activations.use_kernel("tensor"):
+        assert activations.get_kernel() == "tensor" and activations.kernel_for(x) == "tensor"
+    assert activations.get_kernel() == "auto"
+    with pytest.raises(ValueError, match="kernel must be one of 'auto', 'tensor', got 'fast'"):
+        activations.set_kernel("fast")
+
+
+def _run_python(code: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+_BUILD_BERT = """
+from transformers import BertConfig, BertModel
+from helu_lightning import HeLU
+config = BertConfig(hidden_act="helu", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=37, vocab_size=50)
+act = BertModel(config).encoder.layer[0].intermediate.intermediate_act_fn
+assert isinstance(act, HeLU) and act.alpha.item() == 0.05, act
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("first", ["helu_lightning", "transformers.activations", "transformers"])
+def test_helu_is_a_hf_hidden_act_whatever_the_import_order(first):
+    assert _run_python(f"import {first}\nimport helu_lightning\n{_BUILD_BERT}").strip() == "ok"
+
+
+def test_importing_helu_lightning_does_not_import_transformers():
+    code = "import sys, helu_lightning\nprint(sorted(m for m in sys.modules if m.startswith('transformers')))"
+    assert _run_python(code).strip() == "[]"
+
+
+def test_gelu_weights_loaded_as_helu_get_the_default_alpha_and_relu_outputs(tmp_path):
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    BertModel(_tiny_bert_config("gelu")).save_pretrained(tmp_path / "gelu")
+    ids = torch.randint(0, 50, (2, 7))
+    helu_model = BertModel.from_pretrained(tmp_path / "gelu", hidden_act="helu").eval()
+    relu_model = BertModel.from_pretrained(tmp_path / "gelu", hidden_act="relu").eval()
+    act = helu_model.encoder.layer[0].intermediate.intermediate_act_fn
+    assert isinstance(act, HeLU) and act.alpha.dtype == torch.float64 and act.alpha.item() == 0.05
+    with torch.no_grad():
+        assert torch.equal(helu_model(input_ids=ids).last_hidden_state, relu_model(input_ids=ids).last_hidden_state)
+    act.set_alpha(0.02)  # a trained alpha survives save_pretrained / from_pretrained
+    helu_model.save_pretrained(tmp_path / "helu")
+    again = BertModel.from_pretrained(tmp_path / "helu").encoder.layer[0].intermediate.intermediate_act_fn
+    assert isinstance(again, HeLU) and again.alpha.item() == 0.02
