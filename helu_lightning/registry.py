@@ -32,6 +32,7 @@ __all__ = [
     "make_activation",
     "register_activation",
     "register_hf_activations",
+    "require_factory",
 ]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
@@ -206,3 +207,12 @@ def activation_factory(spec: ActivationLike) -> Callable[[], nn.Module]:
     )
 
 
+
+
+def require_factory(make: Any, caller: str) -> Callable[[], nn.Module]:
+    """Return ``make`` if it is a zero-argument activation factory; a spec (name, mapping, ActivationSpec) is
+    refused: specs are converted once, at the task boundary, with ``activation_factory``."""
+    if isinstance(make, (str, Mapping, ActivationSpec, nn.Module)) or not callable(make):
+        raise TypeError(f"{caller} takes a zero-argument activation factory, got {make!r}; turn a name or "
+                        f"mapping into one with helu_lightning.activation_factory(spec)")
+    return make
