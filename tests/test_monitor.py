@@ -164,3 +164,15 @@ def test_module_types_by_import_path_pick_other_activations():
     model = nn.Sequential(nn.Linear(2, 3), nn.GELU(), nn.ReLU())
     stats = ActivationStats(model, monitor.module_types, 0.05)
     assert list(stats.modules) == ["1"]
+
+
+@pytest.mark.parametrize("alpha", [0.25, 0.5])
+def test_band_is_open_at_minus_alpha_and_closed_at_zero(alpha):
+    """Inputs exactly at -alpha lie below the band, as in HeLU's backward; 0 lies in it."""
+    model = nn.Sequential(HeLU(alpha=alpha))
+    x = torch.tensor([[-alpha, -alpha / 2, 0.0, 0.5, -1.0, -alpha, 0.0, 2.0]])
+    stats = ActivationStats(model, TYPES, reference_alpha=0.05)
+    stats.attach()
+    model(x)
+    stats.detach()
+    assert stats.summary()["band_fraction/0"] == 3 / 8  # -alpha/2 and the two zeros
