@@ -18,6 +18,7 @@ INT_VIEW = {torch.float64: torch.int64, torch.float32: torch.int32, torch.bfloat
             torch.float16: torch.int16}
 LAYOUTS = ["contiguous", "transposed", "channels_last", "sliced"]
 MEMORY = ["output", "input"]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 
 
 def rounded_alpha(alpha: float, dtype: torch.dtype) -> float:
@@ -160,15 +161,16 @@ def assert_same(actual: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(actual, expected, rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("memory", MEMORY)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", MODES)
-def test_every_mode_dtype_and_layout_matches_the_float64_reference(mode, dtype, layout, memory):
-    x, grad = sample(dtype, layout, 0.05)
+def test_every_mode_dtype_and_layout_matches_the_float64_reference(mode, dtype, layout, memory, device):
+    x, grad = (t.to(device) for t in sample(dtype, layout, 0.05))
     if mode == "func_grad":  # the gradient of a sum of products: inf/NaN in grad would make NaN products
         grad = torch.nan_to_num(grad, nan=1.0, posinf=3.0, neginf=-3.0)
-    y, g = MODES[mode](HeLU(0.05, memory=memory), x, grad)
+    y, g = MODES[mode](HeLU(0.05, memory=memory).to(device), x, grad)
     want_y, want_g = reference(x, grad, 0.05)
     assert_same(y.detach(), want_y)
     assert_same(g.detach(), want_g)
