@@ -1,7 +1,7 @@
 """HeLU and the activation registry under one import: ``from helu_lightning.activations import HeLU, helu,
 make_activation, ...``.
 
-Where each piece lives: the op, ``helu`` and ``HeLU`` in ``helu_lightning.helu``; its kernels and the switch
+Where each piece lives: the op, ``helu`` and ``HeLU`` in ``helu_lightning.op``; its kernels and the switch
 between them (``set_kernel``, ``use_kernel``) in ``helu_lightning.kernels``; the naive reference twin
 ``NaiveHeLU`` in ``helu_lightning.reference``; names, factories and the Hugging Face names in
 ``helu_lightning.registry``.
@@ -9,7 +9,7 @@ between them (``set_kernel``, ``use_kernel``) in ``helu_lightning.kernels``; the
 
 from __future__ import annotations
 
-from .helu import DEFAULT_ALPHA, HeLU, check_alpha, helu
+from .op import DEFAULT_ALPHA, HeLU, check_alpha, helu
 from .kernels import get_kernel, kernel_for, set_kernel, use_kernel
 from .reference import NaiveHeLU
 from .registry import (

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .helu import DEFAULT_ALPHA, check_alpha
+from .op import DEFAULT_ALPHA, check_alpha
 
 __all__ = ["NaiveHeLU"]
 

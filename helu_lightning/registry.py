@@ -19,7 +19,7 @@ from typing import Any
 import wrapt
 from torch import nn
 
-from .helu import HeLU
+from .op import HeLU
 from .reference import NaiveHeLU
 
 __all__ = [

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 from torch import nn
 
-from .helu import HeLU
+from .op import HeLU
 from .reference import NaiveHeLU
 from .registry import activation_factory
 

@@ -11,7 +11,7 @@ from torch.autograd import forward_ad
 from torch.utils.checkpoint import checkpoint
 
 from helu_lightning import HeLU, helu, use_kernel
-from helu_lightning.helu import _helu_op
+from helu_lightning.op import _helu_op
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 INT_VIEW = {torch.float64: torch.int64, torch.float32: torch.int32, torch.bfloat16: torch.int16,
