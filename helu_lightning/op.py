@@ -73,7 +73,7 @@ def _input_backward_op(grad: Tensor, x: Tensor, alpha: Tensor) -> Tensor:
 
 @_input_backward_op.register_fake
 def _input_backward_fake(grad: Tensor, x: Tensor, alpha: Tensor) -> Tensor:
-    return torch.empty_like(grad)
+    return torch.ops.aten.threshold_backward(grad, x, 0.0)  # the layout both kernels give grad and x
 
 
 def _input_backward_setup(ctx: Any, inputs: tuple[Tensor, Tensor, Tensor], output: Tensor) -> None:

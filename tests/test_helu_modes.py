@@ -11,7 +11,7 @@ from torch.autograd import forward_ad
 from torch.utils.checkpoint import checkpoint
 
 from helu_lightning import HeLU, helu, use_kernel
-from helu_lightning.op import _helu_op
+from helu_lightning.op import _helu_op, _input_backward_op
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 INT_VIEW = {torch.float64: torch.int64, torch.float32: torch.int32, torch.bfloat16: torch.int16,
@@ -201,6 +201,9 @@ def test_opcheck_passes_for_every_dtype_and_layout(memory):
             args = (x.detach().clone().requires_grad_(True), torch.tensor(0.05, dtype=torch.float64),
                     memory == "input")
             torch.library.opcheck(_helu_op, args)
+            if memory == "input":
+                grad = torch.randn(x.shape, dtype=dtype).requires_grad_(True)
+                torch.library.opcheck(_input_backward_op, (grad, x, torch.tensor(0.05, dtype=torch.float64)))
 
 
 def test_export_training_graph_keeps_the_op_and_helu_gradient_after_decompositions():
