@@ -9,8 +9,8 @@ between them (``set_kernel``, ``use_kernel``) in ``helu_lightning.kernels``; the
 
 from __future__ import annotations
 
-from .op import DEFAULT_ALPHA, HeLU, check_alpha, helu
 from .kernels import get_kernel, kernel_for, set_kernel, use_kernel
+from .op import DEFAULT_ALPHA, HeLU, check_alpha, helu
 from .reference import NaiveHeLU
 from .registry import (
     ActivationFactory,

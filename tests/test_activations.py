@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from helu_lightning import activations, registry
-from helu_lightning.errors import UserError
 from helu_lightning.activations import (
     ActivationFactory,
     ActivationSpec,
@@ -29,6 +28,7 @@ from helu_lightning.activations import (
     register_activation,
     register_hf_activations,
 )
+from helu_lightning.errors import UserError
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 INT_VIEW = {torch.float64: torch.int64, torch.float32: torch.int32, torch.bfloat16: torch.int16,
