@@ -44,8 +44,9 @@ def build_sequence_classifier(
     scratch, from ``model_config`` (``{"model_type": "bert", "hidden_size": 256, ...}``); then every activation
     module of the transformer body (BERT: the FFN ``intermediate_act_fn``) is replaced by a fresh
     ``activation()`` (a zero-argument factory, e.g. ``activation_factory(spec)``). ``activation=None`` keeps the
-    model's own (GELU for BERT). For a registry activation, ``config.hidden_act`` is set to its name, so ``save_pretrained`` and reload keep it (with helu_lightning
-    imported); its kwargs go to ``config.helu_activation``.
+    model's own (GELU for BERT). For a registry activation, ``config.hidden_act`` is set to its name, so
+    ``save_pretrained`` and reload keep it (with helu_lightning imported); its kwargs go to
+    ``config.helu_activation``.
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
