@@ -533,3 +533,29 @@ def test_gelu_weights_loaded_as_helu_get_the_default_alpha_and_relu_outputs(tmp_
     helu_model.save_pretrained(tmp_path / "helu")
     again = BertModel.from_pretrained(tmp_path / "helu").encoder.layer[0].intermediate.intermediate_act_fn
     assert isinstance(again, HeLU) and again.alpha.item() == 0.02
+
+
+def test_repr_shows_alpha_and_only_the_options_that_differ():
+    assert repr(HeLU(0.01)) == "HeLU(alpha=0.01)"
+    assert repr(HeLU(0.5, inplace=True, memory="input")) == "HeLU(alpha=0.5, inplace=True, memory='input')"
+
+
+def test_serving_output_is_relu_bit_for_bit():
+    """Where no gradient is recorded HeLU is plain ReLU: no -0.0 band markers in what a server returns."""
+    x = torch.tensor([-1.0, -0.01, 0.0, 0.5])
+    relu_bits = torch.relu(x).view(torch.int32)
+    with torch.no_grad():
+        assert torch.equal(HeLU()(x.clone().requires_grad_(True)).view(torch.int32), relu_bits)
+    assert torch.equal(HeLU()(x).view(torch.int32), relu_bits)  # grad enabled, but x needs none
+    marked = HeLU()(x.clone().requires_grad_(True)).detach()
+    assert torch.signbit(marked).tolist() == [True, False, False, False]  # training marks -1.0 as below the band
+
+
+@pytest.mark.parametrize("memory", ["output", "input"])
+def test_functional_memory_mode_decides_what_is_saved(memory):
+    x = torch.randn(64, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = helu(x, 0.05, memory=memory)
+    assert any(t is x or t.data_ptr() == x.data_ptr() for t in saved) == (memory == "input")
+    assert any(t.data_ptr() == y.data_ptr() for t in saved) == (memory == "output")
