@@ -36,7 +36,7 @@ def bert_models(layers: int) -> dict[str, nn.Module]:
     """BERT-base width (hidden 768, FFN 3072, 12 heads, vocab 30522) with ``layers`` encoder layers."""
     config = {"model_type": "bert", "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
               "num_hidden_layers": layers, "vocab_size": 30522}
-    return _twins(lambda act: build_sequence_classifier(2, act, model_config=config))
+    return _twins(lambda act: build_sequence_classifier(2, activation_factory(act), model_config=config))
 
 
 def cnn_models() -> dict[str, nn.Module]:

@@ -12,9 +12,14 @@ from .activations import (
     make_activation,
     register_activation,
     register_hf_activations,
+    set_kernel,
+    use_kernel,
 )
-from .models import register_timm_activations
+from .registry import install_hf_hooks, install_timm_hook, register_timm_activations
 from .surgery import find_activations, replace_activations
+
+install_hf_hooks()  # "helu" as a Hugging Face hidden_act, once transformers is imported (never imports it)
+install_timm_hook()  # act_layer="helu" in timm, once timm is imported (never imports it)
 
 __version__ = "0.1.0"
 
@@ -34,4 +39,6 @@ __all__ = [
     "register_hf_activations",
     "register_timm_activations",
     "replace_activations",
+    "set_kernel",
+    "use_kernel",
 ]

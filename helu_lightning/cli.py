@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer

@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterable
 
 from torch import nn
 
-from .activations import HeLU, NaiveHeLU, activation_factory
+from .op import HeLU
+from .reference import NaiveHeLU
+from .registry import activation_factory
 
 __all__ = ["default_targets", "find_activations", "replace_activations"]
 
@@ -53,6 +55,9 @@ def replace_activations(
     strict: bool = True,
 ) -> list[str]:
     """Replace each activation module of the ``targets`` types by a fresh module from ``factory``.
+
+    ``factory`` is a zero-argument callable; for convenience at the prompt this user-facing function also takes
+    what ``activation_factory`` takes (``"relu"``, ``{"name": "helu", "alpha": 0.01}``), unlike the builders.
 
     Every dotted name gets its own new module, so an instance registered under two names is unshared.
     (A module *called* twice from one forward, like torchvision's ``BasicBlock.relu``, keeps one name and so

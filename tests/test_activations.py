@@ -2,14 +2,19 @@
 autocast, torch.compile, saved-for-backward memory, the factory, and Hugging Face names."""
 
 import math
+import os
 import pickle
+import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from helu_lightning import activations
+from helu_lightning import activations, registry
 from helu_lightning.activations import (
     ActivationFactory,
     ActivationSpec,
@@ -23,6 +28,7 @@ from helu_lightning.activations import (
     register_activation,
     register_hf_activations,
 )
+from helu_lightning.errors import UserError
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 INT_VIEW = {torch.float64: torch.int64, torch.float32: torch.int32, torch.bfloat16: torch.int16,
@@ -32,7 +38,7 @@ BUILTINS = ["relu", "helu", "gelu", "gelu_tanh", "silu", "elu", "leaky_relu", "i
 
 def _edge_values(dtype: torch.dtype, alpha: float = 0.05) -> torch.Tensor:
     """x = 0, -0.0, -alpha, the neighbours of -alpha on either side, inside the band, below it, +-1, +-inf."""
-    neg_alpha = torch.tensor(alpha).to(dtype)  # the fp32 buffer rounded to the input's dtype
+    neg_alpha = torch.tensor(alpha, dtype=torch.float64).to(dtype)  # rounded once, from float64
     neg_alpha = -neg_alpha
     code = neg_alpha.view(INT_VIEW[dtype])
     inside = (code - 1).view(dtype)  # one ulp smaller in magnitude: still in the band
@@ -43,7 +49,7 @@ def _edge_values(dtype: torch.dtype, alpha: float = 0.05) -> torch.Tensor:
 
 
 def _reference_grad(x: torch.Tensor, grad: torch.Tensor, alpha: float = 0.05) -> torch.Tensor:
-    return grad * (x > -torch.tensor(alpha).to(x.dtype))
+    return grad * (x > -torch.tensor(alpha, dtype=torch.float64).to(x.dtype))
 
 
 def _helu_grad(x: torch.Tensor, grad: torch.Tensor, alpha: float = 0.05,
@@ -113,22 +119,24 @@ def test_gradient_on_random_tensors_of_every_layout(dtype, layout, memory):
 
 @pytest.mark.parametrize("memory", ["output", "input"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_tensor_op_path_used_on_accelerators_is_exact_too(dtype, memory, monkeypatch):
+def test_tensor_op_path_used_on_accelerators_is_exact_too(dtype, memory):
     # CUDA and torch.compile take the tensor-op path (no host read of alpha); run it here on CPU.
-    monkeypatch.setattr(activations, "_eager_cpu", lambda x: False)
     x = torch.cat([_edge_values(dtype), torch.randn(200, dtype=dtype) * 0.1])
     grad = torch.randn_like(x)
-    y, g = _helu_grad(x, grad, memory=memory)
+    with activations.use_kernel("tensor"):
+        assert activations.kernel_for(x) == "tensor"
+        y, g = _helu_grad(x, grad, memory=memory)
     assert torch.equal(y, torch.relu(x))
     assert torch.equal(g, _reference_grad(x, grad))
     nan = torch.full((2,), float("nan"), dtype=dtype)
-    y, g = _helu_grad(nan, torch.ones_like(nan), memory=memory)
+    with activations.use_kernel("tensor"):
+        y, g = _helu_grad(nan, torch.ones_like(nan), memory=memory)
     assert torch.isnan(y).all() and g.tolist() == [1.0, 1.0]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_twin_of_naive_reference(dtype):
-    alpha = float(torch.tensor(0.05).to(dtype))  # the naive twin compares against a Python float
+    alpha = float(torch.tensor(0.05, dtype=torch.float64).to(dtype))  # the naive twin compares a Python float
     x = torch.randn(3, 500, dtype=dtype) * 0.2
     grad = torch.randn_like(x)
     fast = x.clone().requires_grad_(True)
@@ -175,10 +183,10 @@ def test_memory_input_mode_keeps_the_alpha_of_its_forward():
 def test_alpha_buffer_state_dict_round_trip_and_repr():
     module = HeLU(alpha=0.01)
     state = module.state_dict()
-    assert set(state) == {"alpha"} and state["alpha"].dim() == 0 and state["alpha"].dtype == torch.float32
+    assert set(state) == {"alpha"} and state["alpha"].dim() == 0 and state["alpha"].dtype == torch.float64
     other = HeLU()
     other.load_state_dict(state)
-    assert other.alpha.item() == pytest.approx(0.01)
+    assert other.alpha.item() == 0.01  # float64: exactly the value given
     assert "alpha=0.01" in repr(other)
     assert "inplace=True" in repr(HeLU(inplace=True))
 
@@ -418,7 +426,136 @@ def test_registering_after_transformers_import_makes_the_name_valid_for_hf():
         model = BertModel(_tiny_bert_config("myact"))
         assert isinstance(model.encoder.layer[0].intermediate.intermediate_act_fn, MyAct)
     finally:
-        activations._REGISTRY.pop("myact", None)
+        registry._REGISTRY.pop("myact", None)
         hf.ACT2CLS.pop("myact", None)
         hf.ACT2FN.pop("myact", None)
     assert "myact" not in available_activations()
+
+
+@pytest.mark.parametrize("bad", [-0.5, 0.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("memory", ["output", "input"])
+def test_tensor_alpha_of_functional_helu_is_validated(bad, memory):
+    x = torch.tensor([-0.3, 0.2], requires_grad=True)
+    with pytest.raises(UserError, match=f"alpha must be a positive finite number.*got {bad!r}"):
+        helu(x, torch.tensor(bad, dtype=torch.float64), memory=memory)
+    with pytest.raises(UserError, match="single float"):
+        helu(x, torch.tensor([0.1, 0.2]))
+
+
+@pytest.mark.parametrize("bad", [-1.0, 0.0, float("nan"), float("inf")])
+def test_load_state_dict_refuses_a_bad_alpha_naming_the_key(bad):
+    module = nn.Sequential(HeLU(0.02))
+    with pytest.raises(UserError, match=rf"'0.alpha'.*got {bad!r}"):
+        module.load_state_dict({"0.alpha": torch.tensor(bad)})
+    assert module[0].alpha.item() == 0.02  # left as it was
+
+
+def test_missing_alpha_in_a_state_dict_comes_up_as_constructed_and_old_float32_alphas_load():
+    module = HeLU()
+    result = module.load_state_dict({}, strict=False)
+    assert result.missing_keys == ["alpha"] and module.alpha.item() == 0.05
+    module.load_state_dict({"alpha": torch.tensor(0.25, dtype=torch.float32)})  # checkpoints from before float64
+    assert module.alpha.dtype == torch.float64 and module.alpha.item() == 0.25
+
+
+def test_alpha_is_stored_exactly_and_refused_when_its_buffer_dtype_cannot_hold_it():
+    assert HeLU(1e-50).alpha.item() == 1e-50 and HeLU(1e40).alpha.item() == 1e40
+    half = HeLU(0.05).half()
+    for bad in (1e-50, 1e40):  # 0 and inf in float16
+        with pytest.raises(UserError, match=re.escape(f"alpha {bad!r} is ") + ".* float16 buffer"):
+            half.set_alpha(bad)
+    assert half.alpha.item() == float(torch.tensor(0.05, dtype=torch.float16))
+    half.reset_parameters()
+    assert half.alpha.item() == float(torch.tensor(0.05, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("bad", [-1, 0, float("nan"), "0.05", None])
+def test_configs_and_cli_reach_alpha_validation_as_user_errors(bad):
+    with pytest.raises(UserError, match="alpha must be"):
+        make_activation("helu", alpha=bad)
+    with pytest.raises(UserError, match="alpha must be"):
+        activation_factory({"name": "helu", "alpha": bad} if bad is not None else {"name": "helu", "alpha": "x"})
+
+
+def test_kernel_switch_is_validated_and_restored():
+    assert activations.get_kernel() == "auto"
+    x = torch.randn(4)
+    assert activations.kernel_for(x) == "bits" and activations.kernel_for(x, differentiable=True) == "tensor"
+    assert activations.kernel_for(x.to(torch.int32)) == "tensor"
+    with activations.use_kernel("tensor"):
+        assert activations.get_kernel() == "tensor" and activations.kernel_for(x) == "tensor"
+    assert activations.get_kernel() == "auto"
+    with pytest.raises(ValueError, match="kernel must be one of 'auto', 'tensor', got 'fast'"):
+        activations.set_kernel("fast")
+
+
+def _run_python(code: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+_BUILD_BERT = """
+from transformers import BertConfig, BertModel
+from helu_lightning import HeLU
+config = BertConfig(hidden_act="helu", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=37, vocab_size=50)
+act = BertModel(config).encoder.layer[0].intermediate.intermediate_act_fn
+assert isinstance(act, HeLU) and act.alpha.item() == 0.05, act
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("first", ["helu_lightning", "transformers.activations", "transformers"])
+def test_helu_is_a_hf_hidden_act_whatever_the_import_order(first):
+    assert _run_python(f"import {first}\nimport helu_lightning\n{_BUILD_BERT}").strip() == "ok"
+
+
+def test_importing_helu_lightning_does_not_import_transformers():
+    code = "import sys, helu_lightning\nprint(sorted(m for m in sys.modules if m.startswith('transformers')))"
+    assert _run_python(code).strip() == "[]"
+
+
+def test_gelu_weights_loaded_as_helu_get_the_default_alpha_and_relu_outputs(tmp_path):
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    BertModel(_tiny_bert_config("gelu")).save_pretrained(tmp_path / "gelu")
+    ids = torch.randint(0, 50, (2, 7))
+    helu_model = BertModel.from_pretrained(tmp_path / "gelu", hidden_act="helu").eval()
+    relu_model = BertModel.from_pretrained(tmp_path / "gelu", hidden_act="relu").eval()
+    act = helu_model.encoder.layer[0].intermediate.intermediate_act_fn
+    assert isinstance(act, HeLU) and act.alpha.dtype == torch.float64 and act.alpha.item() == 0.05
+    with torch.no_grad():
+        assert torch.equal(helu_model(input_ids=ids).last_hidden_state, relu_model(input_ids=ids).last_hidden_state)
+    act.set_alpha(0.02)  # a trained alpha survives save_pretrained / from_pretrained
+    helu_model.save_pretrained(tmp_path / "helu")
+    again = BertModel.from_pretrained(tmp_path / "helu").encoder.layer[0].intermediate.intermediate_act_fn
+    assert isinstance(again, HeLU) and again.alpha.item() == 0.02
+
+
+def test_repr_shows_alpha_and_only_the_options_that_differ():
+    assert repr(HeLU(0.01)) == "HeLU(alpha=0.01)"
+    assert repr(HeLU(0.5, inplace=True, memory="input")) == "HeLU(alpha=0.5, inplace=True, memory='input')"
+
+
+def test_serving_output_is_relu_bit_for_bit():
+    """Where no gradient is recorded HeLU is plain ReLU: no -0.0 band markers in what a server returns."""
+    x = torch.tensor([-1.0, -0.01, 0.0, 0.5])
+    relu_bits = torch.relu(x).view(torch.int32)
+    with torch.no_grad():
+        assert torch.equal(HeLU()(x.clone().requires_grad_(True)).view(torch.int32), relu_bits)
+    assert torch.equal(HeLU()(x).view(torch.int32), relu_bits)  # grad enabled, but x needs none
+    marked = HeLU()(x.clone().requires_grad_(True)).detach()
+    assert torch.signbit(marked).tolist() == [True, False, False, False]  # training marks -1.0 as below the band
+
+
+@pytest.mark.parametrize("memory", ["output", "input"])
+def test_functional_memory_mode_decides_what_is_saved(memory):
+    x = torch.randn(64, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = helu(x, 0.05, memory=memory)
+    assert any(t is x or t.data_ptr() == x.data_ptr() for t in saved) == (memory == "input")
+    assert any(t.data_ptr() == y.data_ptr() for t in saved) == (memory == "output")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from helu_lightning import HeLU
+from helu_lightning import HeLU, activation_factory
 from helu_lightning.models import (
     CifarResNet,
     SmallCNN,
@@ -63,7 +63,8 @@ def test_every_activation_comes_from_the_factory(name: str, options: dict, shape
 
 
 def test_spec_sets_alpha_on_every_helu() -> None:
-    model = build_backbone("wide_resnet", 10, {"name": "helu", "alpha": 0.001}, depth=10, width=1)
+    model = build_backbone("wide_resnet", 10, activation_factory({"name": "helu", "alpha": 0.001}), depth=10,
+                           width=1)
     helus = activations_of(model, HeLU)
     # WRN-10: one block per stage x 3 stages x 2 activations, plus the final BN-act.
     assert len(helus) == 7
@@ -102,30 +103,30 @@ def test_small_cnn_head_follows_image_size() -> None:
 
 
 def test_torchvision_model_swaps_all_relus_and_takes_grey_input() -> None:
-    reference = build_backbone("torchvision:resnet18", 10, "relu")
+    reference = build_backbone("torchvision:resnet18", 10, activation_factory("relu"))
     n_relu = len(activations_of(reference, nn.ReLU))
-    model = build_backbone("torchvision:resnet18", 10, "helu", in_channels=1)
+    model = build_backbone("torchvision:resnet18", 10, activation_factory("helu"), in_channels=1)
     assert len(activations_of(model, HeLU)) == n_relu == 9
     assert model.conv1.in_channels == 1 and model.fc.out_features == 10
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 
 
 def test_torchvision_replace_names_other_activation_types() -> None:
-    model = build_backbone("torchvision:mobilenet_v2", 10, "helu", replace=["ReLU6"])
+    model = build_backbone("torchvision:mobilenet_v2", 10, activation_factory("helu"), replace=["ReLU6"])
     assert not activations_of(model, nn.ReLU6) and len(activations_of(model, HeLU)) == 35
     with pytest.raises(ValueError, match="no activation of type"):
-        build_backbone("torchvision:mobilenet_v2", 10, "helu")
+        build_backbone("torchvision:mobilenet_v2", 10, activation_factory("helu"))
     with pytest.raises(ValueError, match="'Relu6' is not one"):
-        build_backbone("torchvision:mobilenet_v2", 10, "helu", replace=["Relu6"])
+        build_backbone("torchvision:mobilenet_v2", 10, activation_factory("helu"), replace=["Relu6"])
 
 
 def test_unknown_names_list_the_known_ones() -> None:
     with pytest.raises(ValueError, match="Did you mean 'wide_resnet'.*resnet18_cifar, small_cnn, wide_resnet"):
-        build_backbone("wide_resnt", 10, "helu")
+        build_backbone("wide_resnt", 10, activation_factory("helu"))
     with pytest.raises(ValueError, match="unknown torchvision classification model 'resnet19'.*resnet18"):
-        build_backbone("torchvision:resnet19", 10, "helu")
+        build_backbone("torchvision:resnet19", 10, activation_factory("helu"))
     with pytest.raises(TypeError, match="backbone 'wide_resnet' does not take options \\['depht'\\]"):
-        build_backbone("wide_resnet", 10, "helu", depht=10)
+        build_backbone("wide_resnet", 10, activation_factory("helu"), depht=10)
 
 
 @pytest.mark.parametrize(
@@ -143,11 +144,11 @@ def test_wrn_rejects_bad_shapes(kwargs: dict, message: str) -> None:
 
 def test_bad_class_or_channel_counts_and_activation_names() -> None:
     with pytest.raises(ValueError, match="num_classes must be an integer >= 2, got 1"):
-        build_backbone("small_cnn", 1, "helu")
+        build_backbone("small_cnn", 1, activation_factory("helu"))
     with pytest.raises(ValueError, match="in_channels must be a positive integer"):
-        build_backbone("small_cnn", 10, "helu", in_channels=0)
+        build_backbone("small_cnn", 10, activation_factory("helu"), in_channels=0)
     with pytest.raises(ValueError, match="unknown activation 'hellu'"):
-        build_backbone("small_cnn", 10, "hellu")
+        build_backbone("small_cnn", 10, activation_factory("hellu"))
 
 
 def test_register_backbone() -> None:
@@ -157,7 +158,8 @@ def test_register_backbone() -> None:
     register_backbone("tiny_test_net", tiny)
     try:
         assert "tiny_test_net" in available_backbones()
-        model = build_backbone("tiny_test_net", 3, {"name": "helu", "alpha": 0.2}, in_channels=1)
+        model = build_backbone("tiny_test_net", 3, activation_factory({"name": "helu", "alpha": 0.2}),
+                               in_channels=1)
         assert model(torch.randn(5, 1, 2, 2)).shape == (5, 3) and model[2].alpha.item() == pytest.approx(0.2)
         with pytest.raises(ValueError, match="already registered"):
             register_backbone("tiny_test_net", tiny)
@@ -167,3 +169,15 @@ def test_register_backbone() -> None:
         from helu_lightning.models import registry
 
         registry._BACKBONES.pop("tiny_test_net", None)
+
+
+@pytest.mark.parametrize("spec", ["helu", {"name": "helu"}, HeLU()])
+def test_builders_take_a_factory_not_a_spec(spec):
+    from helu_lightning.models.text import build_sequence_classifier
+
+    with pytest.raises(TypeError, match="build_backbone takes a zero-argument activation factory"):
+        build_backbone("small_cnn", 10, spec)
+    with pytest.raises(TypeError, match="build_sequence_classifier takes a zero-argument activation factory"):
+        build_sequence_classifier(2, spec, model_config={"model_type": "bert", "hidden_size": 32,
+                                                         "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                         "intermediate_size": 37, "vocab_size": 50})

@@ -164,3 +164,27 @@ def test_module_types_by_import_path_pick_other_activations():
     model = nn.Sequential(nn.Linear(2, 3), nn.GELU(), nn.ReLU())
     stats = ActivationStats(model, monitor.module_types, 0.05)
     assert list(stats.modules) == ["1"]
+
+
+@pytest.mark.parametrize("alpha", [0.25, 0.5])
+def test_band_is_open_at_minus_alpha_and_closed_at_zero(alpha):
+    """Inputs exactly at -alpha lie below the band, as in HeLU's backward; 0 lies in it."""
+    model = nn.Sequential(HeLU(alpha=alpha))
+    x = torch.tensor([[-alpha, -alpha / 2, 0.0, 0.5, -1.0, -alpha, 0.0, 2.0]])
+    stats = ActivationStats(model, TYPES, reference_alpha=0.05)
+    stats.attach()
+    model(x)
+    stats.detach()
+    assert stats.summary()["band_fraction/0"] == 3 / 8  # -alpha/2 and the two zeros
+
+
+def test_units_of_sequence_inputs_are_the_last_dimension_and_a_zero_max_unit_is_dead():
+    model = nn.Sequential(nn.ReLU())
+    x = torch.full((2, 5, 3), -1.0)  # (batch, tokens, features): 3 units, and 5 tokens to confuse with them
+    x[..., 0] = 1.0  # alive
+    x[0, 0, 1] = 0.0  # unit 1 peaks at exactly 0: never passes anything, so dead
+    stats = ActivationStats(model, TYPES, reference_alpha=0.05)
+    stats.attach()
+    model(x)
+    stats.detach()
+    assert stats.summary()["dead_fraction/0"] == pytest.approx(2 / 3)

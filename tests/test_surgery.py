@@ -120,3 +120,38 @@ def test_bad_targets_and_factories_raise():
         replace_activations(model, lambda: torch.relu)
     assert find_activations(model, nn.ReLU) == ["0"]
     assert find_activations(nn.ReLU(), nn.ReLU) == []  # the root itself is never a target
+
+
+def test_default_targets_are_relu_gelu_and_every_hf_gelu_class():
+    from transformers import activations as hf
+
+    from helu_lightning.surgery import default_targets
+
+    hf_names = ("GELUActivation", "NewGELUActivation", "FastGELUActivation", "QuickGELUActivation",
+                "AccurateGELUActivation", "GELUTanh", "PytorchGELUTanh")
+    expected = {nn.ReLU, nn.GELU} | {getattr(hf, n) for n in hf_names if hasattr(hf, n)}  # aliases count once
+    assert set(default_targets()) == expected and len(default_targets()) == len(expected)
+
+
+def test_nothing_to_replace_names_the_model_and_the_activations_it_has():
+    class Swish(nn.Module):  # an activation only by the name of its module, as Hugging Face's are
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * torch.sigmoid(x)
+
+    Swish.__module__ = "somelib.activations"
+    model = nn.Sequential(nn.Linear(2, 2), nn.SiLU(), Swish())
+    with pytest.raises(ValueError, match=r"no activation of type \['ReLU'\] found in Sequential; it has SiLU, Swish"):
+        replace_activations(model, "helu", targets=nn.ReLU)
+    with pytest.raises(ValueError, match=r"found in Linear\. Pass targets"):
+        replace_activations(nn.Linear(2, 2), "helu", targets=nn.ReLU)
+
+
+def test_factory_returning_a_non_module_is_named():
+    with pytest.raises(TypeError, match="the activation factory returned builtin_function_or_method, not an nn.Module"):
+        replace_activations(nn.Sequential(nn.ReLU()), lambda: torch.relu)
+
+
+def test_a_module_registered_twice_is_found_under_both_names():
+    shared = nn.ReLU()
+    model = nn.Sequential(nn.Linear(2, 2), shared, shared)
+    assert find_activations(model) == ["1", "2"]

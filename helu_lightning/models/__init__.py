@@ -4,7 +4,7 @@
 from .registry import TIMM_PREFIX, TORCHVISION_PREFIX, available_backbones, build_backbone, register_backbone
 from .resnet import CifarResNet, resnet18_cifar
 from .small_cnn import SmallCNN
-from .timm_models import install_timm_hook, register_timm_activations, timm_classifier
+from .timm_models import timm_classifier
 from .torchvision_models import torchvision_classifier, torchvision_classifiers
 from .wide_resnet import WideResNet
 
@@ -17,11 +17,8 @@ __all__ = [
     "available_backbones",
     "build_backbone",
     "register_backbone",
-    "register_timm_activations",
     "resnet18_cifar",
     "timm_classifier",
     "torchvision_classifier",
     "torchvision_classifiers",
 ]
-
-install_timm_hook()

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from ..activations import ActivationLike, activation_factory
+from ..registry import require_factory
 from .resnet import resnet18_cifar
 from .small_cnn import SmallCNN
 from .timm_models import TIMM_PREFIX, timm_classifier
@@ -44,14 +44,15 @@ def register_backbone(name: str, builder: Callable[..., nn.Module], overwrite: b
 
 
 def build_backbone(
-    name: str, num_classes: int, act: ActivationLike, in_channels: int = 3, **options: Any
+    name: str, num_classes: int, act: Callable[[], nn.Module], in_channels: int = 3, **options: Any
 ) -> nn.Module:
-    """Build backbone ``name`` with ``num_classes`` logits and activations only from ``act`` (a factory or spec)."""
+    """Build backbone ``name`` with ``num_classes`` logits and every activation a fresh ``act()`` (a zero-argument
+    factory: ``activation_factory(spec)`` makes one from a name or mapping)."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
         raise ValueError(f"in_channels must be a positive integer (3 for RGB, 1 for grey), got {in_channels!r}")
-    make = activation_factory(act)
+    make = require_factory(act, "build_backbone")
     if name.startswith(TORCHVISION_PREFIX):
         return torchvision_classifier(name[len(TORCHVISION_PREFIX):], num_classes, make, in_channels, **options)
     if name.startswith(TIMM_PREFIX):

@@ -7,8 +7,9 @@ from typing import Any
 
 from torch import nn
 
-from ..activations import ActivationFactory, HeLU, NaiveHeLU, activation_factory, register_hf_activations
+from ..activations import ActivationFactory, HeLU, NaiveHeLU
 from ..pretrained import LOCAL_MODELS, resolve_pretrained
+from ..registry import require_factory
 from ..surgery import default_targets, replace_activations
 
 __all__ = ["LOCAL_MODELS", "build_sequence_classifier", "resolve_pretrained"]
@@ -16,7 +17,7 @@ __all__ = ["LOCAL_MODELS", "build_sequence_classifier", "resolve_pretrained"]
 
 def build_sequence_classifier(
     num_labels: int,
-    activation: Callable[[], nn.Module] | str | dict | None,
+    activation: Callable[[], nn.Module] | None,
     pretrained: str | None = None,
     model_config: dict[str, Any] | None = None,
     regression: bool = False,
@@ -25,13 +26,13 @@ def build_sequence_classifier(
     """``AutoModelForSequenceClassification`` from ``pretrained`` (local path, alias or hub name) or, from
     scratch, from ``model_config`` (``{"model_type": "bert", "hidden_size": 256, ...}``); then every activation
     module of the transformer body (BERT: the FFN ``intermediate_act_fn``) is replaced by a fresh
-    ``activation()``. ``activation=None`` keeps the model's own (GELU for BERT). For a registry activation,
-    ``config.hidden_act`` is set to its name, so ``save_pretrained`` and reload keep it (with helu_lightning
-    imported); its kwargs go to ``config.helu_activation``.
+    ``activation()`` (a zero-argument factory, e.g. ``activation_factory(spec)``). ``activation=None`` keeps the
+    model's own (GELU for BERT). For a registry activation, ``config.hidden_act`` is set to its name, so
+    ``save_pretrained`` and reload keep it (with helu_lightning imported); its kwargs go to
+    ``config.helu_activation``.
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    register_hf_activations()
     if (pretrained is None) == (model_config is None):
         raise ValueError("give exactly one of pretrained (a local path or hub name of a model to fine-tune) or "
                          "model_config (a dict such as {'model_type': 'bert', 'hidden_size': 256} to train from "
@@ -53,7 +54,7 @@ def build_sequence_classifier(
         config = AutoConfig.for_model(model_type, **options, **head)
         model = AutoModelForSequenceClassification.from_config(config)
     if activation is not None:
-        factory = activation_factory(activation)
+        factory = require_factory(activation, "build_sequence_classifier")
         targets = (*default_targets(), HeLU, NaiveHeLU)
         replace_activations(model.base_model, factory, targets=targets)
         if isinstance(factory, ActivationFactory) and hasattr(model.config, "hidden_act"):

@@ -10,79 +10,22 @@ Gates (Sigmoid, Hardsigmoid in squeeze-excite blocks) and any other type are lef
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from types import ModuleType
 from typing import Any
 
 from torch import nn
 
 from ..activations import HeLU, NaiveHeLU
 from ..errors import UserError
+from ..registry import register_timm_activations
 from ..surgery import find_activations, replace_activations
 
-__all__ = ["TIMM_PREFIX", "activation_counts", "install_timm_hook", "register_timm_activations", "timm_classifier",
-           "timm_reference"]
+__all__ = ["TIMM_PREFIX", "activation_counts", "timm_classifier", "timm_reference"]
 
 TIMM_PREFIX = "timm:"
-_CREATE_ACT = "timm.layers.create_act"
 _LOADING_OPTIONS = {"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir"}
-_TIMM_NAMES = {"helu": HeLU, "helu_naive": NaiveHeLU}  # timm has the other registry names (relu, gelu, silu...)
-
-
-def _register_into(create_act: ModuleType) -> None:
-    create_act._ACT_LAYER_DEFAULT.update(_TIMM_NAMES)
-
-
-def register_timm_activations() -> None:
-    """Add HeLU (``helu``) and NaiveHeLU (``helu_naive``) to timm's activation registry, so
-    ``timm.create_model(name, act_layer="helu")`` builds HeLU layers. Imports timm."""
-    from timm.layers import create_act
-
-    _register_into(create_act)
-
-
-class _RegisterAfterExec(importlib.abc.Loader):
-    """Runs the real loader of ``timm.layers.create_act``, then registers our activations in it."""
-
-    def __init__(self, loader: importlib.abc.Loader) -> None:
-        self.loader = loader
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        self.loader.exec_module(module)
-        _register_into(module)
-
-    def __getattr__(self, name: str) -> Any:  # get_source, get_filename...: tracebacks and inspect keep working
-        return getattr(self.loader, name)
-
-
-class _TimmImportHook(importlib.abc.MetaPathFinder):
-    """Post-import hook: registration happens when (and only if) the user imports timm."""
-
-    def find_spec(self, fullname: str, path: Any, target: ModuleType | None = None
-                  ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != _CREATE_ACT:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return None
-        spec.loader = _RegisterAfterExec(spec.loader)
-        return spec
-
-
-def install_timm_hook() -> None:
-    """Register with timm now if it is loaded, else on its import (called on ``import helu_lightning``)."""
-    if _CREATE_ACT in sys.modules:
-        _register_into(sys.modules[_CREATE_ACT])
-    elif not any(isinstance(finder, _TimmImportHook) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _TimmImportHook())
 
 
 def _activation_types(names: Sequence[str]) -> tuple[type[nn.Module], ...]:
@@ -169,7 +112,6 @@ def timm_classifier(
         import timm  # noqa: F401
     except ImportError as err:
         raise UserError(f"backbone timm:{name} needs timm: pip install 'helu-lightning[timm]'") from err
-    install_timm_hook()
     register_timm_activations()
     _check_name(name)
     if "act_layer" in options:

@@ -13,8 +13,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from helu_lightning.search.optuna_internals import fail_running_trial
 from helu_lightning.search.options import SearchSetupError
+from helu_lightning.search.optuna_internals import fail_running_trial
 
 __all__ = [
     "FINISHED", "fail_dead_local_trials", "make_storage", "redact", "retry_callback", "trials_counted",

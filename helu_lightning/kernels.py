@@ -1,0 +1,140 @@
+"""HeLU's kernels, by name, and the one table that chooses between them.
+
+Two kernel sets compute the same bits:
+
+- ``bits``: eager CPU. The forward is two integer ``threshold`` passes over the float bits, the backward one
+  ``threshold_backward`` on the integer views: the kernels ReLU itself uses. alpha is read on the host (free on
+  CPU).
+- ``tensor``: select ops (``torch.where``) with alpha as a 0-dim tensor. Used on accelerators (no host sync),
+  while ``torch.compile`` traces (Inductor fuses and vectorises them; bit casts it does not), for double
+  backward (``create_graph=True``: the backward must itself be differentiable) and inside ``torch.func``
+  transforms. The backward is a select, never a product with a 0/1 mask, so an inf or NaN upstream gradient
+  below the band gives 0, as ReLU's does.
+
+``set_kernel("tensor")`` (or ``with use_kernel("tensor"):``) forces the tensor set everywhere, e.g. to test the
+accelerator path on CPU; ``"auto"`` (the default) applies the rules above.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensor
+from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+__all__ = ["KERNELS", "Kernels", "get_kernel", "kernel_for", "set_kernel", "use_kernel"]
+
+_INT_VIEW = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
+_BIT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+
+
+@lru_cache(maxsize=256)
+def _bit_codes(alpha: float, dtype: torch.dtype) -> tuple[torch.dtype, int, int, int]:
+    """Integer views of -alpha (rounded once to ``dtype``), -inf and -0.0: (int dtype, -alpha, -inf, -0.0).
+
+    Read as signed integers, negative floats sort by magnitude above -0.0 (the integer minimum), so the band
+    (-alpha, 0) is exactly the integers below the code of -alpha.
+    """
+    int_dtype = _INT_VIEW[torch.finfo(dtype).bits // 8]
+    neg_alpha = int(torch.tensor(-alpha, dtype=torch.float64).to(dtype).view(int_dtype))
+    neg_inf = int(torch.tensor(-math.inf, dtype=dtype).view(int_dtype))
+    return int_dtype, neg_alpha, neg_inf, torch.iinfo(int_dtype).min
+
+
+def forward_bits(x: Tensor, alpha: Tensor) -> Tensor:
+    """``relu(x)`` with -0.0 below the band, as two integer ``threshold`` passes: the band (-alpha, 0] -> +0.0,
+    then x <= -alpha -> -0.0; NaN of either sign is kept."""
+    int_dtype, neg_alpha, neg_inf, below = _bit_codes(float(alpha), x.dtype)
+    if neg_alpha == below:  # alpha rounds to 0 in this dtype: no band, ReLU's gradient
+        return torch.threshold(x, 0.0, -0.0)
+    bits = torch.threshold(x.view(int_dtype), neg_alpha - 1, 0)
+    return torch.threshold_(bits, neg_inf, below).view(x.dtype)
+
+
+def forward_tensor(x: Tensor, alpha: Tensor) -> Tensor:
+    """The same bits as ``forward_bits`` from select ops, alpha never leaving its device."""
+    return torch.where(x <= -alpha.to(x.dtype), -0.0, torch.threshold(x, 0.0, 0.0))
+
+
+def backward_bits(grad: Tensor, y: Tensor) -> Tensor:
+    """Zero the gradient where the saved output is -0.0: one ``threshold_backward`` on the integer views."""
+    int_dtype = _INT_VIEW[y.element_size()]
+    below = torch.iinfo(int_dtype).min
+    return torch.ops.aten.threshold_backward(grad.view(int_dtype), y.view(int_dtype), below).view(grad.dtype)
+
+
+def backward_tensor(grad: Tensor, y: Tensor) -> Tensor:
+    """Zero the gradient where the saved output is -0.0, by a select. y is never negative, so 1/y < 0 exactly
+    where y is -0.0 (1/-0.0 = -inf); NaN compares false and passes, as in ReLU."""
+    return torch.where(torch.reciprocal(y.detach()) < 0, 0.0, grad)
+
+
+def input_backward_bits(grad: Tensor, x: Tensor, edge: Tensor) -> Tensor:
+    """``memory="input"``: ReLU's backward kernel with the threshold moved to ``edge`` = -alpha."""
+    return torch.ops.aten.threshold_backward(grad, x, float(edge))
+
+
+def input_backward_tensor(grad: Tensor, x: Tensor, edge: Tensor) -> Tensor:
+    """``memory="input"`` by a select; ``x <= edge`` is false at NaN, so NaN passes the gradient as in ReLU."""
+    return torch.where(x.detach() <= edge, 0.0, grad)
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """One consistent kernel set: the forward that writes the band's signed zeros, and both backwards."""
+
+    forward: Callable[[Tensor, Tensor], Tensor]
+    backward: Callable[[Tensor, Tensor], Tensor]
+    input_backward: Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+KERNELS: dict[str, Kernels] = {
+    "bits": Kernels(forward_bits, backward_bits, input_backward_bits),
+    "tensor": Kernels(forward_tensor, backward_tensor, input_backward_tensor),
+}
+_CHOICES = ("auto", "tensor")
+_setting = "auto"
+
+
+def set_kernel(name: str) -> None:
+    """Choose HeLU's kernels for the whole process: ``"auto"`` (bits on eager CPU, tensor elsewhere) or
+    ``"tensor"`` (select ops everywhere)."""
+    global _setting
+    if name not in _CHOICES:
+        raise ValueError(f"kernel must be one of {', '.join(map(repr, _CHOICES))}, got {name!r}")
+    _setting = name
+
+
+def get_kernel() -> str:
+    """The current setting of ``set_kernel``."""
+    return _setting
+
+
+@contextmanager
+def use_kernel(name: str) -> Iterator[None]:
+    """``set_kernel(name)`` inside a ``with`` block, restored on exit."""
+    previous = _setting
+    set_kernel(name)
+    try:
+        yield
+    finally:
+        set_kernel(previous)
+
+
+def _tracing(x: Tensor) -> bool:
+    """Whether ``x`` is being traced (torch.compile, AOT autograd, export, opcheck): no host reads then."""
+    return torch.compiler.is_compiling() or isinstance(x, FakeTensor) or get_proxy_mode() is not None
+
+
+def kernel_for(x: Tensor, differentiable: bool = False) -> str:
+    """The name of the kernel set for tensor ``x``: ``bits`` only for eager, non-differentiable CPU work on a
+    float dtype, unless ``set_kernel("tensor")`` is in force."""
+    if _setting != "auto" or differentiable or x.device.type != "cpu" or x.dtype not in _BIT_DTYPES:
+        return "tensor"
+    return "tensor" if _tracing(x) else "bits"
