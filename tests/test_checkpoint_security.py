@@ -211,7 +211,8 @@ def test_checker_refuses_what_it_cannot_walk(tmp_path: Path) -> None:
 def test_callback_paths_may_not_climb_out_of_their_folder(offline_ckpt: Path, tmp_path: Path) -> None:
     """ModelCheckpoint deletes old top-k files under its folder, compared lexically: ``dir/../x`` would pass."""
     ckpt = torch.load(offline_ckpt, weights_only=True)
-    (key, state), = [(k, v) for k, v in ckpt["callbacks"].items() if "ModelCheckpoint" in k]
+    # The monitored ModelCheckpoint (helu-train adds an unmonitored one beside it that keeps last.ckpt current).
+    (key, state), = [(k, v) for k, v in ckpt["callbacks"].items() if "ModelCheckpoint" in k and "val/acc" in k]
     assert read_checkpoint(offline_ckpt) and Path(state["best_model_path"]).is_file()
     state["best_k_models"] = {f"{state['dirpath']}/../../../important.txt": 0.0}
     torch.save(ckpt, tmp_path / "climb.ckpt")

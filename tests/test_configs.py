@@ -127,6 +127,9 @@ def shipped_runs(tmp_path: Path) -> dict[str, list[str]]:
         "imagenette": ["--config", str(CONFIGS / "imagenette.yaml"), *vision, "--data.init_args.data_dir",
                        str(data / "imagenette"), "--data.init_args.image_size", "32", "--model.init_args.image_size",
                        "32"],
+        "imagenette_timm": ["--config", str(CONFIGS / "imagenette_timm.yaml"), "--data.init_args.batch_size", "4",
+                            "--data.init_args.num_workers", "0", "--data.init_args.data_dir", str(data / "imagenette"),
+                            "--data.init_args.image_size", "32", "--model.init_args.image_size", "32"],
         "text_offline": ["--config", str(CONFIGS / "text_offline.yaml"), "--data.init_args.max_length", "16",
                          "--data.init_args.batch_size", "4", "--data.init_args.eval_batch_size", "4"],
     }
@@ -144,7 +147,7 @@ def shipped_runs(tmp_path: Path) -> dict[str, list[str]]:
 
 def test_every_config_file_is_run_here() -> None:
     shipped = {str(p.relative_to(CONFIGS).with_suffix("")) for p in CONFIGS.rglob("*.yaml")}
-    covered = {"offline", "cifar10", "cifar100", "imagenette", "text_offline", "glue/base",
+    covered = {"offline", "cifar10", "cifar100", "imagenette", "imagenette_timm", "text_offline", "glue/base",
                *(f"glue/{t}" for t in GLUE_TASKS)}
     add_ons = {"monitor", "callbacks_example"}  # appended to a task config; run by tests/test_readme.py
     others = {name for name in shipped if name.startswith("search/")}  # search spaces, tests/test_search.py

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import torch
 
+from helu_lightning.callbacks import RNGState
 from helu_lightning.checkpoints import CheckpointError
 from helu_lightning.cli import cli
-from helu_lightning.callbacks import RNGState
 from helu_lightning.tasks.vision import VisionClassifier
 
 ROOT = Path(__file__).resolve().parents[1]

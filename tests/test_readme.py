@@ -45,8 +45,9 @@ SKIPPED = {
 # (regular expression on the README command, overrides appended to it). Every matching rule applies, in order.
 RULES: list[tuple[str, list[str]]] = [
     (r"^(fit|validate|test|predict) ", SHORT_FIT),
-    (r"configs/(cifar10|cifar100|imagenette)\.yaml", TINY_WRN),
-    (r"configs/imagenette\.yaml", ["--data.init_args.image_size", "32", "--model.init_args.image_size", "32"]),
+    (r"configs/(cifar10|cifar100|imagenette)\.yaml(?!.*timm:)", TINY_WRN),
+    (r"timm:|configs/imagenette_timm\.yaml", ["--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0"]),
+    (r"configs/imagenette(_timm)?\.yaml", ["--data.init_args.image_size", "32", "--model.init_args.image_size", "32"]),
     (r"configs/glue/", TINY_GLUE),
     (r"configs/text_offline\.yaml", TINY_TEXT),
     (r"^search ", ["--n_trials", "2", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",

@@ -13,7 +13,7 @@ import torch
 from fixtures import write_cifar10
 from torch import nn
 
-from helu_lightning import HeLU, register_timm_activations
+from helu_lightning import HeLU, activation_factory, register_timm_activations
 from helu_lightning.cli import main
 from helu_lightning.errors import UserError
 from helu_lightning.models import build_backbone
@@ -88,7 +88,7 @@ POLICY = {
 def test_main_activation_and_leftover_relu_gelu_become_helu_gates_stay(name: str) -> None:
     made_helu, kept = POLICY[name]
     reference = timm.create_model(name, pretrained=False, num_classes=5, in_chans=1)
-    model = build_backbone(f"timm:{name}", 5, {"name": "helu", "alpha": 0.02}, in_channels=1)
+    model = build_backbone(f"timm:{name}", 5, activation_factory({"name": "helu", "alpha": 0.02}), in_channels=1)
     # HeLU sits exactly where timm's default model has its main activation (and ReLU/GELU), nowhere else.
     assert _names_of(model, (HeLU,)) == _names_of(reference, made_helu) != set()
     assert {round(m.alpha.item(), 6) for m in model.modules() if isinstance(m, HeLU)} == {0.02}
@@ -101,15 +101,15 @@ def test_main_activation_and_leftover_relu_gelu_become_helu_gates_stay(name: str
 
 
 def test_activation_counts_report_what_is_left() -> None:
-    model = build_backbone("timm:test_efficientnet", 3, "helu")
+    model = build_backbone("timm:test_efficientnet", 3, activation_factory("helu"))
     assert activation_counts(model) == {"HeLU": 11, "Sigmoid": 2}
 
 
 def test_surgery_only_mode_takes_replace_types() -> None:
-    model = build_backbone("timm:test_efficientnet", 3, "helu", use_act_layer=False, replace=["SiLU"])
+    model = build_backbone("timm:test_efficientnet", 3, activation_factory("helu"), use_act_layer=False, replace=["SiLU"])
     assert activation_counts(model) == {"HeLU": 11, "Sigmoid": 2}
     with pytest.raises(UserError, match=r"replace: \[SiLU\]"):
-        build_backbone("timm:test_efficientnet", 3, "helu", use_act_layer=False)
+        build_backbone("timm:test_efficientnet", 3, activation_factory("helu"), use_act_layer=False)
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -122,16 +122,16 @@ def test_surgery_only_mode_takes_replace_types() -> None:
 ])
 def test_bad_options_get_clear_errors(options: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
-        build_backbone("timm:test_resnet", 3, "helu", **options)
+        build_backbone("timm:test_resnet", 3, activation_factory("helu"), **options)
 
 
 def test_unknown_timm_model_suggests_close_names() -> None:
     with pytest.raises(UserError, match="unknown timm model 'resnet26dd'.*'resnet26d'"):
-        build_backbone("timm:resnet26dd", 3, "helu")
+        build_backbone("timm:resnet26dd", 3, activation_factory("helu"))
 
 
 def test_backbone_options_reach_create_model() -> None:
-    model = build_backbone("timm:test_vit", 3, "helu", img_size=32, drop_rate=0.25)
+    model = build_backbone("timm:test_vit", 3, activation_factory("helu"), img_size=32, drop_rate=0.25)
     assert model.patch_embed.img_size == (32, 32) and model.head_drop.p == 0.25
 
 
@@ -222,6 +222,6 @@ def test_imagenette_timm_config_fast_dev_run_on_an_imagefolder_fixture(tmp_path:
 @pytest.mark.parametrize(("activation", "kind"), [("silu", nn.SiLU), ("relu", nn.ReLU), ("gelu", nn.GELU)])
 def test_baseline_activations_take_the_same_places(activation: str, kind: type) -> None:
     reference = timm.create_model("test_efficientnet", pretrained=False, num_classes=3)
-    model = build_backbone("timm:test_efficientnet", 3, activation)
+    model = build_backbone("timm:test_efficientnet", 3, activation_factory(activation))
     assert _names_of(model, (kind,)) == _names_of(reference, (nn.SiLU,))
     assert _names_of(model, (nn.Sigmoid,)) == _names_of(reference, (nn.Sigmoid,))
