@@ -24,6 +24,7 @@ EXTRA_COMMANDS = {
     "search": "helu_lightning.search:main",
     "export": "helu_lightning.export:main",
     "plot": "helu_lightning.plots:main",
+    "compare": "helu_lightning.compare:main",
 }
 
 
