@@ -12,14 +12,14 @@ helu-train compare --config configs/fashion_mnist.yaml \
     --int8_batches 4 --trainer.limit_train_batches 15 --trainer.limit_val_batches 6 --trainer.limit_test_batches 10
 
 # 2. Where ReLU units die: digits, small CNN without dropout, SGD at lr 0.5 (10x the config's), 5 epochs.
-helu-train compare --config configs/offline.yaml --activations relu helu:0.05 helu:0.2 --seeds 5 \
-    --output_dir runs/compare/digits_high_lr --int8_batches 4 --trainer.max_epochs 5 \
+helu-train compare --config configs/offline.yaml --activations relu helu:0.05 --seeds 5 \
+    --output_dir runs/compare/digits_high_lr --no_int8 --trainer.max_epochs 5 \
     --model.init_args.optimizer.init_args.lr 0.5 --model.init_args.lr_scheduler.init_args.T_max 5 \
     --model.init_args.backbone_options.dropout 0
 
 # 3. MiniLM (real all-MiniLM-L6-v2) fine-tuned on BBC news, FFN activation swapped, 3 activations x 5 seeds.
-#    Subsampled: 240 training articles, 64 tokens, 2 epochs; test on 4 batches of 64 (256 of the 445 test
+#    Subsampled: 160 training articles, 64 tokens, 2 epochs; test on 4 batches of 64 (256 of the 445 test
 #    articles); INT8 scored on 2 validation batches (128 articles).
 helu-train compare --config configs/text_offline.yaml --activations relu gelu helu:0.05 --seeds 5 \
-    --output_dir runs/compare/text_bbc --int8_batches 2 --data.init_args.max_train_samples 240 \
+    --output_dir runs/compare/text_bbc --int8_batches 2 --data.init_args.max_train_samples 160 \
     --trainer.limit_test_batches 4

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from helu_lightning.compare import build_parser, main, run
@@ -133,35 +134,42 @@ def test_paired_difference_without_spread_or_pairs():
 
 def test_two_activations_two_seeds_on_the_digits(tmp_path, one_thread, capsys):
     out = tmp_path / "compare"
-    report = run(build_parser().parse_args(compare_argv(out, "--int8_batches", "1")))
+    argv = compare_argv(out, "--int8_batches", "1", activations=("relu", "helu:auto"))
+    report = run(build_parser().parse_args(argv))
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{out / 'study.db'}")
-    assert complete_points(study.trials) == [("helu:0.05", 0), ("helu:0.05", 1), ("relu", 0), ("relu", 1)]
+    assert complete_points(study.trials) == [("helu:auto", 0), ("helu:auto", 1), ("relu", 0), ("relu", 1)]
     assert len(study.trials) == 4
     rows = report["runs"]
-    assert [(r["activation"], r["seed"]) for r in rows] == [("relu", 0), ("relu", 1), ("helu:0.05", 0), ("helu:0.05", 1)]
+    assert [(r["activation"], r["seed"]) for r in rows] == [("relu", 0), ("relu", 1), ("helu:auto", 0), ("helu:auto", 1)]
     for row in rows:
         assert 0.0 <= row["test/acc"] <= 1.0 and row["seconds_per_epoch"] > 0 and row["epochs"] == 1
         assert 0.0 <= row["val_dead_fraction"] <= 1.0 and 0.0 <= row["val_band_fraction"] <= 1.0
         assert row["int8_delta"] == pytest.approx(row["int8"] - row["int8_fp32"]) and row["errors"] is None
-        assert len(row["curve"]) == 1
+        assert len(row["curve"]) == 1 and row["curve"][0] == pytest.approx(row["monitor_last"])
+    # helu:auto: each seed's run got suggest_alpha's value, and its fit config used it.
+    for trial in study.trials:
+        spec = trial.user_attrs["spec"]
+        if trial.params["activation"] == "helu:auto":
+            assert spec["name"] == "helu" and 0 < spec["alpha"] < 1
+            config = yaml.safe_load((out / "trials" / str(trial.number) / "config.yaml").read_text())
+            activation = config["model"]["init_args"]["activation"]
+            assert (activation["name"], activation["alpha"]) == ("helu", spec["alpha"])
+            assert config["seed_everything"] == trial.params["seed"]
+            callbacks = [c["class_path"] for c in config["trainer"]["callbacks"]]
+            assert "helu_lightning.callbacks.ActivationMonitor" in callbacks
     assert report["metric"] == "test/acc" and report["baseline"] == "relu"
-    helu = next(s for s in report["summary"] if s["activation"] == "helu:0.05")
+    helu = next(s for s in report["summary"] if s["activation"] == "helu:auto")
     by_seed = {(r["activation"], r["seed"]): r["test/acc"] for r in rows}
-    differences = [by_seed[("helu:0.05", s)] - by_seed[("relu", s)] for s in (0, 1)]
+    differences = [by_seed[("helu:auto", s)] - by_seed[("relu", s)] for s in (0, 1)]
     assert helu["diff"] == pytest.approx(sum(differences) / 2) and helu["pairs"] == 2
-    # Different seeds give different runs (the seed reaches the fit).
-    assert by_seed[("relu", 0)] != by_seed[("relu", 1)] or rows[0]["monitor_last"] != rows[1]["monitor_last"]
     assert json.loads((out / "report.json").read_text())["metric"] == "test/acc"
     markdown = (out / "results.md").read_text()
-    assert "| helu:0.05 | 2 |" in markdown and "paired t-test" in markdown
+    assert "| helu:auto (α≈" in markdown and "paired t-test" in markdown
     for name in ("val_curves.png", "paired.png"):
         assert (out / "plots" / name).read_bytes()[:4] == b"\x89PNG"
     assert "runs reported" in capsys.readouterr().out
-    # The HeLU runs were exported as ReLU (their INT8 models hold no HeLU).
-    config = (out / "trials" / str(study.trials[-1].number) / "config.yaml").read_text()
-    assert "ActivationMonitor" in config and "RunRecorder" in config
 
-    run(build_parser().parse_args(compare_argv(out, "--int8_batches", "1")))  # complete: nothing runs again
+    run(build_parser().parse_args(argv))  # complete: nothing runs again
     assert len(optuna.load_study(study_name="t", storage=f"sqlite:///{out / 'study.db'}").trials) == 4
 
 

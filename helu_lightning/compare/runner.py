@@ -9,6 +9,8 @@ is repeated. Results live in the trials' user attributes, so the report needs no
 from __future__ import annotations
 
 import json
+import os
+import socket
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -89,6 +91,9 @@ class CompareObjective:
         self.module_classes = sorted({arm.module_class() for arm in arms})
 
     def __call__(self, trial: optuna.Trial) -> float:
+        # Who runs the trial, as the search records it, so fail_dead_local_trials can fail it if this process dies
+        # before the fit starts (during calibration); Objective sets the same again.
+        trial.set_user_attr("worker", {"trial": trial.number, "host": socket.gethostname(), "pid": os.getpid()})
         label = trial.suggest_categorical("activation", list(self.arms))
         seed = trial.suggest_categorical("seed", self.seeds)
         if (holder := _earlier_holder(trial, label, seed)) is not None:
