@@ -26,6 +26,7 @@ def _save(figure: Any, path: Path) -> Path:
 
 def _curves(rows: list[dict[str, Any]], labels: Sequence[str], monitor: str, path: Path) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axis = plt.subplots(figsize=(6, 4))
     for label in labels:
@@ -38,6 +39,7 @@ def _curves(rows: list[dict[str, Any]], labels: Sequence[str], monitor: str, pat
         mean, std = values.mean(axis=0), values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(length)
         axis.plot(epochs, mean, marker="o", label=f"{label} (n={len(values)})")
         axis.fill_between(epochs, mean - std, mean + std, alpha=0.2)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("epoch")
     axis.set_ylabel(monitor)
     axis.set_title(f"{monitor} per epoch: mean ± std over seeds")
@@ -71,6 +73,7 @@ def _paired(rows: list[dict[str, Any]], summary: list[dict[str, Any]], labels: S
             right.errorbar([i + 0.15], [row["diff"]], yerr=[[row["diff"] - row["ci_low"]], [row["ci_high"] - row["diff"]]],
                            fmt="s", color="black", capsize=4)
     right.axhline(0.0, color="grey", linewidth=1)
+    right.set_xlim(-0.5, max(len(others), 1) - 0.5)
     right.set_xticks(range(len(others)), [row["activation"] for row in others], rotation=30, ha="right")
     right.set_ylabel(f"{metric} − {baseline}")
     right.set_title("paired differences (dots) and mean with 95% CI")
