@@ -42,7 +42,8 @@ RECORDER_CLASS = "helu_lightning.compare.record.RunRecorder"
 
 def open_study(storage_url: str, study_name: str, direction: str, arms: Sequence[Arm], seeds: Sequence[int],
                heartbeat_interval: int = 60, grace_period: int | None = None, max_retry: int = 3) -> optuna.Study:
-    """Create the study or join it; a study created for another grid is refused (new --study_name)."""
+    """Create the study (its grid enqueued seed by seed) or join it; a study created for another grid is refused
+    (new --study_name)."""
     try:
         storage = make_storage(storage_url, heartbeat_interval, grace_period, max_retry)
     except ValueError as err:
@@ -57,6 +58,11 @@ def open_study(storage_url: str, study_name: str, direction: str, arms: Sequence
     if stored is None:
         study.set_user_attr("grid", grid)
         study.set_user_attr("specs", {arm.label: arm.spec for arm in arms})
+        # Seed-major order (every activation for seed 0, then seed 1, ...), where the GridSampler would shuffle:
+        # whatever has finished when a comparison is cut short holds complete pairs.
+        for seed in seeds:
+            for arm in arms:
+                study.enqueue_trial({"activation": arm.label, "seed": seed}, skip_if_exists=True)
     elif stored != grid:
         raise CompareError(f"study {study_name!r} compares {stored['activation']} over seeds {stored['seed']}, "
                            f"not {grid['activation']} over {grid['seed']}; repeat its command or pass a new "
