@@ -142,7 +142,8 @@ def test_two_activations_two_seeds_on_the_digits(tmp_path, one_thread, capsys):
     assert [(t.params["seed"], t.params["activation"]) for t in study.trials] == [
         (0, "relu"), (0, "helu:auto"), (1, "relu"), (1, "helu:auto")]
     rows = report["runs"]
-    assert [(r["activation"], r["seed"]) for r in rows] == [("relu", 0), ("relu", 1), ("helu:auto", 0), ("helu:auto", 1)]
+    expected = [("relu", 0), ("relu", 1), ("helu:auto", 0), ("helu:auto", 1)]
+    assert [(r["activation"], r["seed"]) for r in rows] == expected
     for row in rows:
         assert 0.0 <= row["test/acc"] <= 1.0 and row["seconds_per_epoch"] > 0 and row["epochs"] == 1
         assert 0.0 <= row["val_dead_fraction"] <= 1.0 and 0.0 <= row["val_band_fraction"] <= 1.0

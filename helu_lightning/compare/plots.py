@@ -70,8 +70,8 @@ def _paired(rows: list[dict[str, Any]], summary: list[dict[str, Any]], labels: S
                        if value.get((row["activation"], s)) is not None and value.get((baseline, s)) is not None]
         right.scatter([i] * len(differences), differences, alpha=0.6)
         if not np.isnan(row["ci_low"]):
-            right.errorbar([i + 0.15], [row["diff"]], yerr=[[row["diff"] - row["ci_low"]], [row["ci_high"] - row["diff"]]],
-                           fmt="s", color="black", capsize=4)
+            error = [[row["diff"] - row["ci_low"]], [row["ci_high"] - row["diff"]]]
+            right.errorbar([i + 0.15], [row["diff"]], yerr=error, fmt="s", color="black", capsize=4)
     right.axhline(0.0, color="grey", linewidth=1)
     right.set_xlim(-0.5, max(len(others), 1) - 0.5)
     right.set_xticks(range(len(others)), [row["activation"] for row in others], rotation=30, ha="right")

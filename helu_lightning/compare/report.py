@@ -115,7 +115,9 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 def _pm(mean: float | None, std: float | None, scale: float = 1.0) -> str:
     if mean is None or math.isnan(mean):
         return "-"
-    return f"{mean * scale:.2f} ± {std * scale:.2f}" if std is not None and not math.isnan(std) else f"{mean * scale:.2f}"
+    if std is None or math.isnan(std):
+        return f"{mean * scale:.2f}"
+    return f"{mean * scale:.2f} ± {std * scale:.2f}"
 
 
 def to_markdown(summary: list[dict[str, Any]], metric: str, baseline: str | None, percent: bool) -> str:
