@@ -256,3 +256,17 @@ def test_bad_input_stops_before_any_study(tmp_path, capsys, change, words):
     err = capsys.readouterr().err
     assert err.startswith("helu-train compare: error:") and words in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()  # no study.db: nothing was created
+
+
+def test_fashion_mnist_config_fits_on_idx_fixtures(tmp_path, one_thread):
+    """The evidence config builds and trains a step on Fashion-MNIST IDX files (tests need no Debian package)."""
+    from fixtures import write_fashion_mnist_idx
+
+    from helu_lightning.cli import cli
+
+    data = write_fashion_mnist_idx(tmp_path / "data", n=40, gzipped=True)
+    run_ = cli(["fit", "--config", str(ROOT / "configs" / "fashion_mnist.yaml"), "--trainer.fast_dev_run", "true",
+                "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false",
+                "--data.init_args.data_dir", str(data), "--data.init_args.batch_size", "8"])
+    assert run_.trainer.global_step == 1 and "test/acc" in run_.trainer.callback_metrics
+    assert type(run_.model.model).__name__ == "CifarResNet"
