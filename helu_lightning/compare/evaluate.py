@@ -1,10 +1,11 @@
 """After a run's fit: its best checkpoint tested with the config's DataModule, and exported HeLU -> ReLU to
-ONNX, quantized to INT8 with onnxruntime (dynamic), both scored on the validation set."""
+ONNX (in a temporary folder), quantized to INT8 with onnxruntime (dynamic), both scored on the validation set."""
 
 from __future__ import annotations
 
 import itertools
 import math
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,7 +54,8 @@ class Evaluator:
                 result["test_error"] = f"{type(err).__name__}: {err}"
         if self.int8:
             try:
-                result["int8"] = int8_accuracy(checkpoint, self._val_batches(cli.datamodule), trial_dir / "onnx")
+                with tempfile.TemporaryDirectory(prefix="helu-compare-onnx-") as tmp:  # ~100 MB for MiniLM
+                    result["int8"] = int8_accuracy(checkpoint, self._val_batches(cli.datamodule), Path(tmp))
             except Exception as err:  # e.g. an op the exporter or quantizer cannot handle: reported per run
                 result["int8_error"] = f"{type(err).__name__}: {err}"[:500]
         return result
