@@ -157,8 +157,9 @@ def run_grid(study: optuna.Study, objective: CompareObjective, arms: Sequence[Ar
              max_retry: int = 3) -> None:
     """Run trials until every (activation, seed) has completed here or is running elsewhere.
 
-    The GridSampler hands out grid points; points it cannot see as open (their only trials failed, or a retry
-    shifted its bookkeeping) are enqueued explicitly, once per call.
+    Trials come from the queue ``open_study`` filled seed by seed (and retries of dead workers' runs), else from
+    the GridSampler; open points whose trials failed, or any after a duplicate was seen, are enqueued again,
+    once per call.
     """
     enqueued: list[dict[str, Any]] = []
     for _ in range(3 * len(arms) * len(seeds) + 3):
