@@ -237,14 +237,17 @@ def test_two_workers_share_the_grid_on_one_journal_file(tmp_path):
     ({"--config": ["BROKEN"]}, "not valid YAML"),
     ({"--config": ["MISSING"]}, "does not exist"),
     ({"--baseline": ["gelu"]}, "baseline 'gelu'"),
+    ({"--config": ["UNKNOWN_KEY"]}, "rejected by `helu-train fit`"),
 ])
 def test_bad_input_stops_before_any_study(tmp_path, capsys, change, words):
     broken = tmp_path / "broken.yaml"
     broken.write_text("trainer: {max_epochs: 1\nmodel: [")
+    unknown_key = tmp_path / "unknown.yaml"
+    unknown_key.write_text(CONFIG.read_text().replace("max_epochs: 20", "max_epochz: 20"))
     argv = compare_argv(tmp_path / "out", "--baseline", "relu")
     for flag, values in change.items():
-        values = [str(broken) if v == "BROKEN" else str(tmp_path / "missing.yaml") if v == "MISSING" else v
-                  for v in values]
+        files = {"BROKEN": broken, "MISSING": tmp_path / "missing.yaml", "UNKNOWN_KEY": unknown_key}
+        values = [str(files.get(v, v)) for v in values]
         start = argv.index(flag) + 1
         end = start + (2 if flag == "--activations" else 1)
         argv[start:end] = values
@@ -254,7 +257,8 @@ def test_bad_input_stops_before_any_study(tmp_path, capsys, change, words):
         main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("helu-train compare: error:") and words in err and "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # jsonargparse prints what it rejected above ours
+    assert last.startswith("helu-train compare: error:") and words in last and "Traceback" not in err
     assert not (tmp_path / "out").exists()  # no study.db: nothing was created
 
 

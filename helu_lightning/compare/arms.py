@@ -60,7 +60,8 @@ def parse_arm(text: str) -> Arm:
         try:
             spec = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise CompareError(f"activation {text!r} is not a valid JSON/YAML mapping: {err}") from None
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise CompareError(f"activation {text!r} is not a valid JSON/YAML mapping: {problem}") from None
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise CompareError(f"activation mapping {text!r} needs a 'name' key, e.g. '{{name: helu, alpha: 0.02}}'")
         auto = spec.get("alpha") == AUTO

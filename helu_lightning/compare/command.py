@@ -29,7 +29,7 @@ from helu_lightning.compare.report import (
     to_markdown,
     to_table,
 )
-from helu_lightning.compare.runner import CompareObjective, open_study, run_grid
+from helu_lightning.compare.runner import CompareObjective, check_config, open_study, run_grid
 from helu_lightning.errors import UserError
 from helu_lightning.io import atomic_write_text
 
@@ -83,7 +83,10 @@ def load_config(path: str) -> dict:
     try:
         config = yaml.safe_load(file.read_text())
     except yaml.YAMLError as err:
-        raise CompareError(f"config {path!r} is not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise CompareError(f"config {path!r} is not valid YAML: {problem}{where}") from None
     if not isinstance(config, dict):
         raise CompareError(f"config {path!r} is not a YAML mapping of fit options (trainer:, model:, data:)")
     return config
@@ -115,6 +118,7 @@ def run(args: argparse.Namespace, build_cli: Any = None) -> dict[str, Any]:
     output_dir = Path(args.output_dir)
     if build_cli is None:
         from helu_lightning.cli import cli as build_cli
+    check_config(config, arms[0], seeds[0], args.overrides, build_cli)
     storage = args.storage or f"sqlite:///{(output_dir / 'study.db').resolve()}"
     study = open_study(storage, args.study_name, args.direction, arms, seeds, args.heartbeat_interval,
                        args.grace_period, args.max_retry)

@@ -31,7 +31,7 @@ from helu_lightning.search import (
     make_storage,
 )
 
-__all__ = ["ACTIVATION_TARGET", "CompareObjective", "grid_todo", "open_study", "run_grid", "trial_config"]
+__all__ = ["ACTIVATION_TARGET", "CompareObjective", "check_config", "grid_todo", "open_study", "run_grid", "trial_config"]
 
 ACTIVATION_TARGET = "model.init_args.activation"
 GRID_PARAMS = [SearchParam("activation", ACTIVATION_TARGET, type="categorical", choices=[None]),
@@ -83,6 +83,25 @@ def trial_config(base: dict, spec: dict[str, Any], seed: int, record_path: Path,
     callbacks.append({"class_path": RECORDER_CLASS, "init_args": {"path": str(record_path)}})
     trainer["callbacks"] = callbacks
     return config
+
+
+def check_config(base: dict, arm: Arm, seed: int, overrides: list[str], build_cli: Callable[..., Any]) -> None:
+    """Build (not fit) the first run's LightningCLI, so a config or override that ``helu-train fit`` rejects
+    stops the comparison before any study exists; CompareError says so."""
+    with tempfile.TemporaryDirectory(prefix="helu-compare-") as tmp:
+        path = Path(tmp) / "config.yaml"
+        config = trial_config(base, arm.probe_spec(), seed, Path(tmp) / "record.json", [arm.module_class()])
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        args = ["--config", str(path), *overrides, f"--trainer.default_root_dir={tmp}"]
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+                build_cli(args=args, run=False, trainer_defaults={"logger": False, "enable_progress_bar": False})
+        except SystemExit as err:  # jsonargparse has printed what it rejected
+            raise CompareError(f"the config with these options is rejected by `helu-train fit` (exit {err.code}; "
+                               "its message is above); fix the config or the --section.key options") from None
+        except (ValueError, TypeError, KeyError) as err:
+            raise CompareError(f"the config cannot build its model or data: {type(err).__name__}: {err}") from None
 
 
 class CompareObjective:
