@@ -31,7 +31,8 @@ from helu_lightning.search import (
     make_storage,
 )
 
-__all__ = ["ACTIVATION_TARGET", "CompareObjective", "check_config", "grid_todo", "open_study", "run_grid", "trial_config"]
+__all__ = ["ACTIVATION_TARGET", "CompareObjective", "check_config", "grid_todo", "open_study", "run_grid",
+           "trial_config"]
 
 ACTIVATION_TARGET = "model.init_args.activation"
 GRID_PARAMS = [SearchParam("activation", ACTIVATION_TARGET, type="categorical", choices=[None]),
