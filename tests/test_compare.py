@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy.exc
 import yaml
 from optuna.trial import TrialState
 
@@ -188,8 +189,8 @@ def test_killed_comparison_resumes_without_repeating_a_finished_run(tmp_path, on
             continue
         try:
             trials = optuna.load_study(study_name="t", storage=storage).trials
-        except (KeyError, optuna.exceptions.StorageInternalError):
-            continue
+        except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):
+            continue  # the worker is creating the study (and its tables) right now
         if any(t.state == TrialState.COMPLETE for t in trials):
             running = next((t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values), None)
     assert running is not None, Path(proc.stdout.name).read_text()[-3000:]
