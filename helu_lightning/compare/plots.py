@@ -52,7 +52,7 @@ def _paired(rows: list[dict[str, Any]], summary: list[dict[str, Any]], labels: S
             baseline: str | None, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"wspace": 0.3})
     seeds = sorted({r["seed"] for r in rows})
     value = {(r["activation"], r["seed"]): r.get(metric) for r in rows}
     for seed in seeds:
