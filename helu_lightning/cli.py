@@ -30,7 +30,8 @@ EXTRA_COMMANDS = {
 
 DESCRIPTION = (
     "Train with HeLU (ReLU forward, hysteresis backward) and serve as ReLU. Trainer subcommands below; also "
-    "`helu-train search` (Optuna), `helu-train export` (HeLU -> ReLU) and `helu-train plot` (PNG plots of runs): "
+    "`helu-train search` (Optuna), `helu-train compare` (activation A/B over seeds), `helu-train export` "
+    "(HeLU -> ReLU) and `helu-train plot` (PNG plots of runs): "
     "add --help to any of them."
 )
 
