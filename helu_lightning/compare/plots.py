@@ -1,0 +1,93 @@
+"""PNG plots of a comparison: the monitored validation metric per epoch (mean over seeds, band +- std) for
+each activation, and each seed's metric per activation joined by a line, with the paired differences."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from helu_lightning.io import atomic_write_bytes
+
+__all__ = ["write_plots"]
+
+
+def _save(figure: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _curves(rows: list[dict[str, Any]], labels: Sequence[str], monitor: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for label in labels:
+        curves = [r["curve"] for r in rows if r["activation"] == label and r["curve"]]
+        if not curves:
+            continue
+        length = min(len(c) for c in curves)
+        values = np.array([c[:length] for c in curves])
+        epochs = np.arange(1, length + 1)
+        mean, std = values.mean(axis=0), values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(length)
+        axis.plot(epochs, mean, marker="o", label=f"{label} (n={len(values)})")
+        axis.fill_between(epochs, mean - std, mean + std, alpha=0.2)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_xlabel("epoch")
+    axis.set_ylabel(monitor)
+    axis.set_title(f"{monitor} per epoch: mean ± std over seeds")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def _paired(rows: list[dict[str, Any]], summary: list[dict[str, Any]], labels: Sequence[str], metric: str,
+            baseline: str | None, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"wspace": 0.3})
+    seeds = sorted({r["seed"] for r in rows})
+    value = {(r["activation"], r["seed"]): r.get(metric) for r in rows}
+    for seed in seeds:
+        points = [(i, value.get((label, seed))) for i, label in enumerate(labels)]
+        points = [(i, v) for i, v in points if v is not None]
+        left.plot([i for i, _ in points], [v for _, v in points], marker="o", alpha=0.6, label=f"seed {seed}")
+    left.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    left.set_ylabel(metric)
+    left.set_title(f"{metric} per seed (lines join one seed)")
+    left.legend(fontsize=7)
+    left.grid(alpha=0.3)
+    others = [row for row in summary if "diff" in row]
+    for i, row in enumerate(others):
+        differences = [value[(row["activation"], s)] - value[(baseline, s)] for s in seeds
+                       if value.get((row["activation"], s)) is not None and value.get((baseline, s)) is not None]
+        right.scatter([i] * len(differences), differences, alpha=0.6)
+        if not np.isnan(row["ci_low"]):
+            error = [[row["diff"] - row["ci_low"]], [row["ci_high"] - row["diff"]]]
+            right.errorbar([i + 0.15], [row["diff"]], yerr=error, fmt="s", color="black", capsize=4)
+    right.axhline(0.0, color="grey", linewidth=1)
+    right.set_xlim(-0.5, max(len(others), 1) - 0.5)
+    right.set_xticks(range(len(others)), [row["activation"] for row in others], rotation=30, ha="right")
+    right.set_ylabel(f"{metric} − {baseline}")
+    right.set_title("paired differences (dots) and mean with 95% CI")
+    right.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def write_plots(rows: list[dict[str, Any]], summary: list[dict[str, Any]], labels: Sequence[str], monitor: str,
+                metric: str, baseline: str | None, plot_dir: Path) -> list[Path]:
+    """``val_curves.png`` and ``paired.png`` (the latter needs a baseline) under ``plot_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    written = [_curves(rows, labels, monitor, plot_dir / "val_curves.png")]
+    if baseline is not None and rows:
+        written.append(_paired(rows, summary, labels, metric, baseline, plot_dir / "paired.png"))
+    return written
