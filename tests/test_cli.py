@@ -69,7 +69,7 @@ def test_activation_from_yaml_and_flags(config: Path) -> None:
     assert alphas(full.model) == {0.2}
     relu = cli(["--config", str(config), "--model.activation", "relu"], run=False)
     assert not alphas(relu.model) and any(isinstance(m, torch.nn.ReLU) for m in relu.model.modules())
-    # Any keyword of the activation class goes flat into the mapping, as DESIGN.md writes it.
+    # Any keyword of the activation class goes flat into the mapping, as the README documents it.
     flat = cli(["--config", str(config), "--model.activation", "{name: helu, alpha: 0.02, memory: input}"], run=False)
     helus = [m for m in flat.model.modules() if isinstance(m, HeLU)]
     assert helus and {(round(m.alpha.item(), 6), m.memory) for m in helus} == {(0.02, "input")}

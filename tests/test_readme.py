@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures import write_cifar10, write_cifar100, write_imagenette
+from fixtures import write_cifar10, write_cifar100, write_fashion_mnist_idx, write_imagenette
 from glue_fixtures import write_glue
 
 from helu_lightning.commands import main
@@ -53,6 +53,11 @@ RULES: list[tuple[str, list[str]]] = [
     (r"^search ", ["--n_trials", "2", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
                    "--trainer.limit_val_batches", "1", "--no_calibration"]),
     (r"^export .*text_offline", ["--max_batches", "1"]),
+    (r"^compare ", ["--seeds", "2", "--int8_batches", "1", "--trainer.max_epochs", "1", "--trainer.limit_train_batches",
+                    "2", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
+                    "--trainer.enable_progress_bar", "false"]),
+    (r"configs/fashion_mnist\.yaml", ["--data.init_args.data_dir", "data/fashion-mnist",
+                                      "--data.init_args.batch_size", "8"]),
 ]
 
 
@@ -100,6 +105,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_cifar100(root / "data" / "cifar100", n_per_split=100)
     write_imagenette(root / "data" / "imagenette2-160", classes=[f"n0{i:07d}" for i in range(10)], n_per_class=2)
     write_glue(root / "data" / "glue", n=6)
+    write_fashion_mnist_idx(root / "data" / "fashion-mnist", n=40, gzipped=True)
     return root
 
 
