@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import write_cifar10, write_cifar100, write_imagenette
+from fixtures import write_cifar10, write_cifar100, write_fashion_mnist_idx, write_imagenette
 from glue_fixtures import write_glue
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
@@ -130,6 +130,8 @@ def shipped_runs(tmp_path: Path) -> dict[str, list[str]]:
         "imagenette_timm": ["--config", str(CONFIGS / "imagenette_timm.yaml"), "--data.init_args.batch_size", "4",
                             "--data.init_args.num_workers", "0", "--data.init_args.data_dir", str(data / "imagenette"),
                             "--data.init_args.image_size", "32", "--model.init_args.image_size", "32"],
+        "fashion_mnist": ["--config", str(CONFIGS / "fashion_mnist.yaml"), "--data.init_args.batch_size", "8",
+                          "--data.init_args.data_dir", str(write_fashion_mnist_idx(data / "fashion", n=40))],
         "text_offline": ["--config", str(CONFIGS / "text_offline.yaml"), "--data.init_args.max_length", "16",
                          "--data.init_args.batch_size", "4", "--data.init_args.eval_batch_size", "4"],
     }
@@ -147,7 +149,7 @@ def shipped_runs(tmp_path: Path) -> dict[str, list[str]]:
 
 def test_every_config_file_is_run_here() -> None:
     shipped = {str(p.relative_to(CONFIGS).with_suffix("")) for p in CONFIGS.rglob("*.yaml")}
-    covered = {"offline", "cifar10", "cifar100", "imagenette", "imagenette_timm", "text_offline", "glue/base",
+    covered = {"offline", "cifar10", "cifar100", "imagenette", "imagenette_timm", "fashion_mnist", "text_offline", "glue/base",
                *(f"glue/{t}" for t in GLUE_TASKS)}
     add_ons = {"monitor", "callbacks_example"}  # appended to a task config; run by tests/test_readme.py
     others = {name for name in shipped if name.startswith("search/")}  # search spaces, tests/test_search.py
@@ -164,15 +166,17 @@ def _epoch_and_step(path: Path) -> tuple[int, int]:
     return checkpoint["epoch"], checkpoint["global_step"]
 
 
+VISION_RUNS = ("offline", "cifar10", "cifar100", "imagenette", "imagenette_timm", "fashion_mnist")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["offline", "cifar10", "cifar100", "imagenette", "text_offline",
-                                  *(f"glue/{t}" for t in GLUE_TASKS)])
+@pytest.mark.parametrize("name", [*VISION_RUNS, "text_offline", *(f"glue/{t}" for t in GLUE_TASKS)])
 def test_last_checkpoint_is_the_final_epoch_after_the_metric_stopped_improving(
     name: str, runs: dict[str, list[str]], tmp_path: Path
 ) -> None:
     # A learning rate of (almost) zero: the monitored metric stops improving after the first epoch, so the best
     # checkpoint stays early while training goes on; last.ckpt must still be the final epoch, for --ckpt_path last.
-    vision = name in ("offline", "cifar10", "cifar100", "imagenette")  # an optimizer in the config; text: AdamW's lr
+    vision = name in VISION_RUNS  # an optimizer in the config; text: AdamW's lr
     lr = ["--model.init_args.optimizer.init_args.lr", "0.0"] if vision else ["--model.init_args.lr", "1e-30"]
     run = cli(["fit", *runs[name], *lr, "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "1",
                "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1", "--test_after_fit", "false",
