@@ -10,6 +10,9 @@ import warnings
 # Messages from Lightning's and torch's own internals, not from anything in the user's config.
 _IGNORED_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # lightning 2.6 on torch 2.14's pytree
+    # On every `fit --ckpt_path last`: helu-train refuses a fresh fit into a folder with checkpoints (cli.py), so a
+    # non-empty folder here is always the run being resumed.
+    r"Checkpoint directory .* exists and is not empty\.",
 )
 
 

@@ -40,6 +40,19 @@ def test_main_jobs_print_no_noise(config: str, cut: list[str], tmp_path: Path) -
     assert "test/acc" in result.stdout, "the metrics table is still printed"
 
 
+@pytest.mark.slow
+def test_resume_prints_no_noise(tmp_path: Path) -> None:
+    # `fit --ckpt_path last` (README "Resuming") into the folder the first run filled: no "exists and is not empty".
+    cut = ["--config", str(ROOT / "configs" / "offline.yaml"), "--trainer.limit_train_batches", "2",
+           "--trainer.log_every_n_steps", "1", "--trainer.limit_val_batches", "1", "--test_after_fit", "false"]
+    assert _run(tmp_path, *cut, "--trainer.max_epochs", "1").returncode == 0
+    result = _run(tmp_path, *cut, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Restored all states" in result.stdout + result.stderr
+    noise = [line for line in (result.stdout + result.stderr).splitlines() if NOISE.search(line)]
+    assert noise == [], noise
+
+
 def test_gitignore_covers_what_the_readme_commands_write() -> None:
     written = {"runs/offline/checkpoints/last.ckpt", "lightning_logs/version_0/metrics.csv", "exported/offline/x",
                "plots/digits/alpha.png", "glue_predictions/RTE.tsv", "data/cifar10/cifar-10-batches-py/test_batch"}
