@@ -23,6 +23,14 @@ class _DropAdvert(logging.Filter):
         return "litlogger" not in record.getMessage()
 
 
+class _DropQuantizeAdvice(logging.Filter):
+    """Drops onnxruntime's "Please consider (to run) pre-processing before quantization" (a root-logger WARNING on
+    every ``quantize_dynamic``; export and compare quantize graphs that shape inference already covers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
 def quiet_console() -> None:
     """Silence the litlogger tip, known internal deprecation warnings and Hugging Face's weight-loading report and
     progress bar (the weights are either fine-tuned next or replaced by a checkpoint's right after).
@@ -35,3 +43,6 @@ def quiet_console() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropAdvert) for f in logger.filters):
             logger.addFilter(_DropAdvert())
+    root = logging.getLogger()
+    if not any(isinstance(f, _DropQuantizeAdvice) for f in root.filters):
+        root.addFilter(_DropQuantizeAdvice())

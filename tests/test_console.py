@@ -62,3 +62,15 @@ def test_gitignore_covers_what_the_readme_commands_write() -> None:
     package = subprocess.run(["git", "check-ignore", "--no-index", "helu_lightning/data/new.py"], cwd=ROOT)
     assert package.returncode == 1, "the data package must not be ignored"
 
+
+def test_onnxruntime_quantization_advice_is_dropped() -> None:
+    # onnxruntime's quantize_dynamic logs this on the root logger at every `export --quantize int8` and compare run.
+    code = ("import logging; from helu_lightning.console import quiet_console; quiet_console(); "
+            "logging.warning('Please consider to run pre-processing before quantization. Refer to example: x'); "
+            "logging.warning('Please consider pre-processing before quantization. See y'); "
+            "logging.warning('a real warning stays')")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == ["WARNING:root:a real warning stays"]
