@@ -277,10 +277,13 @@ def test_help_names_every_command_from_its_own_parser(capsys: pytest.CaptureFixt
     out = " ".join(capsys.readouterr().out.split())
     for command in ("fit", "validate", "test", "predict", *COMMANDS):
         assert command in out
-    for name in ("search", "export", "plot"):
+    for name in COMMANDS:
         parser = command_parser(name, load_command(name))
         if parser is not None:  # the first paragraph of the command's description is its help line
-            assert " ".join(parser.description.split("\n\n")[0].split()) in out
+            line = " ".join(parser.description.split("\n\n")[0].split())
+            assert line in out
+            # a whole sentence in plain words: no docstring markup, not cut mid-sentence
+            assert "``" not in line and line.endswith("."), line
 
 
 def _raised(make: object) -> BaseException:
