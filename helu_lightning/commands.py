@@ -143,6 +143,8 @@ def user_message(err: BaseException) -> str | None:
     for exc in chain:
         if isinstance(exc, UserError):
             return str(exc)
+    if isinstance(chain[0], argparse.ArgumentError):  # a Trainer subcommand's flag, key or --config file
+        return f"{chain[0]} (--help lists the options)"
     source = _config_error(chain)
     if source is not None and isinstance(source, _CONFIG_ERRORS):
         return f"{source}{_os_hint(chain) if isinstance(source, OSError) else ''}"
@@ -177,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
             return
         from .cli import cli
 
-        parser_kwargs: dict[str, Any] = {"prog": "helu-train", "description": SUMMARY}
+        # exit_on_error=False: a bad flag, key or config file raises instead of printing the whole usage (50 lines)
+        parser_kwargs: dict[str, Any] = {"prog": "helu-train", "description": SUMMARY, "exit_on_error": False}
         if args[:1] in (["-h"], ["--help"]):
             parser_kwargs.update(description=describe_commands(), formatter_class=_KeepLines)
         cli(None if argv is None else args, parser_kwargs=parser_kwargs)  # None: LightningCLI reads sys.argv itself

@@ -326,3 +326,21 @@ def test_glue_without_a_local_model_is_a_short_error(
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.startswith("helu-train fit: error: ") and "no_model" in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--trainer.max_epocs", "1"], "--trainer.max_epocs"),
+    (["--config", "configs/no_such_config.yaml"], "no_such_config.yaml"),
+    (["--trainer.max_epochs", "many"], "max_epochs"),
+])
+def test_a_bad_flag_key_or_config_file_is_one_short_line(
+    flags: list[str], named: str, config: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # jsonargparse alone prints the whole usage (about 50 lines) before its one-line error.
+    monkeypatch.delenv("HELU_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(config), *flags])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, err
+    assert err.startswith("helu-train fit: error: ") and named in err, err
+    assert "usage:" not in err and len(err.splitlines()) <= 7, err  # six lines at most, then "... (HELU_DEBUG=1 ...)"
