@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
+import re
 import socket
 import sys
 from types import ModuleType
@@ -144,6 +146,12 @@ def user_message(err: BaseException) -> str | None:
         if isinstance(exc, UserError):
             return str(exc)
     if isinstance(chain[0], argparse.ArgumentError):  # a Trainer subcommand's flag, key or --config file
+        unknown = re.search(r"argument subcommand: invalid choice: '([^']*)'", str(chain[0]))
+        if unknown:  # LightningCLI's own list omits the commands the dispatcher adds
+            names = [*TRAINER_COMMANDS, *COMMANDS]
+            close = difflib.get_close_matches(unknown.group(1), names, n=1)
+            return (f"unknown command {unknown.group(1)!r}{f'; did you mean {close[0]!r}?' if close else ''} "
+                    f"Commands: {', '.join(names)}")
         return f"{chain[0]} (--help lists the options)"
     source = _config_error(chain)
     if source is not None and isinstance(source, _CONFIG_ERRORS):

@@ -344,3 +344,14 @@ def test_a_bad_flag_key_or_config_file_is_one_short_line(
     assert stop.value.code == 2, err
     assert err.startswith("helu-train fit: error: ") and named in err, err
     assert "usage:" not in err and len(err.splitlines()) <= 7, err  # six lines at most, then "... (HELU_DEBUG=1 ...)"
+
+
+def test_an_unknown_command_lists_every_command(capsys: pytest.CaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HELU_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        main(["comapre", "--config", "x.yaml"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, err
+    assert "'comapre'" in err and "did you mean 'compare'?" in err, err
+    assert all(name in err for name in ("fit", "predict", *COMMANDS)) and len(err.splitlines()) == 1, err
