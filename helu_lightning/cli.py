@@ -134,11 +134,12 @@ def refuse_a_second_run(trainer: Trainer) -> None:
 
 
 def _best_or_last(trainer: Any) -> str | None:
-    """``"best"`` when a checkpoint callback monitored a metric and saved a best file; ``None`` (current weights)
-    otherwise, e.g. under ``fast_dev_run`` where checkpointing is off."""
+    """The best file of the first checkpoint callback when it monitored a metric and saved one; ``None`` (current
+    weights) otherwise, e.g. under ``fast_dev_run`` where checkpointing is off. The path, not ``"best"``: with the
+    unmonitored ``last.ckpt`` callback beside it, Lightning warns on every ``"best"`` that it picks the first one."""
     callback = trainer.checkpoint_callback
     if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
-        return "best"
+        return callback.best_model_path
     return None
 
 

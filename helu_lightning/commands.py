@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
+import re
 import socket
 import sys
 from types import ModuleType
@@ -143,6 +145,14 @@ def user_message(err: BaseException) -> str | None:
     for exc in chain:
         if isinstance(exc, UserError):
             return str(exc)
+    if isinstance(chain[0], argparse.ArgumentError):  # a Trainer subcommand's flag, key or --config file
+        unknown = re.search(r"argument subcommand: invalid choice: '([^']*)'", str(chain[0]))
+        if unknown:  # LightningCLI's own list omits the commands the dispatcher adds
+            names = [*TRAINER_COMMANDS, *COMMANDS]
+            close = difflib.get_close_matches(unknown.group(1), names, n=1)
+            return (f"unknown command {unknown.group(1)!r}{f'; did you mean {close[0]!r}?' if close else ''} "
+                    f"Commands: {', '.join(names)}")
+        return f"{chain[0]} (--help lists the options)"
     source = _config_error(chain)
     if source is not None and isinstance(source, _CONFIG_ERRORS):
         return f"{source}{_os_hint(chain) if isinstance(source, OSError) else ''}"
@@ -177,7 +187,8 @@ def main(argv: list[str] | None = None) -> None:
             return
         from .cli import cli
 
-        parser_kwargs: dict[str, Any] = {"prog": "helu-train", "description": SUMMARY}
+        # exit_on_error=False: a bad flag, key or config file raises instead of printing the whole usage (50 lines)
+        parser_kwargs: dict[str, Any] = {"prog": "helu-train", "description": SUMMARY, "exit_on_error": False}
         if args[:1] in (["-h"], ["--help"]):
             parser_kwargs.update(description=describe_commands(), formatter_class=_KeepLines)
         cli(None if argv is None else args, parser_kwargs=parser_kwargs)  # None: LightningCLI reads sys.argv itself

@@ -10,6 +10,9 @@ import warnings
 # Messages from Lightning's and torch's own internals, not from anything in the user's config.
 _IGNORED_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # lightning 2.6 on torch 2.14's pytree
+    # On every `fit --ckpt_path last`: helu-train refuses a fresh fit into a folder with checkpoints (cli.py), so a
+    # non-empty folder here is always the run being resumed.
+    r"Checkpoint directory .* exists and is not empty\.",
 )
 
 
@@ -18,6 +21,14 @@ class _DropAdvert(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "litlogger" not in record.getMessage()
+
+
+class _DropQuantizeAdvice(logging.Filter):
+    """Drops onnxruntime's "Please consider (to run) pre-processing before quantization" (a root-logger WARNING on
+    every ``quantize_dynamic``; export and compare quantize graphs that shape inference already covers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
 
 
 def quiet_console() -> None:
@@ -32,3 +43,6 @@ def quiet_console() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropAdvert) for f in logger.filters):
             logger.addFilter(_DropAdvert())
+    root = logging.getLogger()
+    if not any(isinstance(f, _DropQuantizeAdvice) for f in root.filters):
+        root.addFilter(_DropQuantizeAdvice())

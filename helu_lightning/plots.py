@@ -176,7 +176,7 @@ def plot_runs(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = Non
 
 def build_parser() -> argparse.ArgumentParser:
     """The arguments of ``helu-train plot RUN_DIR [RUN_DIR ...] --labels ... --output_dir DIR``."""
-    parser = argparse.ArgumentParser(prog="helu-train plot", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="helu-train plot", description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("run_dirs", nargs="+", help="CSVLogger run directories (or parents of one)")
     parser.add_argument("--labels", nargs="+", default=None, help="one label per run directory")
     parser.add_argument("--output_dir", default="plots", help="where the PNGs go (default: plots)")

@@ -277,10 +277,13 @@ def test_help_names_every_command_from_its_own_parser(capsys: pytest.CaptureFixt
     out = " ".join(capsys.readouterr().out.split())
     for command in ("fit", "validate", "test", "predict", *COMMANDS):
         assert command in out
-    for name in ("search", "export", "plot"):
+    for name in COMMANDS:
         parser = command_parser(name, load_command(name))
         if parser is not None:  # the first paragraph of the command's description is its help line
-            assert " ".join(parser.description.split("\n\n")[0].split()) in out
+            line = " ".join(parser.description.split("\n\n")[0].split())
+            assert line in out
+            # a whole sentence in plain words: no docstring markup, not cut mid-sentence
+            assert "``" not in line and line.endswith("."), line
 
 
 def _raised(make: object) -> BaseException:
@@ -323,3 +326,32 @@ def test_glue_without_a_local_model_is_a_short_error(
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.startswith("helu-train fit: error: ") and "no_model" in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--trainer.max_epocs", "1"], "--trainer.max_epocs"),
+    (["--config", "configs/no_such_config.yaml"], "no_such_config.yaml"),
+    (["--trainer.max_epochs", "many"], "max_epochs"),
+])
+def test_a_bad_flag_key_or_config_file_is_one_short_line(
+    flags: list[str], named: str, config: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # jsonargparse alone prints the whole usage (about 50 lines) before its one-line error.
+    monkeypatch.delenv("HELU_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(config), *flags])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, err
+    assert err.startswith("helu-train fit: error: ") and named in err, err
+    assert "usage:" not in err and len(err.splitlines()) <= 7, err  # six lines at most, then "... (HELU_DEBUG=1 ...)"
+
+
+def test_an_unknown_command_lists_every_command(capsys: pytest.CaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HELU_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        main(["comapre", "--config", "x.yaml"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, err
+    assert "'comapre'" in err and "did you mean 'compare'?" in err, err
+    assert all(name in err for name in ("fit", "predict", *COMMANDS)) and len(err.splitlines()) == 1, err

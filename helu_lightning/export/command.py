@@ -1,4 +1,4 @@
-"""``helu-train export``: a HeLU checkpoint leaves as a verified plain-ReLU model that needs nothing of helu-lightning.
+"""Export a HeLU checkpoint as a verified plain-ReLU model that needs nothing of helu-lightning.
 
     helu-train export --ckpt_path runs/cifar10/checkpoints/last.ckpt --output_dir exported/cifar10
     helu-train export --ckpt_path best.ckpt --output_dir exported/sst2 --format hf,onnx --quantize int8
