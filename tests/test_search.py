@@ -649,3 +649,10 @@ def test_the_did_you_mean_list_is_the_commands_flags():
 
     flags = {flag for action in build_parser()._actions for flag in action.option_strings} - {"-h", "--help"}
     assert set(SEARCH_FLAGS) == flags
+
+
+def test_calibrated_alpha_sees_the_fresh_model_as_training_does(one_thread):
+    """BatchNorm before each activation, batch statistics as in training: alpha is the 0.1 quantile of |x| over
+    x <= 0 of roughly standard normal pre-activations, the half-normal quantile 0.126 (eval mode gave ~0.015)."""
+    alpha = calibrated_alpha(str(CONFIG), FAST, cli)
+    assert 0.10 < alpha < 0.15
