@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
         from .cli import cli
 
         # exit_on_error=False: a bad flag, key or config file raises instead of printing the whole usage (50 lines)
-        parser_kwargs: dict[str, Any] = {"prog": "helu-train", "description": SUMMARY, "exit_on_error": False}
+        parser_kwargs: dict[str, Any] = {"prog": "helu-train", "description": SUMMARY, "exit_on_error": False,
+                                         "allow_abbrev": False}  # --trainer.max_epoch is a typo, not max_epochs
         if args[:1] in (["-h"], ["--help"]):
             parser_kwargs.update(description=describe_commands(), formatter_class=_KeepLines)
         cli(None if argv is None else args, parser_kwargs=parser_kwargs)  # None: LightningCLI reads sys.argv itself

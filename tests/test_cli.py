@@ -355,3 +355,13 @@ def test_an_unknown_command_lists_every_command(capsys: pytest.CaptureFixture,
     assert stop.value.code == 2, err
     assert "'comapre'" in err and "did you mean 'compare'?" in err, err
     assert all(name in err for name in ("fit", "predict", *COMMANDS)) and len(err.splitlines()) == 1, err
+
+
+def test_an_abbreviated_option_is_a_typo_not_a_prefix(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """argparse would read --trainer.max_epoch as --trainer.max_epochs; a typo must stop, naming the option."""
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", "configs/offline.yaml", "--trainer.max_epoch", "1",
+              "--trainer.default_root_dir", str(tmp_path)])
+    assert stop.value.code == 2
+    assert "unrecognized arguments: --trainer.max_epoch 1" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()
