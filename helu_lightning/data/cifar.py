@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 import torch
 from torch.utils.data import Dataset
 from torchvision import datasets
-from torchvision.datasets.vision import VisionDataset
 from torchvision.datasets.utils import download_and_extract_archive
+from torchvision.datasets.vision import VisionDataset
 from torchvision.transforms import v2
 
 from helu_lightning.data.base import ImageDataModule
