@@ -8,8 +8,8 @@ import pickle
 from pathlib import Path
 
 import pytest
-
 from fixtures import write_cifar10, write_cifar100
+
 from helu_lightning.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from helu_lightning.errors import UserError
 
@@ -54,3 +54,84 @@ def test_cifar_batches_of_any_protocol_still_load(tmp_path, protocol):
     data = CIFAR10DataModule(str(tmp_path), num_workers=0, val_fraction=0.0)
     data.setup("fit")
     assert data.class_names[0] == "airplane"
+
+
+# --- a shared study storage: trials written by another hand never reach best.yaml or a fit -------------------------
+
+def _space():
+    from helu_lightning.search.space import SearchParam
+
+    return [SearchParam(name="opt", target="model.init_args.optimizer.class_path", type="categorical",
+                        choices=["torch.optim.SGD", "torch.optim.Adam"]),
+            SearchParam(name="lr", target="model.init_args.optimizer.init_args.lr", low=1e-4, high=0.1, log=True)]
+
+
+def test_best_yaml_ignores_trials_outside_the_space(tmp_path, capsys):
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from helu_lightning.search.report import write_outputs
+
+    study = optuna.create_study(direction="minimize")
+    ours = {"opt": CategoricalDistribution(["torch.optim.SGD", "torch.optim.Adam"]),
+            "lr": FloatDistribution(1e-4, 0.1, log=True)}
+    study.add_trial(optuna.trial.create_trial(params={"opt": "torch.optim.SGD", "lr": 0.01}, distributions=ours,
+                                              value=1.0))
+    study.add_trial(optuna.trial.create_trial(  # a better "result" naming os.system, planted in the storage
+        params={"opt": "os.system", "lr": 5.0},
+        distributions={"opt": CategoricalDistribution(["os.system"]), "lr": FloatDistribution(0, 10)}, value=0.0))
+    write_outputs(study, {"model": {"class_path": "helu_lightning.tasks.VisionTask", "init_args": {}}}, _space(),
+                  tmp_path, "val/loss")
+    best = (tmp_path / "best.yaml").read_text()
+    assert "os.system" not in best and "torch.optim.SGD" in best and "trial 0" in best
+    assert "1 completed trial(s)" in capsys.readouterr().out
+
+
+def test_enqueued_trial_outside_the_space_is_not_run(tmp_path):
+    import optuna
+
+    from helu_lightning.search.objective import Objective
+
+    def build_cli(*args, **kwargs):
+        raise AssertionError("a trial outside the space must not be fitted")
+
+    study = optuna.create_study(direction="minimize")
+    study.enqueue_trial({"opt": "torch.optim.SGD", "lr": 50.0})  # Optuna only warns about a fixed value out of range
+    objective = Objective({"model": {}}, _space(), [], tmp_path, "val/loss", build_cli)
+    with pytest.warns(UserWarning):
+        study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert "lr=50.0" in trial.user_attrs["refused"]
+    assert not (tmp_path / "trials").exists()
+
+
+# --- IDX files: a header never makes us allocate or decompress more than it is checked to hold ---------------------
+
+def _idx_case(tmp_path, case: str, gzipped: bool = False):
+    import gzip
+    import struct
+
+    from fixtures import write_fashion_mnist_idx
+
+    write_fashion_mnist_idx(tmp_path, n=10, gzipped=gzipped)
+    path = tmp_path / ("train-images-idx3-ubyte" + (".gz" if gzipped else ""))
+    data = gzip.decompress(path.read_bytes()) if gzipped else path.read_bytes()
+    data = {
+        "garbage": b"not an idx file at all, just text" * 3,
+        "truncated": data[:500],
+        "trailing": data + b"\0" * 7,
+        "huge_dims": struct.pack(">IIII", 0x0803, 0xFFFFFFFF, 28, 28) + data[16:],
+        "bomb_header": struct.pack(">IIII", 0x0803, 10, 28, 28) + b"\0" * (64 * 2**20),  # 64 MiB of zeros
+    }[case]
+    path.write_bytes(gzip.compress(data) if gzipped else data)
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+@pytest.mark.parametrize("case", ["garbage", "truncated", "trailing", "huge_dims", "bomb_header"])
+def test_hostile_idx_files_stop_with_a_data_error(tmp_path, case, gzipped):
+    from helu_lightning.data.fashion_mnist import FashionMNISTDataModule
+
+    _idx_case(tmp_path, case, gzipped)
+    with pytest.raises(UserError, match="train-images-idx3-ubyte"):
+        FashionMNISTDataModule(str(tmp_path), num_workers=0).setup("fit")
