@@ -93,7 +93,8 @@ def _as_config(text: str) -> Any:
                 return {"class_path": f"<a {os.path.getsize(text)}-byte file, too large to check>"}
             with open(text, encoding="utf-8", errors="replace") as handle:
                 text = handle.read()
-        loaded = yaml.safe_load(text) if any(c in text for c in "{[:\n") else None
+        # Any string may be YAML to jsonargparse: "- a.b" is a list and "? a.b" a mapping, with none of "{[:\n".
+        loaded = yaml.safe_load(text) if len(text) <= MAX_CONFIG_BYTES else {"class_path": "<too large to check>"}
     except (OSError, ValueError, yaml.YAMLError):
         return None
     return loaded if isinstance(loaded, (dict, list)) else None
@@ -242,6 +243,16 @@ class TrustedLoading:
             from lightning.pytorch.core.saving import load_hparams_from_tags_csv, load_hparams_from_yaml
 
             csv = str(hparams_file).lower().endswith(".csv")
+            if not csv and os.path.isfile(hparams_file):
+                # Lightning reads the file with yaml.full_load, which turns "!!python/name:os.system" into the
+                # function itself: a value no string check sees. Refuse any tag that safe_load does not know.
+                try:
+                    with open(hparams_file, encoding="utf-8") as handle:
+                        yaml.safe_load(handle)
+                except (yaml.YAMLError, UnicodeDecodeError) as err:
+                    raise CheckpointError(f"hparams_file {hparams_file} is not plain YAML ({str(err).splitlines()[0]}"
+                                          "); loading it could build Python objects. If you trust this file, pass "
+                                          "trust_checkpoint=True") from err
             hparams = (load_hparams_from_tags_csv if csv else load_hparams_from_yaml)(hparams_file)
             check_trusted({"hyper_parameters": hparams}, hparams_file, "trust_checkpoint=True")
         if strict is not None:  # LightningModule's argument; a DataModule's load_from_checkpoint has none
