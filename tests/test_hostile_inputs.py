@@ -249,3 +249,18 @@ def test_imagefolder_link_loops_are_walked_once(tmp_path):
     reference = ImagenetteDataModule(str(plain), num_workers=0, val_fraction=0.0)
     reference.setup("fit")
     assert done.stdout.split() == [str(len(reference.train_set)), str(len(reference.test_set))]
+
+
+@pytest.mark.parametrize("kind", ["dev_zero", "fifo"])
+def test_text_corpus_refuses_devices_and_pipes(tmp_path, kind):
+    from helu_lightning.data.text import read_text_folders
+
+    for name in ("sport", "tech"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "0.txt").write_text(f"a {name} story")
+    if kind == "dev_zero":
+        (tmp_path / "sport" / "1.txt").symlink_to("/dev/zero")  # read_text would fill memory
+    else:
+        os.mkfifo(tmp_path / "sport" / "1.txt")  # read_text would block forever
+    with pytest.raises(UserError, match="1.txt is not a regular file"):
+        read_text_folders(tmp_path)
