@@ -33,6 +33,8 @@ __all__ = ["CheckpointError", "TrustedLoading", "check_trusted", "escaping_callb
 HPARAM_SECTIONS = ("hyper_parameters", "datamodule_hyper_parameters", "hparams", "module_arguments")
 # Keys whose value jsonargparse / Lightning always imports.
 IMPORT_KEYS = ("class_path", "_class_path", "_instantiator")
+# Keys whose string value our own code imports in "module:attr" form too (AlphaScheduler's callable schedule).
+COLON_IMPORT_KEYS = ("fn",)
 ALLOWED_INSTANTIATORS = ("lightning.pytorch.cli.instantiate_module",)
 MAX_NODES, MAX_DEPTH = 100_000, 40  # per section; real hyper-parameters hold a few hundred values, 5 levels deep
 MAX_CONFIG_BYTES = 10 * 2**20  # a file a value names is read and checked up to this size, refused beyond
@@ -78,7 +80,9 @@ def is_allowed_import_path(path: Any) -> bool:
 
 
 def _names_a_module(text: str) -> bool:
-    """Whether a dotted string starts with an importable top-level module (looked up without importing it)."""
+    """Whether a dotted string (surrounding blanks ignored) starts with an importable top-level module (looked up
+    without importing it)."""
+    text = text.strip()
     try:
         return _DOTTED.fullmatch(text) is not None and importlib.util.find_spec(text.split(".")[0]) is not None
     except (ImportError, ValueError):
@@ -114,6 +118,8 @@ def _import_targets(value: Any, key: str, budget: list[int], depth: int = 0) -> 
             if isinstance(name, str) and _names_a_module(name):
                 yield where, name
             if name in IMPORT_KEYS:
+                yield where, item
+            elif name in COLON_IMPORT_KEYS and isinstance(item, str) and _names_a_module(item.replace(":", ".")):
                 yield where, item
             else:
                 yield from _import_targets(item, where, budget, depth + 1)

@@ -240,3 +240,12 @@ def test_hparams_file_with_python_tags_is_refused(offline_ckpt: Path, tmp_path: 
         VisionClassifier.load_from_checkpoint(offline_ckpt, hparams_file=tmp_path / "hparams.yaml")
     (tmp_path / "plain.yaml").write_text(yaml.safe_dump(hparams))
     VisionClassifier.load_from_checkpoint(offline_ckpt, hparams_file=tmp_path / "plain.yaml")
+
+
+@pytest.mark.parametrize("fn", ["tabnanny:check", " tabnanny.check ", "os:system"])
+def test_colon_and_padded_import_paths_are_refused(fn: str) -> None:
+    # AlphaScheduler's callable schedule imports "module:attr" (and strips nothing, but jsonargparse may).
+    schedule = {"class_path": "helu_lightning.callbacks.AlphaScheduler",
+                "init_args": {"schedule": {"name": "callable", "fn": fn}}}
+    found = untrusted_import_paths({"hyper_parameters": {"backbone_options": {"callback": schedule}}})
+    assert [value for _, value in found] == [fn]
