@@ -249,3 +249,10 @@ def test_colon_and_padded_import_paths_are_refused(fn: str) -> None:
                 "init_args": {"schedule": {"name": "callable", "fn": fn}}}
     found = untrusted_import_paths({"hyper_parameters": {"backbone_options": {"callback": schedule}}})
     assert [value for _, value in found] == [fn]
+
+
+def test_fit_refuses_to_resume_from_a_url_it_cannot_check(tmp_path: Path) -> None:
+    # Resuming restores ModelCheckpoint's top-k paths (what a later rotation deletes); a URL is never checked first.
+    with pytest.raises(CheckpointError, match="is a URL: fit resumes from local files only"):
+        cli(["fit", "--config", str(OFFLINE), "--ckpt_path", "https://example.invalid/last.ckpt",
+             "--trainer.default_root_dir", str(tmp_path), *FAST])
