@@ -33,6 +33,8 @@ __all__ = ["CheckpointError", "TrustedLoading", "check_trusted", "escaping_callb
 HPARAM_SECTIONS = ("hyper_parameters", "datamodule_hyper_parameters", "hparams", "module_arguments")
 # Keys whose value jsonargparse / Lightning always imports.
 IMPORT_KEYS = ("class_path", "_class_path", "_instantiator")
+# Keys whose string value our own code imports in "module:attr" form too (AlphaScheduler's callable schedule).
+COLON_IMPORT_KEYS = ("fn",)
 ALLOWED_INSTANTIATORS = ("lightning.pytorch.cli.instantiate_module",)
 MAX_NODES, MAX_DEPTH = 100_000, 40  # per section; real hyper-parameters hold a few hundred values, 5 levels deep
 MAX_CONFIG_BYTES = 10 * 2**20  # a file a value names is read and checked up to this size, refused beyond
@@ -78,7 +80,9 @@ def is_allowed_import_path(path: Any) -> bool:
 
 
 def _names_a_module(text: str) -> bool:
-    """Whether a dotted string starts with an importable top-level module (looked up without importing it)."""
+    """Whether a dotted string (surrounding blanks ignored) starts with an importable top-level module (looked up
+    without importing it)."""
+    text = text.strip()
     try:
         return _DOTTED.fullmatch(text) is not None and importlib.util.find_spec(text.split(".")[0]) is not None
     except (ImportError, ValueError):
@@ -93,7 +97,8 @@ def _as_config(text: str) -> Any:
                 return {"class_path": f"<a {os.path.getsize(text)}-byte file, too large to check>"}
             with open(text, encoding="utf-8", errors="replace") as handle:
                 text = handle.read()
-        loaded = yaml.safe_load(text) if any(c in text for c in "{[:\n") else None
+        # Any string may be YAML to jsonargparse: "- a.b" is a list and "? a.b" a mapping, with none of "{[:\n".
+        loaded = yaml.safe_load(text) if len(text) <= MAX_CONFIG_BYTES else {"class_path": "<too large to check>"}
     except (OSError, ValueError, yaml.YAMLError):
         return None
     return loaded if isinstance(loaded, (dict, list)) else None
@@ -113,6 +118,8 @@ def _import_targets(value: Any, key: str, budget: list[int], depth: int = 0) -> 
             if isinstance(name, str) and _names_a_module(name):
                 yield where, name
             if name in IMPORT_KEYS:
+                yield where, item
+            elif name in COLON_IMPORT_KEYS and isinstance(item, str) and _names_a_module(item.replace(":", ".")):
                 yield where, item
             else:
                 yield from _import_targets(item, where, budget, depth + 1)
@@ -242,6 +249,16 @@ class TrustedLoading:
             from lightning.pytorch.core.saving import load_hparams_from_tags_csv, load_hparams_from_yaml
 
             csv = str(hparams_file).lower().endswith(".csv")
+            if not csv and os.path.isfile(hparams_file):
+                # Lightning reads the file with yaml.full_load, which turns "!!python/name:os.system" into the
+                # function itself: a value no string check sees. Refuse any tag that safe_load does not know.
+                try:
+                    with open(hparams_file, encoding="utf-8") as handle:
+                        yaml.safe_load(handle)
+                except (yaml.YAMLError, UnicodeDecodeError) as err:
+                    raise CheckpointError(f"hparams_file {hparams_file} is not plain YAML ({str(err).splitlines()[0]}"
+                                          "); loading it could build Python objects. If you trust this file, pass "
+                                          "trust_checkpoint=True") from err
             hparams = (load_hparams_from_tags_csv if csv else load_hparams_from_yaml)(hparams_file)
             check_trusted({"hyper_parameters": hparams}, hparams_file, "trust_checkpoint=True")
         if strict is not None:  # LightningModule's argument; a DataModule's load_from_checkpoint has none

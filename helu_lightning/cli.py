@@ -18,7 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from .checkpoints import read_checkpoint
+from .checkpoints import CheckpointError, read_checkpoint
 from .errors import UserError
 
 DESCRIPTION = "Train with HeLU (ReLU forward, hysteresis backward) and serve as ReLU; `helu-train --help` lists all."
@@ -49,11 +49,16 @@ class HeluCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else {}
         ckpt_path = config.get("ckpt_path")
+        trusted = bool(config.get("trust_checkpoint")) or config.get("weights_only") is False
+        if isinstance(ckpt_path, str) and "://" in ckpt_path and subcommand == "fit" and not trusted:
+            # A remote file cannot be checked before Lightning restores it, and resuming restores the checkpoint
+            # callbacks' top-k paths, which decide what a later rotation deletes.
+            raise CheckpointError(f"--ckpt_path {ckpt_path} is a URL: fit resumes from local files only, so download "
+                                  "it and pass the local path (or, if you trust it, pass --trust_checkpoint true)")
         if not isinstance(ckpt_path, str) or "://" in ckpt_path:
             return
         if ckpt_path in _LIGHTNING_CKPT_ALIASES and not os.path.isfile(ckpt_path):
             return
-        trusted = bool(config.get("trust_checkpoint")) or config.get("weights_only") is False
         ckpt = read_checkpoint(ckpt_path, weights_only=config.get("weights_only") is not False, trusted=trusted,
                                unsafe_flag="--weights_only false", trust_flag="--trust_checkpoint true")
         hparams = dict(ckpt.get("hyper_parameters") or {})

@@ -219,3 +219,40 @@ def test_callback_paths_may_not_climb_out_of_their_folder(offline_ckpt: Path, tm
     with pytest.raises(CheckpointError, match=r"best_k_models = '.*/\.\./\.\./\.\./important.txt', a path that climbs"):
         cli(["fit", "--config", str(OFFLINE), "--ckpt_path", str(tmp_path / "climb.ckpt"), "--trainer.max_epochs", "2",
              "--trainer.default_root_dir", str(tmp_path / "run"), *FAST])
+
+
+@pytest.mark.parametrize("text", ["- tabnanny.check", "? tabnanny.check", "  - {class_path: tabnanny.Whitespace}"])
+def test_strings_that_yaml_reads_as_lists_or_mappings_are_walked(text: str) -> None:
+    # jsonargparse parses any string as YAML; "- a.b" and "? a.b" hold none of the characters "{[:" or a newline.
+    found = untrusted_import_paths({"hyper_parameters": {"lr_scheduler": {"init_args": {"schedulers": text}}}})
+    assert found and "tabnanny" in str(found[0][1])
+
+
+def test_hparams_file_with_python_tags_is_refused(offline_ckpt: Path, tmp_path: Path) -> None:
+    # Lightning reads hparams_file with yaml.full_load: "!!python/name:os.system" becomes the function itself.
+    from helu_lightning.tasks.vision import VisionClassifier
+
+    hparams = yaml.safe_load(yaml.safe_dump(dict(torch.load(offline_ckpt, weights_only=True)["hyper_parameters"])))
+    text = yaml.safe_dump(hparams).replace("label_smoothing: 0.0", "label_smoothing: !!python/name:os.system")
+    assert "!!python/name:os.system" in text
+    (tmp_path / "hparams.yaml").write_text(text)
+    with pytest.raises(CheckpointError, match="not plain YAML"):
+        VisionClassifier.load_from_checkpoint(offline_ckpt, hparams_file=tmp_path / "hparams.yaml")
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(hparams))
+    VisionClassifier.load_from_checkpoint(offline_ckpt, hparams_file=tmp_path / "plain.yaml")
+
+
+@pytest.mark.parametrize("fn", ["tabnanny:check", " tabnanny.check ", "os:system"])
+def test_colon_and_padded_import_paths_are_refused(fn: str) -> None:
+    # AlphaScheduler's callable schedule imports "module:attr" (and strips nothing, but jsonargparse may).
+    schedule = {"class_path": "helu_lightning.callbacks.AlphaScheduler",
+                "init_args": {"schedule": {"name": "callable", "fn": fn}}}
+    found = untrusted_import_paths({"hyper_parameters": {"backbone_options": {"callback": schedule}}})
+    assert [value for _, value in found] == [fn]
+
+
+def test_fit_refuses_to_resume_from_a_url_it_cannot_check(tmp_path: Path) -> None:
+    # Resuming restores ModelCheckpoint's top-k paths (what a later rotation deletes); a URL is never checked first.
+    with pytest.raises(CheckpointError, match="is a URL: fit resumes from local files only"):
+        cli(["fit", "--config", str(OFFLINE), "--ckpt_path", "https://example.invalid/last.ckpt",
+             "--trainer.default_root_dir", str(tmp_path), *FAST])

@@ -77,6 +77,30 @@ def format_predictions(task: GlueTask, idx: Tensor, predictions: Tensor) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _replace_problem(path: Path, header: str) -> str | None:
+    """Why ``path`` may not be replaced: it exists and is not a file this writer wrote (one starting ``header``)."""
+    if not (path.exists() or path.is_symlink()):
+        return None
+    if path.is_symlink() or not path.is_file():
+        return f"{path} exists and is not a plain file"
+    with open(path, "rb") as handle:
+        first = handle.read(len(header.encode()) + 1)
+    text = first.decode("utf-8", "replace")
+    if not (text.startswith(header) and text[len(header):] in ("", "\n", "\r", ",")):
+        return f"{path} exists and is not a predictions file written by helu-train (its first line is not {header!r})"
+    return None
+
+
+def _check_replaceable(trainer: Trainer, paths: Sequence[Path], header: str) -> None:
+    """Refuse, on every rank alike, to overwrite a file that a previous predict did not write."""
+    problem = next(filter(None, (_replace_problem(path, header) for path in paths)), None) \
+        if trainer.is_global_zero else None
+    problem = trainer.strategy.broadcast(problem, src=0)
+    if problem:
+        raise UserError(f"{problem}; predict only replaces its own earlier output: move the file away or choose "
+                        "another output path")
+
+
 class GluePredictionWriter(BasePredictionWriter):
     """Write each predict dataloader's outputs to ``output_dir/<GLUE file name>`` (atomically) at epoch end.
 
@@ -103,6 +127,7 @@ class GluePredictionWriter(BasePredictionWriter):
             raise UserError(f"GLUE {task.directory} has {len(files)} test file(s) {files} but predict ran "
                             f"{len(loaders)} dataloader(s); use GlueDataModule for the predict data")
         self.written = []
+        _check_replaceable(trainer, [self.output_dir / name for name in files], "index\tprediction")
         for name, (outputs, _) in zip(files, loaders):
             idx = torch.cat([out["idx"].cpu() for out in outputs])
             values = torch.cat([out["prediction"].float().cpu() for out in outputs])
@@ -142,6 +167,8 @@ class PredictionWriter(BasePredictionWriter):
         names = getattr(trainer.datamodule, "class_names", None)
         loaders = _per_loader(predictions, batch_indices)
         self.written = []
+        _check_replaceable(trainer, [self._path(trainer, n, len(loaders)) for n in range(len(loaders))],
+                           "index,label,probability")
         for number, (outputs, indices) in enumerate(loaders):
             index, probabilities = gather_rows(trainer, *self._rows(trainer, outputs, indices))
             path = self._path(trainer, number, len(loaders))

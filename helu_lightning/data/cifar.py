@@ -9,17 +9,21 @@ from the training set) and the official test batch get only the per-channel norm
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.datasets.utils import download_and_extract_archive
+from torchvision.datasets.vision import VisionDataset
 from torchvision.transforms import v2
 
 from helu_lightning.data.base import ImageDataModule
-from helu_lightning.errors import MissingDataError
+from helu_lightning.errors import DataError, MissingDataError
 
 __all__ = ["CIFAR100DataModule", "CIFAR10DataModule", "cifar_transforms"]
 
@@ -36,9 +40,59 @@ def cifar_transforms(mean: tuple[float, ...], std: tuple[float, ...], augment: b
     return v2.Compose([*steps, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
 
+class CorruptCifarError(DataError, RuntimeError):
+    """CIFAR files that cannot be read as the official batches (a UserError; also a RuntimeError, as before)."""
+
+
+# The only globals the official batches (and numpy arrays pickled by any protocol) refer to.
+_CIFAR_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """A pickle reader that builds dicts, lists, strings and numpy arrays only: a data file from someone else is
+    data, and torchvision's plain ``pickle.load`` would run any callable the file names (``os.system``)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"the file refers to {module}.{name}, and CIFAR batches hold only dicts, lists "
+                                     "and numpy arrays; it is not an official CIFAR file (refusing to run its code)")
+
+
+def load_cifar_pickle(path: str | os.PathLike) -> dict[str, Any]:
+    """One CIFAR batch or meta file, read without running code; a dict or an UnpicklingError."""
+    with open(path, "rb") as handle:
+        entry = _CifarUnpickler(handle, encoding="latin1").load()
+    if not isinstance(entry, dict):
+        raise pickle.UnpicklingError(f"{path} holds a {type(entry).__name__}, not the dict of a CIFAR batch")
+    return entry
+
+
+def _safe_init(self: datasets.CIFAR10, root: str, train: bool = True, transform: Any = None,
+               target_transform: Any = None, download: bool = False) -> None:
+    """torchvision's CIFAR10.__init__ and _load_meta, with the batches read by :func:`load_cifar_pickle`."""
+    VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
+    self.train = train
+    data, self.targets = [], []
+    for file_name, _ in self.train_list if train else self.test_list:
+        entry = load_cifar_pickle(os.path.join(self.root, self.base_folder, file_name))
+        data.append(np.asarray(entry["data"], dtype=np.uint8))
+        self.targets.extend(int(t) for t in entry["labels" if "labels" in entry else "fine_labels"])
+    self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
+    meta = load_cifar_pickle(os.path.join(self.root, self.base_folder, self.meta["filename"]))
+    self.classes = [str(name) for name in meta[self.meta["key"]]]
+    self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
 def _unchecked(cls: type[datasets.CIFAR10]) -> type[datasets.CIFAR10]:
     """``cls`` with its md5 checks dropped: presence is checked (with a clear message) before loading, and
-    unreadable files fail in the pickle reader, so re-encoded or fixture copies of the batches also load."""
+    unreadable files fail in the pickle reader, so re-encoded or fixture copies of the batches also load. The
+    batches are read by a pickle reader that never runs code (:func:`load_cifar_pickle`)."""
     return type(
         cls.__name__,
         (cls,),
@@ -46,6 +100,7 @@ def _unchecked(cls: type[datasets.CIFAR10]) -> type[datasets.CIFAR10]:
             "train_list": [[name, None] for name, _ in cls.train_list],
             "test_list": [[name, None] for name, _ in cls.test_list],
             "meta": {**cls.meta, "md5": None},
+            "__init__": _safe_init,
         },
     )
 
@@ -118,8 +173,8 @@ class CIFAR10DataModule(ImageDataModule):
     def _load(self, train: bool) -> datasets.CIFAR10:
         try:
             return self.dataset_class(str(self.root), train=train)
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as error:
-            raise RuntimeError(
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as error:
+            raise CorruptCifarError(
                 f"{self.title} files in {self.folder} could not be read ({type(error).__name__}: {error}); they look "
                 f"truncated or corrupted: delete the folder and download {self.dataset_class.url} again"
             ) from error

@@ -8,10 +8,13 @@ layout) and then ``data_dir/`` itself; with no ``data_dir``, in the Debian packa
 from __future__ import annotations
 
 import gzip
-import shutil
+import math
+import struct
 import tempfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import torch
 from torch import Tensor
@@ -37,16 +40,61 @@ FASHION_MNIST_MEAN = (0.2860,)
 FASHION_MNIST_STD = (0.3530,)
 
 
+# IDX element types (the third magic byte) and their sizes; Fashion-MNIST uses 0x08 (unsigned bytes).
+_IDX_ITEM_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
+MAX_IDX_BYTES = 2**30  # the official training images are 47 MB; a header asking for more is refused, not allocated
+
+
+def _idx_body_size(path: Path, source: IO[bytes]) -> int:
+    """Read and check an IDX header from ``source``; the number of data bytes that must follow it."""
+    magic = source.read(4)
+    if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in _IDX_ITEM_BYTES or not 1 <= magic[3] <= 3:
+        raise DataError(f"{path} is not an IDX file (its first bytes are {magic!r}, not an IDX magic number such as "
+                        "b'\\x00\\x00\\x08\\x03'); replace it with the official Fashion-MNIST file")
+    raw = source.read(4 * magic[3])
+    if len(raw) < 4 * magic[3]:
+        raise DataError(f"{path} is truncated inside its IDX header; replace it with the official file")
+    dims = struct.unpack(f">{magic[3]}I", raw)
+    size = math.prod(dims) * _IDX_ITEM_BYTES[magic[2]]
+    if size > MAX_IDX_BYTES:
+        raise DataError(f"{path}: its IDX header declares shape {dims} ({size} bytes, over the {MAX_IDX_BYTES}-byte "
+                        "limit); it is not a Fashion-MNIST file, replace it with the official one")
+    return size
+
+
 def read_idx(path: Path, reader: Callable[[str], Tensor]) -> Tensor:
-    """Read one IDX file with torchvision's ``reader``, decompressing a ``.gz`` file into a temporary copy
-    first (the reader takes a plain file path)."""
-    if path.suffix != ".gz":
-        return reader(str(path))
-    with tempfile.TemporaryDirectory(prefix="helu-idx-") as tmp:
-        plain = Path(tmp) / path.stem
-        with gzip.open(path, "rb") as source, open(plain, "wb") as target:
-            shutil.copyfileobj(source, target)
-        return reader(str(plain))
+    """Read one IDX file with torchvision's ``reader`` once its header and length are checked (a DataError
+    otherwise, never an allocation the header alone asks for); a ``.gz`` file is decompressed, at most as many
+    bytes as its header declares, into a temporary copy first (the reader takes a plain file path)."""
+    gzipped = path.suffix == ".gz"
+    try:
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as source:
+            size = _idx_body_size(path, source)
+            header_bytes = source.tell()
+            if not gzipped:
+                found = path.stat().st_size - header_bytes
+                if found != size:
+                    raise DataError(f"{path} holds {found} data bytes where its IDX header declares {size}; it is "
+                                    "truncated or not the official file: replace it")
+                return reader(str(path))
+            with tempfile.TemporaryDirectory(prefix="helu-idx-") as tmp:
+                plain = Path(tmp) / path.stem
+                with open(plain, "wb") as target:
+                    source.seek(0)
+                    target.write(source.read(header_bytes))
+                    left = size + 1  # one byte more than declared reveals trailing data
+                    while left > 0 and (chunk := source.read(min(left, 2**20))):
+                        target.write(chunk)
+                        left -= len(chunk)
+                if plain.stat().st_size - header_bytes != size:
+                    raise DataError(f"{path} decompresses to {plain.stat().st_size - header_bytes} data bytes where "
+                                    f"its IDX header declares {size}; it is truncated or not the official file")
+                return reader(str(plain))
+    except (OSError, EOFError, zlib.error) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise DataError(f"{path} could not be read as {'gzip-compressed ' if gzipped else ''}IDX ({err}); replace it "
+                        "with the official file") from err
 
 
 class _Images(Dataset):

@@ -119,7 +119,8 @@ class GlueDataModule(TrustedLoading, LightningDataModule):
         if not path.is_file():
             read_glue_tsv(path, split, self.spec)  # raises the missing-file error
         cache = self._cache_path(path) if self.hparams.use_cache else None
-        columns = read_token_cache(cache) if cache is not None else None
+        columns = (read_token_cache(cache, len(self.tokenizer), self.hparams.max_length) if cache is not None
+                   else None)
         if columns is None:
             rows = read_glue_tsv(path, split, self.spec, self.hparams.skip_malformed)
             columns = tokenize_columns(self.tokenizer, rows, self.hparams.max_length)

@@ -89,9 +89,12 @@ def _parse_label(value: str, task: GlueTask) -> int | float:
 
 def _parse_index(value: str) -> int:
     try:
-        return int(value)
+        index = int(value)
     except ValueError:
         raise ValueError(f"index {value!r} is not an integer") from None
+    if not 0 <= index < 2**63:  # indices go into int64 tensors (and the submission); GLUE's count from 0
+        raise ValueError(f"index {value!r} is not a whole number from 0 to 2**63 - 1")
+    return index
 
 
 def _parse_row(row: list[str], layout: _Layout, split: GlueSplit, task: GlueTask) -> dict[str, str | int | float]:

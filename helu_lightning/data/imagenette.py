@@ -9,6 +9,8 @@ Training images get a random-resized crop and horizontal flip; evaluation resize
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,6 +26,50 @@ __all__ = ["ImagenetteDataModule", "imagenet_transforms"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
+
+
+def _walk_once(top: str) -> list[tuple[str, list[str]]]:
+    """``(folder, file names)`` under ``top`` like ``os.walk(top, followlinks=True)``, sorted by folder, but each
+    real folder is entered once: a tree whose links point back up (``a/loop -> .``) would otherwise be walked
+    along every path up to the kernel's link limit, branching at each link (three such links: days)."""
+    seen: set[str] = set()
+    found, stack = [], [top]
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # os.walk skips unreadable folders too
+            continue
+        found.append((folder, [e.name for e in entries if not e.is_dir()]))
+        stack += [e.path for e in entries if e.is_dir()]
+    return sorted(found)
+
+
+class _ImageFolder(datasets.ImageFolder):
+    """torchvision's ImageFolder, its files listed by :func:`_walk_once` (same samples and order, no link loops)."""
+
+    @staticmethod
+    def make_dataset(directory: str | Path, class_to_idx: dict[str, int], extensions: tuple[str, ...] | None = None,
+                     is_valid_file: Callable[[str], bool] | None = None, allow_empty: bool = False
+                     ) -> list[tuple[str, int]]:
+        valid = is_valid_file or (lambda path: datasets.folder.has_file_allowed_extension(path, extensions))
+        instances = []
+        for target_class in sorted(class_to_idx):
+            target_dir = os.path.join(os.path.expanduser(directory), target_class)
+            if os.path.isdir(target_dir):
+                instances += [(os.path.join(root, name), class_to_idx[target_class])
+                              for root, names in _walk_once(target_dir) for name in sorted(names)
+                              if valid(os.path.join(root, name))]
+        present = {index for _, index in instances}
+        empty = sorted(target for target, index in class_to_idx.items() if index not in present)
+        if empty and not allow_empty:
+            raise FileNotFoundError(f"Found no valid file for the classes {', '.join(empty)}. Supported extensions "
+                                    f"are: {', '.join(extensions or ())}")
+        return instances
 
 
 def imagenet_transforms(image_size: int, crop_fraction: float, augment: bool) -> v2.Compose:
@@ -99,8 +145,8 @@ class ImagenetteDataModule(ImageDataModule):
 
     def build(self) -> tuple[Dataset, Dataset | None, Dataset]:
         self.check_folders()
-        train_data = datasets.ImageFolder(str(self.root / "train"))
-        test_data = datasets.ImageFolder(str(self.root / "val"))
+        train_data = _ImageFolder(str(self.root / "train"))
+        test_data = _ImageFolder(str(self.root / "val"))
         if test_data.classes != train_data.classes:
             only_train = sorted(set(train_data.classes) - set(test_data.classes))
             only_val = sorted(set(test_data.classes) - set(train_data.classes))

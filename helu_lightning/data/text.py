@@ -30,6 +30,9 @@ def bbc_news_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "bbcnews" / "data"
 
 
+MAX_DOCUMENT_BYTES = 64 * 2**20  # one document; a model reads its first max_length (at most 512) tokens
+
+
 def read_text_folders(data_dir: str | Path) -> tuple[list[str], list[int], list[str]]:
     """Texts, label ids and class names (sorted folder names) of a folder-per-class corpus."""
     root = Path(data_dir)
@@ -44,6 +47,12 @@ def read_text_folders(data_dir: str | Path) -> tuple[list[str], list[int], list[
             raise DataError(f"class folder {root / name} holds no .txt document; a class without examples cannot be "
                             "learned or split. Add documents to it or remove the folder")
         for path in documents:
+            if not path.is_file():  # a link to /dev/zero or a FIFO would be read forever
+                raise DataError(f"{path} is not a regular file (a device, a pipe or a dangling link); a corpus holds "
+                                ".txt documents only: remove it")
+            if path.stat().st_size > MAX_DOCUMENT_BYTES:
+                raise DataError(f"{path} holds {path.stat().st_size} bytes, over the {MAX_DOCUMENT_BYTES}-byte limit "
+                                "for one document (only the first max_length tokens are used); split or trim it")
             texts.append(path.read_text(encoding="utf-8", errors="replace").strip())
             labels.append(label)
     if len(classes) < 2:

@@ -73,20 +73,58 @@ class TokenizedDataset(Dataset):
         return {key: values[i] for key, values in self.columns.items()}
 
 
-def _problem(columns: Any) -> str | None:
-    """What makes ``columns`` unlike tokenised columns (equal-length lists incl. input_ids and idx), or None."""
+# The columns tokenize_columns writes: these go into the model as keyword arguments, so no other name may.
+TOKEN_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+CACHE_COLUMNS = {*TOKEN_COLUMNS, "labels", "idx"}
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _row_problem(columns: dict[str, list], vocab_size: int | None, max_length: int | None) -> str | None:
+    """What makes a row of the token columns unusable: non-integer ids, ids outside the vocabulary (an embedding
+    lookup fails, on a GPU with a device-side assert), rows longer than max_length or of unequal lengths."""
+    present = [key for key in TOKEN_COLUMNS if key in columns]
+    for i, row in enumerate(columns["input_ids"]):
+        if not isinstance(row, list) or not row or not all(map(_is_int, row)):
+            return f"input_ids row {i} is not a non-empty list of integers"
+        if min(row) < 0 or (vocab_size is not None and max(row) >= vocab_size):
+            return f"input_ids row {i} holds ids outside the tokenizer's vocabulary [0, {vocab_size})"
+        if max_length is not None and len(row) > max_length:
+            return f"input_ids row {i} has {len(row)} tokens, over max_length={max_length}"
+        for key in present[1:]:
+            other = columns[key][i]
+            if not isinstance(other, list) or len(other) != len(row) or not all(t in (0, 1) and _is_int(t)
+                                                                                 for t in other):
+                return f"{key} row {i} is not a list of 0/1 as long as its input_ids"
+    labels = columns.get("labels", [])
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v == v for v in labels):
+        return "its labels are not all numbers"
+    if not all(map(_is_int, columns["idx"])):
+        return "its idx column is not all integers"
+    return None
+
+
+def _problem(columns: Any, vocab_size: int | None = None, max_length: int | None = None) -> str | None:
+    """What makes ``columns`` unlike tokenised columns (equal-length lists incl. input_ids and idx, only the
+    columns tokenize_columns writes, integer ids inside the vocabulary), or None."""
     if not isinstance(columns, dict) or not {"input_ids", "idx"} <= columns.keys():
         return "it does not hold the input_ids and idx columns"
     if not all(isinstance(key, str) and isinstance(value, list) for key, value in columns.items()):
         return "its columns are not lists"
+    if extra := sorted(set(columns) - CACHE_COLUMNS):
+        return f"it holds columns {extra} that tokenising never writes"
     lengths = {len(value) for value in columns.values()}
     if len(lengths) != 1 or lengths == {0}:
         return f"its columns have lengths {sorted(lengths)}"
-    return None
+    return _row_problem(columns, vocab_size, max_length)
 
 
-def read_token_cache(path: Path) -> dict[str, list] | None:
-    """The tokenised columns cached at ``path``, or None (with a warning naming it) when it is unusable."""
+def read_token_cache(path: Path, vocab_size: int | None = None, max_length: int | None = None
+                     ) -> dict[str, list] | None:
+    """The tokenised columns cached at ``path``, or None (with a warning naming it) when it is unusable: ids must
+    lie in ``[0, vocab_size)`` and rows hold at most ``max_length`` tokens, when those are given."""
     if not path.is_file():
         return None
     try:
@@ -94,7 +132,7 @@ def read_token_cache(path: Path) -> dict[str, list] | None:
     except Exception as err:  # any file that does not load as plain tensors/lists is rebuilt, whatever the reason
         reason = f"it cannot be read safely ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
     else:
-        reason = _problem(columns)
+        reason = _problem(columns, vocab_size, max_length)
         if reason is None:
             return columns
     log.warning("token cache %s is unusable (%s); rebuilding it", path, reason)

@@ -16,7 +16,7 @@ from helu_lightning.callbacks.epochs import EpochCounter
 from helu_lightning.io import atomic_write_text
 from helu_lightning.search.config import logs_into
 from helu_lightning.search.options import PRUNERS, SearchSetupError
-from helu_lightning.search.space import SearchParam, apply_params
+from helu_lightning.search.space import SearchParam, apply_params, outside_space
 from helu_lightning.search.storage import FINISHED, worker_identity
 
 __all__ = ["Objective", "make_pruner"]
@@ -54,6 +54,12 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", {"trial": trial.number, **worker_identity()})
         values = {p.name: p.suggest(trial) for p in self.params}
+        if bad := outside_space(self.params, values):
+            # An enqueued trial's fixed values reach here unchecked (Optuna only warns); the storage is shared.
+            message = f"values outside the search space: {', '.join(bad)}; trial not run"
+            trial.set_user_attr("refused", message)
+            print(f"helu-train search: trial {trial.number} has {message}")
+            return float("nan")  # Optuna records the trial as failed and goes on
         if (twin := self._finished_twin(trial, values)) is not None:
             trial.set_user_attr("epochs", 0)
             trial.set_user_attr("reused_from", twin.number)

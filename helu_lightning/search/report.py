@@ -14,7 +14,7 @@ import yaml
 from optuna.trial import TrialState
 
 from helu_lightning.io import atomic_write_bytes, atomic_write_text
-from helu_lightning.search.space import SearchParam, apply_params
+from helu_lightning.search.space import SearchParam, apply_params, outside_space
 
 __all__ = ["format_table", "summary_rows", "write_outputs", "write_plots"]
 
@@ -33,7 +33,16 @@ def write_outputs(study: optuna.Study, config: dict, params: list[SearchParam], 
     if not complete:
         print(f"no trial of study {study.study_name!r} completed yet: no best.yaml or plots written")
         return
-    best = study.best_trial
+    fitting = [t for t in complete if t.value is not None and not outside_space(params, t.params)]
+    if len(fitting) < len(complete):
+        print(f"helu-train search: {len(complete) - len(fitting)} completed trial(s) of study {study.study_name!r} "
+              "hold values outside this search space (another space, or written into the storage by hand); "
+              "best.yaml ignores them")
+    if not fitting:
+        print("no completed trial lies in this search space: no best.yaml written")
+        return
+    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+    best = pick(fitting, key=lambda t: t.value)
     best_config = apply_params(config, params, best.params)
     note = f"# helu-train search: best of study {study.study_name!r}, trial {best.number}, {monitor}={best.value:.6g}\n"
     atomic_write_text(output_dir / "best.yaml", note + yaml.safe_dump(best_config, sort_keys=False))

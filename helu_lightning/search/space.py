@@ -15,7 +15,8 @@ import yaml
 
 from helu_lightning.search.options import SearchSetupError
 
-__all__ = ["ALPHA_BASELINE", "KNOWN_PARAMS", "SearchParam", "apply_params", "load_space", "yaml_problem"]
+__all__ = ["ALPHA_BASELINE", "KNOWN_PARAMS", "SearchParam", "apply_params", "load_space", "outside_space",
+           "yaml_problem"]
 
 ALPHA_BASELINE = 0.05
 ALPHA_TARGET = "model.init_args.activation.alpha"
@@ -121,9 +122,11 @@ class SearchParam:
         return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)
 
     def contains(self, value: Any) -> bool:
-        """Whether ``value`` lies in this parameter's range or choices."""
+        """Whether ``value`` lies in this parameter's range or choices (a value of another type never does)."""
         if self.type == "categorical":
-            return value in self.choices
+            return any((type(value) is bool) == (type(choice) is bool) and value == choice for choice in self.choices)
+        if not _is_number(value) or (self.type == "int" and not float(value).is_integer()):
+            return False
         return float(self.low) <= float(value) <= float(self.high)
 
     def extremes(self) -> tuple[Any, Any]:
@@ -132,6 +135,14 @@ class SearchParam:
             return self.choices[0], self.choices[-1]
         cast = int if self.type == "int" else float
         return cast(self.low), cast(self.high)
+
+
+def outside_space(params: Sequence[SearchParam], values: Mapping[str, Any]) -> list[str]:
+    """``name=value`` for each of ``values`` that ``params`` does not allow (a name it lacks, or a value outside
+    its range or choices): a study storage is shared, so trials in it may come from another space or another hand."""
+    known = {p.name: p for p in params}
+    return [f"{name}={value!r}" for name, value in values.items()
+            if name not in known or not known[name].contains(value)]
 
 
 def yaml_problem(err: Exception) -> str:
