@@ -141,6 +141,7 @@ import json, runpy
 import onnxruntime as ort, timm, torch
 from safetensors.torch import load_file
 out, batch = sys.argv[1], torch.load(sys.argv[2])
+torch.set_num_threads(int(sys.argv[3]))  # the test's thread count: CPU kernels split sums by thread, so bitwise needs it
 recipe = json.load(open(f"{out}/manifest.json"))["verification"]["loader"]["timm"]
 model = timm.create_model(recipe["name"], pretrained=False, **recipe["kwargs"]).eval()
 model.load_state_dict(load_file(f"{out}/model.safetensors"), strict=True)
@@ -188,7 +189,7 @@ def test_fit_export_and_load_with_timm_alone(name: str, tmp_path: Path) -> None:
 
     batch = torch.randn(3, 3, 32, 32)
     torch.save(batch, tmp_path / "batch.pt")
-    loaded = _fresh_python(TIMM_CHECK, str(out), str(tmp_path / "batch.pt"))
+    loaded = _fresh_python(TIMM_CHECK, str(out), str(tmp_path / "batch.pt"), str(torch.get_num_threads()))
     with torch.no_grad():
         expected = task(batch)
     assert not loaded["helu_imported"] and loaded["relu_layers"] == []
