@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from helu_lightning.activations import HeLU
 from helu_lightning.callbacks import AlphaScheduler, make_schedule
 from helu_lightning.cli import cli
+from helu_lightning.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 BORING = ["--model", "lightning.pytorch.demos.boring_classes.BoringModel",
@@ -243,3 +244,35 @@ def test_scheduler_pickles_for_ddp_spawn():
     )
     copy = pickle.loads(pickle.dumps(scheduler))
     assert [g.schedule(2, 12) for g in copy.groups] == pytest.approx([0.05, 0.055])
+
+
+def test_an_explicit_total_wins_over_the_run_length_per_group(tmp_path):
+    """A group with its own 'total' reaches its end then; a group without one spans the whole run (max_steps)."""
+    scheduler = AlphaScheduler(
+        schedule={"name": "linear", "start": 0.1, "end": 0.02},
+        groups=[{"pattern": r"\.1$", "schedule": {"name": "linear", "start": 0.3, "end": 0.1, "total": 4},
+                 "name": "short"}],
+        match="regex",
+    )
+    recorder = Recorder()
+    trainer = _trainer(tmp_path, [scheduler, recorder], max_steps=8)
+    trainer.fit(TinyNet())
+    for t, (short, whole) in recorder.trace:
+        assert short == pytest.approx(0.3 - 0.2 * min(t, 4) / 4, rel=1e-6)
+        assert whole == pytest.approx(0.1 - 0.08 * t / 8, rel=1e-6)
+
+
+@pytest.mark.parametrize(("spec", "ok"), [({"name": "constant", "value": 0.1}, True),
+                                          ({"name": "step", "values": [0.2, 0.1], "milestones": [2]}, True),
+                                          ({"name": "exponential", "start": 0.1, "gamma": 0.5, "end": 0.01}, True),
+                                          ({"name": "linear", "start": 0.1, "end": 0.02}, False),
+                                          ({"name": "cosine", "start": 0.1, "end": 0.02}, False)])
+def test_a_run_without_a_length_needs_a_total_only_for_schedules_that_end(tmp_path, spec, ok):
+    scheduler = AlphaScheduler(spec)
+    trainer = _trainer(tmp_path, [scheduler], max_epochs=-1, max_steps=-1, max_time="00:00:00:02",
+                       limit_train_batches=2)
+    if ok:
+        trainer.fit(TinyNet())
+    else:
+        with pytest.raises(UserError, match="has no fixed length .* give the schedule a 'total'"):
+            trainer.fit(TinyNet())
