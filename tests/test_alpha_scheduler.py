@@ -265,6 +265,7 @@ def test_an_explicit_total_wins_over_the_run_length_per_group(tmp_path):
 @pytest.mark.parametrize(("spec", "ok"), [({"name": "constant", "value": 0.1}, True),
                                           ({"name": "step", "values": [0.2, 0.1], "milestones": [2]}, True),
                                           ({"name": "exponential", "start": 0.1, "gamma": 0.5, "end": 0.01}, True),
+                                          ({"name": "exponential", "start": 0.1, "gamma": 0.5}, True),
                                           ({"name": "linear", "start": 0.1, "end": 0.02}, False),
                                           ({"name": "cosine", "start": 0.1, "end": 0.02}, False)])
 def test_a_run_without_a_length_needs_a_total_only_for_schedules_that_end(tmp_path, spec, ok):
@@ -276,3 +277,11 @@ def test_a_run_without_a_length_needs_a_total_only_for_schedules_that_end(tmp_pa
     else:
         with pytest.raises(UserError, match="has no fixed length .* give the schedule a 'total'"):
             trainer.fit(TinyNet())
+
+
+def test_a_shrinking_exponential_without_end_levels_off_above_zero():
+    """0.1 * 0.5**t underflows to 0.0 after ~1,070 steps; HeLU refuses alpha 0, so the schedule must not reach it."""
+    schedule = make_schedule({"name": "exponential", "start": 0.1, "gamma": 0.5})
+    assert schedule(3, 0) == pytest.approx(0.0125)
+    assert all(0 < schedule(t, 0) <= 0.1 for t in (1_000, 1_100, 10**6))
+    HeLU(schedule(10**6, 0))  # a valid alpha: ReLU's gradient in practice

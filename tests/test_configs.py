@@ -149,7 +149,8 @@ def shipped_runs(tmp_path: Path) -> dict[str, list[str]]:
 
 def test_every_config_file_is_run_here() -> None:
     shipped = {str(p.relative_to(CONFIGS).with_suffix("")) for p in CONFIGS.rglob("*.yaml")}
-    covered = {"offline", "cifar10", "cifar100", "imagenette", "imagenette_timm", "fashion_mnist", "text_offline", "glue/base",
+    covered = {"offline", "cifar10", "cifar100", "imagenette", "imagenette_timm", "fashion_mnist", "text_offline",
+               "glue/base",
                *(f"glue/{t}" for t in GLUE_TASKS)}
     add_ons = {"monitor", "callbacks_example"}  # appended to a task config; run by tests/test_readme.py
     others = {name for name in shipped if name.startswith("search/")}  # search spaces, tests/test_search.py

@@ -106,7 +106,8 @@ def test_activation_counts_report_what_is_left() -> None:
 
 
 def test_surgery_only_mode_takes_replace_types() -> None:
-    model = build_backbone("timm:test_efficientnet", 3, activation_factory("helu"), use_act_layer=False, replace=["SiLU"])
+    model = build_backbone("timm:test_efficientnet", 3, activation_factory("helu"), use_act_layer=False,
+                           replace=["SiLU"])
     assert activation_counts(model) == {"HeLU": 11, "Sigmoid": 2}
     with pytest.raises(UserError, match=r"replace: \[SiLU\]"):
         build_backbone("timm:test_efficientnet", 3, activation_factory("helu"), use_act_layer=False)
@@ -141,7 +142,7 @@ import json, runpy
 import onnxruntime as ort, timm, torch
 from safetensors.torch import load_file
 out, batch = sys.argv[1], torch.load(sys.argv[2])
-torch.set_num_threads(int(sys.argv[3]))  # the test's thread count: CPU kernels split sums by thread, so bitwise needs it
+torch.set_num_threads(int(sys.argv[3]))  # the test's thread count: CPU kernels split sums by thread (bitwise)
 recipe = json.load(open(f"{out}/manifest.json"))["verification"]["loader"]["timm"]
 model = timm.create_model(recipe["name"], pretrained=False, **recipe["kwargs"]).eval()
 model.load_state_dict(load_file(f"{out}/model.safetensors"), strict=True)

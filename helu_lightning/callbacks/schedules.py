@@ -10,6 +10,7 @@ import difflib
 import importlib
 import math
 import numbers
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -63,7 +64,9 @@ def _exponential_at(t: int, total: int, start: float, gamma: float, end: float |
     # Compare exponents first: past end, start * gamma**t itself would overflow for a growing schedule.
     if end is not None and (t * math.log(gamma) - math.log(end / start)) * (1 if gamma > 1 else -1) >= 0:
         return end
-    return start * gamma**t
+    # Without an end, a shrinking schedule would underflow to 0.0, which HeLU refuses; it levels off at the
+    # smallest positive float instead: ReLU's gradient in every dtype (alpha -> 0 recovers ReLU).
+    return max(start * gamma**t, sys.float_info.min)
 
 
 def _step_at(t: int, total: int, values: list[float], milestones: list[int]) -> float:
