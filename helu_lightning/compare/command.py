@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from helu_lightning.compare.arms import CompareError, parse_arms
 from helu_lightning.compare.evaluate import Evaluator
 from helu_lightning.compare.plots import write_plots
@@ -32,6 +30,8 @@ from helu_lightning.compare.report import (
 from helu_lightning.compare.runner import CompareObjective, check_config, open_study, run_grid
 from helu_lightning.errors import UserError
 from helu_lightning.io import atomic_write_text
+from helu_lightning.search import SearchSetupError
+from helu_lightning.search.config import read_config
 
 __all__ = ["build_parser", "load_config", "main", "run"]
 
@@ -76,20 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_config(path: str) -> dict:
-    """The fit config as a mapping; CompareError when it is missing or does not parse."""
-    file = Path(path)
-    if not file.is_file():
-        raise CompareError(f"config {path!r} does not exist; pass the YAML you give `helu-train fit --config`")
+    """The fit config as a mapping (the search's reader); CompareError when it is missing or does not parse."""
     try:
-        config = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise CompareError(f"config {path!r} is not valid YAML: {problem}{where}") from None
-    if not isinstance(config, dict):
-        raise CompareError(f"config {path!r} is not a YAML mapping of fit options (trainer:, model:, data:)")
-    return config
+        return read_config(path)
+    except SearchSetupError as err:
+        raise CompareError(str(err)) from None
 
 
 def _check(args: argparse.Namespace) -> None:

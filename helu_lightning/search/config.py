@@ -18,10 +18,11 @@ import yaml
 from helu_lightning.search.options import SearchSetupError
 from helu_lightning.search.space import SearchParam, apply_params, yaml_problem
 
-__all__ = ["check_trial_config", "compose_configs", "logs_into"]
+__all__ = ["check_trial_config", "compose_configs", "logs_into", "read_config"]
 
 
-def _read_config(path: str) -> dict:
+def read_config(path: str) -> dict:
+    """A fit config file as a mapping; SearchSetupError when it is missing, not YAML or not a mapping."""
     file = Path(path)
     if not file.is_file():
         raise SearchSetupError(f"config {path!r} does not exist; pass the YAML you give `helu-train fit --config`")
@@ -30,7 +31,7 @@ def _read_config(path: str) -> dict:
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise SearchSetupError(f"config {path!r} is not valid YAML ({yaml_problem(err)})") from err
     if not isinstance(config, dict):
-        raise SearchSetupError(f"config {path!r} is not a YAML mapping of fit options")
+        raise SearchSetupError(f"config {path!r} is not a YAML mapping of fit options (trainer:, model:, data:)")
     return config
 
 
@@ -38,7 +39,7 @@ def compose_configs(paths: Sequence[str], build_cli: Callable[..., Any]) -> dict
     """The fit configs composed in order, later files overriding earlier ones, exactly as ``fit --config a --config b``
     composes them (LightningCLI's own parser does it: ``key+:`` appends, a new class keeps the arguments it shares
     with the old one, ...); one file is taken as it is."""
-    configs = [_read_config(path) for path in paths]
+    configs = [read_config(path) for path in paths]
     if len(configs) == 1:
         return configs[0]
     args = [arg for path in paths for arg in ("--config", str(path))]
