@@ -10,9 +10,12 @@ ReLU. Extra memory over ReLU: none. NaN inputs give NaN outputs and pass the gra
 ``memory="input"`` trades memory for speed: it saves the input and runs exactly ReLU's kernels.
 
 The op is a ``torch.library.custom_op`` with an autograd formula, a fake (meta) kernel and a vmap rule, so
-eager mode, ``torch.compile``, ``torch.export`` training graphs and ``torch.vmap`` all see HeLU's gradient.
-``torch.func`` gradient transforms and forward-mode AD run through ``_HeLUTransforms``, an
-``autograd.Function`` twin with a ``jvp``, built on the same kernels (``helu_lightning.kernels``).
+``torch.compile``, ``torch.export`` training graphs, dispatch modes and tensor subclasses all see HeLU's
+gradient. Plain eager autograd, where nothing traces, skips the custom op's Python wrapper (tens of
+microseconds a call, more than the kernels of a mid-sized activation) and runs ``_HeLUEager``, an
+``autograd.Function`` on the same kernels and formulas. ``torch.func`` gradient transforms and forward-mode AD
+run through ``_HeLUTransforms``, an ``autograd.Function`` twin with a ``jvp`` on the tensor kernels. All three
+pick their kernels from ``helu_lightning.kernels``.
 """
 
 from __future__ import annotations
@@ -162,6 +165,29 @@ class _HeLUTransforms(torch.autograd.Function):
         return KERNELS["tensor"].input_backward(x_tangent, x, edge)
 
 
+class _HeLUEager(torch.autograd.Function):
+    """The op for plain eager autograd: the custom op's formulas and kernels without its wrapper's cost."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, alpha: Tensor, save_input: bool) -> Tensor:
+        ctx.save_input = save_input
+        if save_input:
+            ctx.save_for_backward(x, alpha.to(x.dtype, copy=True).neg())  # a copy: set_alpha cannot reach it
+            return torch.relu(x)
+        y = KERNELS[kernel_for(x)].forward(x, alpha)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        differentiable = torch.is_grad_enabled()  # create_graph=True: the backward must itself have a gradient
+        if ctx.save_input:
+            x, edge = ctx.saved_tensors
+            return KERNELS[kernel_for(grad, differentiable)].input_backward(grad, x, edge), None, None
+        (y,) = ctx.saved_tensors
+        return KERNELS[kernel_for(grad, differentiable)].backward(grad, y), None, None
+
+
 def _under_transform() -> bool:
     """Whether a ``torch.func`` transform or a forward-mode AD level is active (never while compiling)."""
     if torch.compiler.is_compiling():
@@ -170,9 +196,14 @@ def _under_transform() -> bool:
 
 
 def _apply(x: Tensor, alpha: Tensor, save_input: bool) -> Tensor:
-    """Route to the op, or to its transform twin inside ``torch.func`` / forward-mode AD."""
-    if _under_transform():
+    """Route to the op while anything traces (compile, export, jit, a dispatch mode such as fake tensors, a
+    tensor subclass), to its transform twin inside ``torch.func`` / forward-mode AD, else to the eager twin."""
+    if torch.compiler.is_compiling():
+        return _helu_op(x, alpha, save_input)
+    if forward_ad._current_level >= 0 or torch._C._functorch.peek_interpreter_stack() is not None:
         return _HeLUTransforms.apply(x, alpha, save_input)
+    if type(x) is Tensor and torch._C._len_torch_dispatch_stack() == 0 and not torch.jit.is_tracing():
+        return _HeLUEager.apply(x, alpha, save_input)
     return _helu_op(x, alpha, save_input)
 
 

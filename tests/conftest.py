@@ -1,4 +1,5 @@
-"""Shared test set-up: offline Hugging Face, deterministic seeds, and a small thread budget (CI has 2 cores)."""
+"""Shared test set-up: offline Hugging Face, deterministic seeds, a small thread budget (CI has 2 cores), and
+Triton in interpreter mode where there is no GPU."""
 
 import os
 
@@ -9,6 +10,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if not torch.cuda.is_available():  # HeLU's Triton kernels run in Triton's interpreter on CPU tensors; the variable
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # is read when a kernel is defined, i.e. on first use
 
 
 @pytest.fixture(autouse=True)

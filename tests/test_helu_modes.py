@@ -1,5 +1,7 @@
 """HeLU gives one answer in every execution mode: modes x dtypes x layouts x edge values x memory modes, each
-against a reference written in plain float64, plus property-based edge values (hypothesis) and opcheck."""
+against a reference written in plain float64, plus property-based edge values (hypothesis) and opcheck.
+The ``triton_*`` modes force the Triton kernels; without CUDA they run in Triton's interpreter on CPU tensors
+(tests/conftest.py sets ``TRITON_INTERPRET=1``)."""
 
 import math
 
@@ -73,9 +75,11 @@ def run_eager(module, x, grad):
     return y, leaf.grad
 
 
-def run_tensor_kernel(module, x, grad):
-    with use_kernel("tensor"):
-        return run_eager(module, x, grad)
+def with_kernel(name, run):
+    def run_with(module, x, grad):
+        with use_kernel(name):
+            return run(module, x, grad)
+    return run_with
 
 
 def run_double_backward(module, x, grad):
@@ -141,7 +145,7 @@ def run_forward_ad(module, x, grad):
 
 MODES = {
     "eager": run_eager,
-    "tensor_kernel": run_tensor_kernel,
+    "tensor_kernel": with_kernel("tensor", run_eager),
     "double_backward": run_double_backward,
     "checkpoint": run_checkpoint(False),
     "checkpoint_reentrant": run_checkpoint(True),
@@ -153,6 +157,11 @@ MODES = {
     "vmap_vjp": run_vmap_vjp,
     "jvp": run_jvp,
     "forward_ad": run_forward_ad,
+    "triton_kernel": with_kernel("triton", run_eager),
+    "triton_double_backward": with_kernel("triton", run_double_backward),
+    "triton_checkpoint": with_kernel("triton", run_checkpoint(False)),
+    "triton_compile": with_kernel("triton", run_compile),
+    "triton_export": with_kernel("triton", run_export),
 }
 
 
@@ -177,7 +186,8 @@ def test_every_mode_dtype_and_layout_matches_the_float64_reference(mode, dtype, 
 
 
 @pytest.mark.parametrize("memory", MEMORY)
-@pytest.mark.parametrize("mode", ["eager", "tensor_kernel", "double_backward", "compile", "export", "vjp", "jvp"])
+@pytest.mark.parametrize("mode", ["eager", "tensor_kernel", "double_backward", "compile", "export", "vjp", "jvp",
+                                  "triton_kernel", "triton_double_backward"])
 def test_alpha_rounding_to_zero_in_half_gives_relu_gradient_in_every_mode(mode, memory):
     x = torch.tensor([-1e-3, -0.0, 0.0, 1e-3, -1e-9], dtype=torch.float16)
     grad = torch.tensor([1.0, 2.0, 3.0, 4.0, math.inf], dtype=torch.float16)
@@ -227,7 +237,7 @@ def test_vmap_with_one_alpha_per_sample():
     alpha=st.floats(min_value=1e-300, max_value=1e300, allow_nan=False, allow_infinity=False),
     dtype=st.sampled_from(DTYPES),
     memory=st.sampled_from(MEMORY),
-    kernel=st.sampled_from(["auto", "tensor"]),
+    kernel=st.sampled_from(["auto", "tensor", "triton"]),
 )
 def test_property_any_values_any_alpha_match_the_reference(values, alpha, dtype, memory, kernel):
     x = torch.tensor(values, dtype=torch.float64).to(dtype)

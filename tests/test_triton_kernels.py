@@ -1,0 +1,161 @@
+"""HeLU's accelerator path: one full-size kernel each way (Triton), any dense layout without a copy, other
+layouts on the tensor kernels, and the eager twin of the custom op chosen only where nothing traces.
+Without CUDA the Triton kernels run in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1)."""
+
+import collections
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+
+from helu_lightning import HeLU, use_kernel
+from helu_lightning import triton_kernels
+from helu_lightning.kernels import KERNELS, kernel_for
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ALLOCATIONS = {"empty_like", "empty_strided", "empty", "view", "detach", "_to_copy", "neg", "alias", "lift_fresh"}
+
+
+class CountFullSize(TorchDispatchMode):
+    """Names the aten ops that touch a tensor of ``numel`` elements, allocations apart (those move no data)."""
+
+    def __init__(self, numel: int) -> None:
+        super().__init__()
+        self.numel, self.ops = numel, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if name not in ALLOCATIONS and any(t.numel() == self.numel for t in tensors):
+            self.ops.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Counts launches of each Triton kernel by name. A launch runs outside dispatch modes: the interpreter's
+    own copies between host and "device" are not the kernel's traffic."""
+    counts = collections.Counter()
+    for name in ("_forward_kernel", "_backward_kernel", "_input_backward_kernel"):
+        kernel = getattr(triton_kernels, name)
+
+        class Counted:
+            def __getitem__(self, grid, kernel=kernel, name=name):
+                def launch(*args, **kwargs):
+                    counts[name] += 1
+                    with _disable_current_modes():
+                        return kernel[grid](*args, **kwargs)
+                return launch
+
+        monkeypatch.setattr(triton_kernels, name, Counted())
+    return counts
+
+
+def layouts(numel_shape=(2, 3, 4, 5)):
+    base = torch.randn(numel_shape, device=DEVICE)
+    return {
+        "contiguous": base,
+        "channels_last": base.contiguous(memory_format=torch.channels_last),
+        "transposed": base.transpose(1, 3),
+        "sliced": base[:, :, ::2],
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kernels", ["triton", "tensor"])
+def test_full_size_kernels_per_direction(kernels, dtype, launches):
+    """The accelerator path: Triton runs one full-size kernel each way where the tensor set runs three and three."""
+    x = torch.randn(4, 8, 16, device=DEVICE, dtype=dtype)
+    alpha = torch.tensor(0.05, dtype=torch.float64, device=DEVICE)
+    counter = CountFullSize(x.numel())
+    with counter:
+        y = KERNELS[kernels].forward(x, alpha)
+    forward = counter.ops + [name for name in launches.elements()]
+    grad = torch.ones_like(x)
+    counter.ops, before = [], sum(launches.values())
+    with counter:
+        KERNELS[kernels].backward(grad, y)
+    backward = counter.ops + ["triton"] * (sum(launches.values()) - before)
+    if kernels == "triton":
+        assert (forward, backward) == (["_forward_kernel"], ["triton"])
+    else:
+        assert (forward, backward) == (["le", "threshold", "where"], ["reciprocal", "lt", "where"])
+
+
+@pytest.mark.parametrize("memory", ["output", "input"])
+def test_training_step_runs_one_triton_kernel_each_way_and_nothing_else_full_size(memory, launches, monkeypatch):
+    """Forced Triton, a HeLU forward+backward: the Triton kernels once each, no tensor or bits kernel."""
+    for name in ("bits", "tensor"):
+        monkeypatch.setitem(KERNELS, name, None)  # any use of another set fails
+    x = torch.randn(3, 4, 5, 6, device=DEVICE).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    with use_kernel("triton"):
+        y = HeLU(memory=memory)(x)
+        assert sum(launches.values()) == (memory == "output")
+        y.backward(torch.randn_like(y))
+    backward = "_backward_kernel" if memory == "output" else "_input_backward_kernel"
+    assert launches == collections.Counter({backward: 1, **({"_forward_kernel": 1} if memory == "output" else {})})
+    assert y.stride() == x.stride() and x.grad.stride() == x.stride()
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed", "sliced"])
+def test_dense_layouts_run_in_place_of_their_storage_order_and_others_fall_back(layout, launches):
+    """Dense layouts: one launch, output strides equal to the input's, no copy op; a slice with gaps: the tensor
+    kernels (any strides, no copy), with the same bits."""
+    x = layouts()[layout]
+    alpha = torch.tensor(0.05, dtype=torch.float64)
+    counter = CountFullSize(x.numel())
+    with counter:
+        y = triton_kernels.forward_triton(x, alpha)
+    assert not {"clone", "contiguous", "copy_", "_to_copy"} & set(counter.ops)
+    assert launches["_forward_kernel"] == (layout != "sliced")
+    assert y.stride() == x.stride() if layout != "sliced" else y.shape == x.shape
+    assert torch.equal(y.view(torch.int32), KERNELS["tensor"].forward(x, alpha).view(torch.int32))
+
+
+def test_backward_with_gradient_strides_unlike_the_output_falls_back_with_the_same_bits(launches):
+    x = torch.randn(2, 3, 4, 5, device=DEVICE).contiguous(memory_format=torch.channels_last) - 0.03
+    y = triton_kernels.forward_triton(x, torch.tensor(0.05, dtype=torch.float64))
+    grad = torch.randn(x.shape, device=DEVICE)  # contiguous, y channels_last: one flat pass would pair them wrongly
+    out = triton_kernels.backward_triton(grad, y)
+    assert launches["_backward_kernel"] == 0
+    assert torch.equal(out, KERNELS["tensor"].backward(grad, y))
+    assert torch.equal(triton_kernels.input_backward_triton(grad, x, torch.tensor(-0.05)),
+                       KERNELS["tensor"].input_backward(grad, x, torch.tensor(-0.05)))
+
+
+def test_float64_and_empty_tensors():
+    with use_kernel("triton"):
+        assert kernel_for(torch.zeros(2, dtype=torch.float64)) == "tensor"
+        assert kernel_for(torch.zeros(2)) == "triton"
+        assert kernel_for(torch.zeros(2), differentiable=True) == "tensor"  # double backward needs select ops
+    empty = torch.zeros(0, 3, device=DEVICE)
+    assert triton_kernels.forward_triton(empty, torch.tensor(0.05)).shape == (0, 3)
+    assert triton_kernels.backward_triton(empty, empty).shape == (0, 3)
+
+
+def test_auto_picks_triton_only_for_eager_cuda():
+    assert kernel_for(torch.zeros(2)) == "bits"
+    if torch.cuda.is_available():
+        assert kernel_for(torch.zeros(2, device="cuda")) == "triton"
+        assert kernel_for(torch.zeros(2, device="cuda", dtype=torch.float64)) == "tensor"
+
+
+def test_plain_eager_skips_the_custom_op_and_tracing_keeps_it():
+    """Plain eager autograd runs the lean autograd.Function; a dispatch mode (as fake tensors and export use)
+    and torch.compile see the custom op."""
+    x = torch.randn(5, requires_grad=True)
+    assert type(HeLU()(x).grad_fn).__name__ == "_HeLUEagerBackward"
+    assert type(HeLU(memory="input")(x).grad_fn).__name__ == "_HeLUEagerBackward"
+
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        HeLU()(x)
+    assert "helu_lightning.helu.default" in seen
+    program = torch.export.export(HeLU(), (torch.randn(3, requires_grad=True),))
+    assert "helu_lightning.helu" in str(program.graph)
