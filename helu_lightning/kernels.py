@@ -36,6 +36,8 @@ from torch.fx.experimental.proxy_tensor import get_proxy_mode
 __all__ = ["KERNELS", "Kernels", "get_kernel", "kernel_for", "set_kernel", "use_kernel"]
 
 _INT_VIEW = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
+_INT_MIN = {dtype: torch.iinfo(dtype).min for dtype in _INT_VIEW.values()}
+_threshold_backward = torch.ops.aten.threshold_backward.default  # the overload itself: no resolution per call
 _BIT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -70,8 +72,7 @@ def forward_tensor(x: Tensor, alpha: Tensor) -> Tensor:
 def backward_bits(grad: Tensor, y: Tensor) -> Tensor:
     """Zero the gradient where the saved output is -0.0: one ``threshold_backward`` on the integer views."""
     int_dtype = _INT_VIEW[y.element_size()]
-    below = torch.iinfo(int_dtype).min
-    return torch.ops.aten.threshold_backward(grad.view(int_dtype), y.view(int_dtype), below).view(grad.dtype)
+    return _threshold_backward(grad.view(int_dtype), y.view(int_dtype), _INT_MIN[int_dtype]).view(grad.dtype)
 
 
 def backward_tensor(grad: Tensor, y: Tensor) -> Tensor:
@@ -80,19 +81,27 @@ def backward_tensor(grad: Tensor, y: Tensor) -> Tensor:
     return torch.where(torch.reciprocal(y.detach()) < 0, 0.0, grad)
 
 
-def input_backward_bits(grad: Tensor, x: Tensor, edge: Tensor) -> Tensor:
-    """``memory="input"``: ReLU's backward kernel with the threshold moved to ``edge`` = -alpha."""
-    return torch.ops.aten.threshold_backward(grad, x, float(edge))
+@lru_cache(maxsize=256)
+def _edge(alpha: float, dtype: torch.dtype) -> float:
+    """-alpha rounded once, from float64, to ``dtype``, as a Python float."""
+    return float(torch.tensor(-alpha, dtype=torch.float64).to(dtype))
 
 
-def input_backward_tensor(grad: Tensor, x: Tensor, edge: Tensor) -> Tensor:
-    """``memory="input"`` by a select; ``x <= edge`` is false at NaN, so NaN passes the gradient as in ReLU."""
-    return torch.where(x.detach() <= edge, 0.0, grad)
+def input_backward_bits(grad: Tensor, x: Tensor, alpha: Tensor | float) -> Tensor:
+    """``memory="input"``: ReLU's backward kernel with the threshold moved to -alpha (alpha rounded to x's dtype;
+    a Python float alpha is taken as float64)."""
+    return _threshold_backward(grad, x, _edge(float(alpha), x.dtype))
+
+
+def input_backward_tensor(grad: Tensor, x: Tensor, alpha: Tensor) -> Tensor:
+    """``memory="input"`` by a select; ``x <= -alpha`` is false at NaN, so NaN passes the gradient as in ReLU."""
+    return torch.where(x.detach() <= -alpha.to(x.dtype), 0.0, grad)
 
 
 @dataclass(frozen=True)
 class Kernels:
-    """One consistent kernel set: the forward that writes the band's signed zeros, and both backwards."""
+    """One consistent kernel set: the forward that writes the band's signed zeros, and both backwards. Each
+    takes alpha as a tensor of any float dtype and rounds it once to x's dtype (a no-op when it is already)."""
 
     forward: Callable[[Tensor, Tensor], Tensor]
     backward: Callable[[Tensor, Tensor], Tensor]
@@ -151,14 +160,16 @@ def use_kernel(name: str) -> Iterator[None]:
 
 def _tracing(x: Tensor) -> bool:
     """Whether ``x`` is being traced (torch.compile, AOT autograd, export, opcheck): no host reads then."""
-    return torch.compiler.is_compiling() or isinstance(x, FakeTensor) or get_proxy_mode() is not None
+    if torch.compiler.is_compiling() or isinstance(x, FakeTensor):
+        return True
+    return torch._C._len_torch_dispatch_stack() > 0 and get_proxy_mode() is not None  # proxy modes are on it
 
 
-def kernel_for(x: Tensor, differentiable: bool = False) -> str:
+def kernel_for(x: Tensor, differentiable: bool = False, eager: bool = False) -> str:
     """The name of the kernel set for tensor ``x``: ``bits`` for eager, non-differentiable CPU work on a float
     dtype, ``triton`` for the same on CUDA in float32/float16/bfloat16 (or anywhere under
-    ``set_kernel("triton")``), else ``tensor``."""
-    if _setting == "tensor" or differentiable or x.dtype not in _BIT_DTYPES or _tracing(x):
+    ``set_kernel("triton")``), else ``tensor``. ``eager=True``: the caller knows nothing traces (skips the check)."""
+    if _setting == "tensor" or differentiable or x.dtype not in _BIT_DTYPES or (not eager and _tracing(x)):
         return "tensor"
     if _setting == "triton" or (x.device.type == "cuda" and _HAS_TRITON):
         return "triton" if x.dtype in _TRITON_DTYPES else "tensor"

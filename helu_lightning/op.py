@@ -70,8 +70,7 @@ def _helu_fake(x: Tensor, alpha: Tensor, save_input: bool) -> Tensor:
 def _input_backward_op(grad: Tensor, x: Tensor, alpha: Tensor) -> Tensor:
     """``memory="input"``'s backward, an op of its own: it rounds alpha to x's dtype, which Inductor, keeping
     float16/bfloat16 intermediates in float32, would skip if it fused the rounding (moving the edge off -alpha)."""
-    edge = alpha.to(x.dtype, copy=True).neg()
-    return KERNELS[kernel_for(grad)].input_backward(grad, x, edge)
+    return KERNELS[kernel_for(grad)].input_backward(grad, x, alpha)
 
 
 @_input_backward_op.register_fake
@@ -140,18 +139,18 @@ class _HeLUTransforms(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor, bool], output: Tensor) -> None:
         x, alpha, save_input = inputs
         ctx.save_input = save_input
-        edge = alpha.to(x.dtype, copy=True).neg()
+        rounded = alpha.to(x.dtype, copy=True)
         if save_input:
-            ctx.save_for_backward(x, edge)
+            ctx.save_for_backward(x, rounded)
         else:
             ctx.save_for_backward(output)
-        ctx.save_for_forward(x, edge)
+        ctx.save_for_forward(x, rounded)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         if ctx.save_input:
-            x, edge = ctx.saved_tensors
-            return KERNELS["tensor"].input_backward(grad, x, edge), None, None
+            x, alpha = ctx.saved_tensors
+            return KERNELS["tensor"].input_backward(grad, x, alpha), None, None
         (y,) = ctx.saved_tensors
         return KERNELS["tensor"].backward(grad, y), None, None
 
@@ -161,31 +160,40 @@ class _HeLUTransforms(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx: Any, x_tangent: Tensor, alpha_tangent: Any, save_input_tangent: Any) -> Tensor:
-        x, edge = ctx.saved_tensors
-        return KERNELS["tensor"].input_backward(x_tangent, x, edge)
+        x, alpha = ctx.saved_tensors
+        return KERNELS["tensor"].input_backward(x_tangent, x, alpha)
 
 
 class _HeLUEager(torch.autograd.Function):
-    """The op for plain eager autograd: the custom op's formulas and kernels without its wrapper's cost."""
+    """The op for plain eager autograd: the custom op's formulas and kernels without its wrapper's cost. The
+    kernel set is chosen once, in the forward; ``memory="input"`` keeps alpha as it was at the forward (a float
+    on CPU, where the bits kernels read it on the host anyway; else a device copy in x's dtype)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, alpha: Tensor, save_input: bool) -> Tensor:
+        ctx.kernels = KERNELS[kernel_for(x, eager=True)]
         ctx.save_input = save_input
         if save_input:
-            ctx.save_for_backward(x, alpha.to(x.dtype, copy=True).neg())  # a copy: set_alpha cannot reach it
+            ctx.alpha = float(alpha) if ctx.kernels is KERNELS["bits"] else alpha.to(x.dtype, copy=True)
+            ctx.save_for_backward(x)
             return torch.relu(x)
-        y = KERNELS[kernel_for(x)].forward(x, alpha)
+        y = ctx.kernels.forward(x, alpha)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        differentiable = torch.is_grad_enabled()  # create_graph=True: the backward must itself have a gradient
+        kernels = ctx.kernels
+        if torch.is_grad_enabled():  # create_graph=True: the backward must itself have a gradient
+            kernels = KERNELS["tensor"]
         if ctx.save_input:
-            x, edge = ctx.saved_tensors
-            return KERNELS[kernel_for(grad, differentiable)].input_backward(grad, x, edge), None, None
+            (x,) = ctx.saved_tensors
+            alpha = ctx.alpha
+            if kernels is not KERNELS["bits"] and not isinstance(alpha, Tensor):
+                alpha = torch.tensor(alpha, dtype=torch.float64)
+            return kernels.input_backward(grad, x, alpha), None, None
         (y,) = ctx.saved_tensors
-        return KERNELS[kernel_for(grad, differentiable)].backward(grad, y), None, None
+        return kernels.backward(grad, y), None, None
 
 
 def _under_transform() -> bool:

@@ -53,12 +53,12 @@ def _backward_kernel(grad_bits_ptr, y_bits_ptr, out_bits_ptr, n, NEG_ZERO: tl.co
 
 
 @triton.jit
-def _input_backward_kernel(grad_bits_ptr, x_ptr, edge_ptr, out_bits_ptr, n, BLOCK: tl.constexpr):
+def _input_backward_kernel(grad_bits_ptr, x_ptr, alpha_ptr, out_bits_ptr, n, BLOCK: tl.constexpr):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inside = offsets < n
     grad = tl.load(grad_bits_ptr + offsets, mask=inside)
     x = tl.load(x_ptr + offsets, mask=inside).to(tl.float32)
-    below = x <= tl.load(edge_ptr).to(tl.float32)  # false at NaN: NaN passes the gradient, as in ReLU
+    below = x <= -tl.load(alpha_ptr).to(tl.float32)  # false at NaN: NaN passes the gradient, as in ReLU
     tl.store(out_bits_ptr + offsets, tl.where(below, 0, grad), mask=inside)
 
 
@@ -124,13 +124,13 @@ def backward_triton(grad: Tensor, y: Tensor) -> Tensor:
     return out
 
 
-def input_backward_triton(grad: Tensor, x: Tensor, edge: Tensor) -> Tensor:
-    """``memory="input"``'s backward in one pass (``edge`` is -alpha in x's dtype); other layouts: the tensor set."""
+def input_backward_triton(grad: Tensor, x: Tensor, alpha: Tensor) -> Tensor:
+    """``memory="input"``'s backward in one pass; other layouts: ``input_backward_tensor``."""
     if not flat_layout(x, grad):
-        return input_backward_tensor(grad, x, edge)
+        return input_backward_tensor(grad, x, alpha)
     out = torch.empty_like(x)
     if x.numel():
-        _input_backward_kernel[_grid(x.numel())](_bits(grad), x, _rounded_alpha(edge, x), _bits(out), x.numel(),
+        _input_backward_kernel[_grid(x.numel())](_bits(grad), x, _rounded_alpha(alpha, x), _bits(out), x.numel(),
                                                  BLOCK=_BLOCK)
     return out
 

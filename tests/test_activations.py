@@ -485,7 +485,7 @@ def test_kernel_switch_is_validated_and_restored():
     with activations.use_kernel("tensor"):
         assert activations.get_kernel() == "tensor" and activations.kernel_for(x) == "tensor"
     assert activations.get_kernel() == "auto"
-    with pytest.raises(ValueError, match="kernel must be one of 'auto', 'tensor', got 'fast'"):
+    with pytest.raises(ValueError, match="kernel must be one of 'auto', 'tensor', 'triton', got 'fast'"):
         activations.set_kernel("fast")
 
 

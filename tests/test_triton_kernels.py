@@ -119,8 +119,8 @@ def test_backward_with_gradient_strides_unlike_the_output_falls_back_with_the_sa
     out = triton_kernels.backward_triton(grad, y)
     assert launches["_backward_kernel"] == 0
     assert torch.equal(out, KERNELS["tensor"].backward(grad, y))
-    assert torch.equal(triton_kernels.input_backward_triton(grad, x, torch.tensor(-0.05)),
-                       KERNELS["tensor"].input_backward(grad, x, torch.tensor(-0.05)))
+    assert torch.equal(triton_kernels.input_backward_triton(grad, x, torch.tensor(0.05)),
+                       KERNELS["tensor"].input_backward(grad, x, torch.tensor(0.05)))
 
 
 def test_float64_and_empty_tensors():
