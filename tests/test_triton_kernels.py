@@ -3,13 +3,15 @@ layouts on the tensor kernels, and the eager twin of the custom op chosen only w
 Without CUDA the Triton kernels run in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1)."""
 
 import collections
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from helu_lightning import HeLU, use_kernel
-from helu_lightning import triton_kernels
+from helu_lightning import HeLU, triton_kernels, use_kernel
 from helu_lightning.kernels import KERNELS, kernel_for
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -89,7 +91,7 @@ def test_training_step_runs_one_triton_kernel_each_way_and_nothing_else_full_siz
         monkeypatch.setitem(KERNELS, name, None)  # any use of another set fails
     x = torch.randn(3, 4, 5, 6, device=DEVICE).contiguous(memory_format=torch.channels_last).requires_grad_(True)
     with use_kernel("triton"):
-        y = HeLU(memory=memory)(x)
+        y = HeLU(memory=memory).to(DEVICE)(x)
         assert sum(launches.values()) == (memory == "output")
         y.backward(torch.randn_like(y))
     backward = "_backward_kernel" if memory == "output" else "_input_backward_kernel"
@@ -159,3 +161,14 @@ def test_plain_eager_skips_the_custom_op_and_tracing_keeps_it():
     assert "helu_lightning.helu.default" in seen
     program = torch.export.export(HeLU(), (torch.randn(3, requires_grad=True),))
     assert "helu_lightning.helu" in str(program.graph)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_gpu_check_script_parses_and_refuses_a_machine_without_a_gpu(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    env = {**os.environ, "GPU_CHECK_OUT": str(tmp_path / "out")}
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no CUDA GPU is visible to torch" in done.stderr
+    assert not any((tmp_path / "out").iterdir())  # refused before any step ran
