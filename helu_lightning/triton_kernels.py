@@ -18,17 +18,23 @@ With ``TRITON_INTERPRET=1`` set before that, the kernels run in Triton's interpr
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
+from .errors import UserError
 from .kernels import _TRITON_DTYPES, Kernels, backward_tensor, forward_tensor, input_backward_tensor
 
 __all__ = ["TRITON_KERNELS", "flat_layout"]
 
 _INT_VIEW = {4: torch.int32, 2: torch.int16}
+_INT_MIN = {size: torch.iinfo(dtype).min for size, dtype in _INT_VIEW.items()}
 _BLOCK = 1024
+_INTERPRETED = bool(triton.knobs.runtime.interpret)  # read when the kernels below are defined, as Triton does
 
 
 @triton.jit
@@ -83,8 +89,16 @@ def flat_layout(first: Tensor, *others: Tensor) -> bool:
     return all(o.shape == first.shape and o.dtype == first.dtype and _strides(o) == strides for o in others)
 
 
-def _grid(n: int) -> tuple[int]:
-    return (triton.cdiv(n, _BLOCK),)
+def _launch(kernel: Any, t: Tensor, *args: Any, **meta: Any) -> None:
+    """Run ``kernel`` over ``t.numel()`` elements on ``t``'s GPU (Triton launches on the current one)."""
+    if t.device.type == "cpu" and not _INTERPRETED:
+        raise UserError("HeLU's Triton kernels run CPU tensors only in Triton's interpreter: set TRITON_INTERPRET=1 "
+                        "before helu_lightning first uses them, or use set_kernel('auto') on CPU")
+    on_device = contextlib.nullcontext()
+    if t.device.type == "cuda" and t.device.index != torch.cuda.current_device():
+        on_device = torch.cuda.device(t.device)
+    with on_device:
+        kernel[(triton.cdiv(t.numel(), _BLOCK),)](*args, t.numel(), BLOCK=_BLOCK, **meta)
 
 
 def _rounded_alpha(alpha: Tensor, x: Tensor) -> Tensor:
@@ -99,7 +113,7 @@ def _bits(t: Tensor) -> Tensor:
 
 def _neg_zero(t: Tensor) -> int:
     """-0.0 in ``t``'s integer view: the integer minimum."""
-    return torch.iinfo(_INT_VIEW[t.element_size()]).min
+    return _INT_MIN[t.element_size()]
 
 
 def forward_triton(x: Tensor, alpha: Tensor) -> Tensor:
@@ -108,8 +122,7 @@ def forward_triton(x: Tensor, alpha: Tensor) -> Tensor:
         return forward_tensor(x, alpha)
     y = torch.empty_like(x)
     if x.numel():
-        _forward_kernel[_grid(x.numel())](x, _bits(y), _rounded_alpha(alpha, x), x.numel(),
-                                          NEG_ZERO=_neg_zero(x), BLOCK=_BLOCK)
+        _launch(_forward_kernel, x, x, _bits(y), _rounded_alpha(alpha, x), NEG_ZERO=_neg_zero(x))
     return y
 
 
@@ -119,8 +132,7 @@ def backward_triton(grad: Tensor, y: Tensor) -> Tensor:
         return backward_tensor(grad, y)
     out = torch.empty_like(y)
     if y.numel():
-        _backward_kernel[_grid(y.numel())](_bits(grad), _bits(y), _bits(out), y.numel(), NEG_ZERO=_neg_zero(y),
-                                           BLOCK=_BLOCK)
+        _launch(_backward_kernel, y, _bits(grad), _bits(y), _bits(out), NEG_ZERO=_neg_zero(y))
     return out
 
 
@@ -130,8 +142,7 @@ def input_backward_triton(grad: Tensor, x: Tensor, alpha: Tensor) -> Tensor:
         return input_backward_tensor(grad, x, alpha)
     out = torch.empty_like(x)
     if x.numel():
-        _input_backward_kernel[_grid(x.numel())](_bits(grad), x, _rounded_alpha(alpha, x), _bits(out), x.numel(),
-                                                 BLOCK=_BLOCK)
+        _launch(_input_backward_kernel, x, _bits(grad), x, _rounded_alpha(alpha, x), _bits(out))
     return out
 
 

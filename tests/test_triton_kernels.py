@@ -12,6 +12,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from helu_lightning import HeLU, triton_kernels, use_kernel
+from helu_lightning.errors import UserError
 from helu_lightning.kernels import KERNELS, kernel_for
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -172,3 +173,9 @@ def test_gpu_check_script_parses_and_refuses_a_machine_without_a_gpu(tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     assert "no CUDA GPU is visible to torch" in done.stderr
     assert not any((tmp_path / "out").iterdir())  # refused before any step ran
+
+
+def test_forced_triton_on_cpu_tensors_outside_the_interpreter_says_how_to_run_it(monkeypatch):
+    monkeypatch.setattr(triton_kernels, "_INTERPRETED", False)
+    with use_kernel("triton"), pytest.raises(UserError, match="TRITON_INTERPRET=1"):
+        HeLU()(torch.randn(4, requires_grad=True))
