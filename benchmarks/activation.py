@@ -7,9 +7,10 @@
 Time: each activation runs forward+backward (``torch.autograd.grad``) on one tensor of each ``--numel``
 (default 2k, 16k, 262k and 4M elements: per-call overhead first, memory traffic last); the activations take
 turns inside every repeat, and each repeat's time is divided by ReLU's from the same repeat, so machine load
-hits all of them alike. Printed: median us per call, the median ratio to ReLU and its 25th-75th percentile
-spread. ``--channels-last`` times a 4-d (N, 64, H, W) channels_last tensor instead of a flat one; ``--compile``
-adds ``torch.compile``d ReLU and HeLU rows. ``--clock cpu`` times CPU rows by process CPU time instead of wall
+hits all of them alike. ``relu_function`` is ReLU's own kernels behind a Python ``autograd.Function``: the
+floor for any activation written in Python. Printed: median us per call, the median ratio to ReLU and its
+25th-75th percentile spread. ``--channels-last`` times a 4-d (N, 64, H, W) channels_last tensor instead of a
+flat one; ``--compile`` adds ``torch.compile``d ReLU and HeLU rows. ``--clock cpu`` times CPU rows by process CPU time instead of wall
 time, which other jobs on a busy machine disturb less (best with ``--threads 1``). On Linux the glibc allocator
 is told to keep freed memory (``mallopt``) so that page faults of fresh 16 MiB buffers, whose count depends on
 glibc's heap-trimming heuristics rather than on the kernels, do not swamp the comparison; ``--system-malloc``
@@ -44,9 +45,30 @@ SIZES = [2048, 16384, 262144, 4194304]
 MEMORY_GOAL = 1.02
 
 
+class _ReLUFunction(torch.autograd.Function):
+    """ReLU's own two kernels behind a Python ``autograd.Function``: the floor for any Python-level activation."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward.default(grad, y, 0.0)
+
+
+class ReLUFunction(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ReLUFunction.apply(x)
+
+
 def _activations(compile_helu: bool) -> dict[str, Callable[[], nn.Module]]:
     makers: dict[str, Callable[[], nn.Module]] = {
         "relu": nn.ReLU,
+        "relu_function": ReLUFunction,
         "helu": HeLU,
         "helu_input": lambda: HeLU(memory="input"),
         "gelu": nn.GELU,
@@ -141,6 +163,8 @@ def memory_rows(batch: int) -> list[tuple[str, float, float]]:
     y = torch.randint(0, 100, (batch,))
     result = {}
     for name, make in _activations(compile_helu=False).items():
+        if name == "relu_function":
+            continue
         model = cifar_resnet18().train()
         replace_activations(model, make, targets=(nn.ReLU,))
         result[name] = saved_bytes(model, x, y) / 2**20

@@ -16,6 +16,11 @@ microseconds a call, more than the kernels of a mid-sized activation) and runs `
 ``autograd.Function`` on the same kernels and formulas. ``torch.func`` gradient transforms and forward-mode AD
 run through ``_HeLUTransforms``, an ``autograd.Function`` twin with a ``jvp`` on the tensor kernels. All three
 pick their kernels from ``helu_lightning.kernels``.
+
+Under ``torch.compile`` the op stays opaque (a fallback kernel), and on CUDA it runs the same single Triton
+kernel each way at run time. It is deliberately not a ``torch.library.triton_op``: Inductor fuses no user Triton
+kernel with its neighbours either, so that would save only the call's host overhead, while tracing into the op
+would hand alpha's float16/bfloat16 rounding to Inductor, which keeps such intermediates in float32.
 """
 
 from __future__ import annotations
