@@ -10,11 +10,11 @@ turns inside every repeat, and each repeat's time is divided by ReLU's from the 
 hits all of them alike. ``relu_function`` is ReLU's own kernels behind a Python ``autograd.Function``: the
 floor for any activation written in Python. Printed: median us per call, the median ratio to ReLU and its
 25th-75th percentile spread. ``--channels-last`` times a 4-d (N, 64, H, W) channels_last tensor instead of a
-flat one; ``--compile`` adds ``torch.compile``d ReLU and HeLU rows. ``--clock cpu`` times CPU rows by process CPU time instead of wall
-time, which other jobs on a busy machine disturb less (best with ``--threads 1``). On Linux the glibc allocator
-is told to keep freed memory (``mallopt``) so that page faults of fresh 16 MiB buffers, whose count depends on
-glibc's heap-trimming heuristics rather than on the kernels, do not swamp the comparison; ``--system-malloc``
-skips it.
+flat one; ``--compile`` adds ``torch.compile``d ReLU and HeLU rows. ``--clock cpu`` times CPU rows by process
+CPU time instead of wall time, which other jobs on a busy machine disturb less (best with ``--threads 1``). On
+Linux the glibc allocator is told to keep freed memory (``mallopt``) so that page faults of fresh 16 MiB
+buffers, whose count depends on glibc's heap-trimming heuristics rather than on the kernels, do not swamp the
+comparison; ``--system-malloc`` skips it.
 
 Memory: the bytes saved for backward (each storage once, via ``torch.autograd.graph.saved_tensors_hooks``) by
 one training step of a CIFAR ResNet-18 (torchvision resnet18, 100 classes, 3x3 stem, no max-pool) at batch 128
