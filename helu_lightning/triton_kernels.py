@@ -19,6 +19,7 @@ With ``TRITON_INTERPRET=1`` set before that, the kernels run in Triton's interpr
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 import torch
@@ -34,7 +35,8 @@ __all__ = ["TRITON_KERNELS", "flat_layout"]
 _INT_VIEW = {4: torch.int32, 2: torch.int16}
 _INT_MIN = {size: torch.iinfo(dtype).min for size, dtype in _INT_VIEW.items()}
 _BLOCK = 1024
-_INTERPRETED = bool(triton.knobs.runtime.interpret)  # read when the kernels below are defined, as Triton does
+# Whether Triton will interpret the kernels below: read now, when they are defined, as Triton does.
+_INTERPRETED = os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on", "yes")
 
 
 @triton.jit
