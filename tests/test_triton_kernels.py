@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from helu_lightning import HeLU, triton_kernels, use_kernel
+from helu_lightning import HeLU, helu, triton_kernels, use_kernel
 from helu_lightning.errors import UserError
 from helu_lightning.kernels import KERNELS, kernel_for
 
@@ -179,3 +179,19 @@ def test_forced_triton_on_cpu_tensors_outside_the_interpreter_says_how_to_run_it
     monkeypatch.setattr(triton_kernels, "_INTERPRETED", False)
     with use_kernel("triton"), pytest.raises(UserError, match="TRITON_INTERPRET=1"):
         HeLU()(torch.randn(4, requires_grad=True))
+
+
+@pytest.mark.parametrize("kernel", ["auto", "triton", "tensor"])
+@pytest.mark.parametrize("memory", ["output", "input"])
+def test_backward_uses_the_alpha_of_the_forward_and_functional_alphas_work(kernel, memory):
+    """set_alpha between forward and backward cannot reach the backward; float and tensor alphas of helu()."""
+    x = torch.tensor([-0.3, -0.1, -0.03, 0.2], device=DEVICE, requires_grad=True)
+    module = HeLU(0.05, memory=memory).to(DEVICE)
+    with use_kernel(kernel):
+        y = module(x)
+        module.set_alpha(0.5)
+        y.backward(torch.ones_like(y))
+        assert x.grad.tolist() == [0.0, 0.0, 1.0, 1.0]
+        for alpha in (0.2, torch.tensor(0.2, dtype=torch.float64, device=DEVICE)):
+            (grad,) = torch.autograd.grad(helu(x, alpha, memory=memory).sum(), x)
+            assert grad.tolist() == [0.0, 1.0, 1.0, 1.0]
