@@ -9,8 +9,10 @@ is processed in place of its storage order, without a copy: the output is ``empt
 strides), and all operands of one kernel must share their strides. Other layouts (slices with gaps,
 broadcast views, operands whose strides differ) go to the ``tensor`` kernels, which handle any strides
 without a copy. alpha never leaves its device: it is rounded once to x's dtype by ``alpha.to(x.dtype)``
-(the same op as the ``tensor`` set; Triton's own float64 -> float16/bfloat16 casts are not all
-round-to-nearest) and the kernel reads that one element. float64 keeps the ``tensor`` kernels.
+(the same op as the ``tensor`` set; Triton's casts are not round-to-nearest everywhere: its interpreter
+truncates float32 -> bfloat16) and the kernel reads that one element. The kernels compare in float32 (exact
+for every input dtype) and write integer views, so no value is rounded and no signed zero is folded on the way.
+float64 keeps the ``tensor`` kernels.
 
 Importing this module imports Triton; ``helu_lightning.kernels`` does so only when the set is first chosen.
 With ``TRITON_INTERPRET=1`` set before that, the kernels run in Triton's interpreter on CPU tensors (tests).
