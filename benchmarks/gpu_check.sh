@@ -47,20 +47,23 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAM
   [ "$rc" -eq 0 ] || failures+=("$name (exit $rc)")
 }
 
-step cuda_mode_matrix 150 python -m pytest -q -x -p no:cacheprovider tests/test_helu_modes.py -k cuda -m "not slow"
-step triton_tests 40 python -m pytest -q -x -p no:cacheprovider tests/test_triton_kernels.py
-step activation_flat 130 python benchmarks/activation.py --device cuda --dtypes float32 bfloat16 float16 \
-  --compile --no-memory --repeats 5
-step activation_channels_last 60 python benchmarks/activation.py --device cuda --dtypes float32 bfloat16 float16 \
+# Each step's limit; together they stay within 8 minutes (480 s), model start-up and compilation included.
+step cuda_mode_matrix 110 python -m pytest -q -x -p no:cacheprovider tests/test_helu_modes.py -k cuda -m "not slow"
+step triton_tests 30 python -m pytest -q -x -p no:cacheprovider tests/test_triton_kernels.py
+step activation_eager 60 python benchmarks/activation.py --device cuda --dtypes float32 bfloat16 float16 \
+  --no-memory --repeats 5
+step activation_compiled 90 python benchmarks/activation.py --device cuda --dtypes float32 bfloat16 \
+  --numel 16384 4194304 --compile --no-memory --repeats 5
+step activation_channels_last 50 python benchmarks/activation.py --device cuda --dtypes float32 bfloat16 float16 \
   --channels-last --no-memory --repeats 5
-step train_step 50 python benchmarks/train_step.py --device cuda --batch 128 --precision bf16-mixed --steps 20
-step fit 60 "${train[@]}" fit --config configs/offline.yaml --trainer.accelerator gpu --trainer.devices 1 \
+step train_step 40 python benchmarks/train_step.py --device cuda --batch 128 --precision bf16-mixed --steps 20
+step fit 45 "${train[@]}" fit --config configs/offline.yaml --trainer.accelerator gpu --trainer.devices 1 \
   --trainer.precision bf16-mixed --trainer.max_epochs 2 --trainer.enable_progress_bar false \
   --trainer.default_root_dir "$out/fit"
-step ddp_predict 60 "${train[@]}" predict --config configs/offline.yaml --ckpt_path "$out/fit/checkpoints/last.ckpt" \
+step ddp_predict 45 "${train[@]}" predict --config configs/offline.yaml --ckpt_path "$out/fit/checkpoints/last.ckpt" \
   --trainer.accelerator gpu --trainer.devices "$gpus" --trainer.strategy ddp --trainer.enable_progress_bar false \
   --trainer.default_root_dir "$out/predict" --trainer.callbacks+=helu_lightning.callbacks.PredictionWriter
-step predictions_complete 20 python - "$out/predict/predictions.csv" <<'EOF'
+step predictions_complete 10 python - "$out/predict/predictions.csv" <<'EOF'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 indices = sorted(int(r["index"]) for r in rows)
