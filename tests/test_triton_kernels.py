@@ -5,6 +5,7 @@ Without CUDA the Triton kernels run in Triton's interpreter (tests/conftest.py s
 import collections
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,37 @@ def test_backward_uses_the_alpha_of_the_forward_and_functional_alphas_work(kerne
         for alpha in (0.2, torch.tensor(0.2, dtype=torch.float64, device=DEVICE)):
             (grad,) = torch.autograd.grad(helu(x, alpha, memory=memory).sum(), x)
             assert grad.tolist() == [0.0, 1.0, 1.0, 1.0]
+
+
+COMPILE_FOR_HOPPER = """
+import inspect
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from helu_lightning import triton_kernels as tk
+for dtype, ints, neg_zero in (("fp32", "i32", -2**31), ("bf16", "i16", -2**15), ("fp16", "i16", -2**15)):
+    for fn, signature, constants in (
+        (tk._forward_kernel, {"x_ptr": "*" + dtype, "y_bits_ptr": "*" + ints, "alpha_ptr": "*" + dtype, "n": "i64",
+                              "NEG_ZERO": "constexpr", "BLOCK": "constexpr"}, {"NEG_ZERO": neg_zero, "BLOCK": 1024}),
+        (tk._backward_kernel, {"grad_bits_ptr": "*" + ints, "y_bits_ptr": "*" + ints, "out_bits_ptr": "*" + ints,
+                               "n": "i32", "NEG_ZERO": "constexpr", "BLOCK": "constexpr"},
+         {"NEG_ZERO": neg_zero, "BLOCK": 1024}),
+        (tk._input_backward_kernel, {"grad_bits_ptr": "*" + ints, "x_ptr": "*" + dtype, "alpha_ptr": "*" + dtype,
+                                     "out_bits_ptr": "*" + ints, "n": "i32", "BLOCK": "constexpr"}, {"BLOCK": 1024}),
+    ):
+        keyword = "constexprs" if "constexprs" in inspect.signature(ASTSource).parameters else "constants"
+        kernel = triton.compile(ASTSource(fn=fn, signature=signature, **{keyword: constants}),
+                                target=GPUTarget("cuda", 90, 32))
+        assert kernel.asm["cubin"] and "ld.global" in kernel.asm["ptx"], (fn.__name__, dtype)
+print("compiled 9")
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the kernels are compiled and run for real")
+def test_kernels_compile_to_hopper_machine_code_without_a_gpu():
+    """The interpreter skips Triton's compiler; this runs it (its bundled ptxas, sm_90) for every dtype."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0 and "compiled 9" in done.stdout, done.stderr[-3000:]
