@@ -140,8 +140,9 @@ class ExportAPI(ls.LitAPI):
             image.load()
         except UnidentifiedImageError:
             return Rejected(415, f"the body is not a PNG or JPEG image ({len(data)} bytes starting {data[:8]!r})")
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
-            return Rejected(415, f"the image cannot be decoded ({str(err).splitlines()[0][:120]})")
+        except Exception as err:  # noqa: BLE001 - any decoder failure (OSError, SyntaxError, EOFError...) is a bad image
+            reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
+            return Rejected(415, f"the image cannot be decoded ({reason})")
         try:
             return prepare_image(image, self.folder.contract)
         except ValueError as err:
