@@ -41,7 +41,8 @@ from PIL import Image
 out, pngs = sys.argv[1], json.loads(sys.argv[2])
 module = runpy.run_path(f"{out}/model.py")
 batch = module["preprocess"](pngs)
-meta = {p.key: json.loads(p.value) for p in onnx.load(f"{out}/model.onnx").metadata_props}
+props = lambda name: {p.key: p.value for p in onnx.load(f"{out}/{name}").metadata_props}
+meta = {k: json.loads(v) for k, v in props("model.onnx").items()}
 contract = meta["helu.input"]
 # An ONNX-only client: the metadata alone says how to scale and normalise (8x8 grey, no resize or crop).
 mean, std = np.float32(meta["mean"][0]), np.float32(meta["std"][0])
@@ -53,8 +54,7 @@ with torch.no_grad():
               "pt2": torch.export.load(f"{out}/model.pt2").module()(batch).argmax(1).tolist(),
               "onnx": run("model.onnx", batch.numpy()), "onnx_metadata_only": run("model.onnx", by_hand),
               "int8": run("model.int8.onnx", batch.numpy()), "class_names": module["CLASS_NAMES"],
-              "metadata_contract": contract, "int8_contract": {p.key: json.loads(p.value) for p in
-                  onnx.load(f"{out}/model.int8.onnx").metadata_props}["helu.input"],
+              "metadata_contract": contract, "int8_contract": json.loads(props("model.int8.onnx")["helu.input"]),
               "manifest_contract": json.load(open(f"{out}/manifest.json"))["input"],
               "helu_imported": any(m.startswith("helu_lightning") for m in sys.modules)}
 print(json.dumps(result))
