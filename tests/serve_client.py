@@ -77,12 +77,11 @@ def get(port: int, path: str, timeout: float = 5) -> tuple[int, bytes]:
 def running_server(args: Sequence[str], startup_s: float = 180, log: Path | None = None,
                    module: str = "helu_lightning.commands", env: dict[str, str] | None = None
                    ) -> Iterator[tuple[int, subprocess.Popen]]:
-    """``python -m helu_lightning.commands serve ARGS --port <free>`` until /health says ok (bounded), stopped by
-    SIGTERM on exit (then killed with its whole tree if it outlives 60 s)."""
+    """``python -m MODULE serve ARGS --port <free>`` (MODULE: helu-train's) until /health says ok (bounded), stopped
+    by SIGTERM on exit (then killed with its whole tree if it outlives 60 s)."""
     port = free_port()
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    command = [sys.executable, "-m", module, *(["serve"] if module == "helu_lightning.commands" else []),
-               *args, "--port", str(port)]
+    command = [sys.executable, "-m", module, "serve", *args, "--port", str(port)]
     process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     try:

@@ -38,14 +38,18 @@ class Rejected:
 class _OnnxModel:
     """An onnxruntime session: CUDA when onnxruntime offers it (and ``device`` is not cpu), else CPU."""
 
-    def __init__(self, folder: ExportFolder, device: str) -> None:
+    def __init__(self, folder: ExportFolder, device: str, threads: int = 0) -> None:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda") and "CUDAExecutionProvider" in available:
             providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(str(folder.model_path), providers=providers)
+        options = ort.SessionOptions()
+        if threads:  # else onnxruntime's default: one thread per physical core
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(folder.model_path), options, providers=providers)
         self.names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -55,9 +59,11 @@ class _OnnxModel:
 class _Pt2Model:
     """A ``torch.export`` program (``model.pt2``), run without autograd."""
 
-    def __init__(self, folder: ExportFolder, device: str) -> None:
+    def __init__(self, folder: ExportFolder, device: str, threads: int = 0) -> None:
         import torch
 
+        if threads:
+            torch.set_num_threads(threads)
         self.torch, self.device = torch, device if device.startswith("cuda") else "cpu"
         self.program = torch.export.load(str(folder.model_path)).module().to(self.device)
         self.names = folder.inputs
@@ -78,16 +84,16 @@ class ExportAPI(ls.LitAPI):
     in, ``{"label", "index", "top_k": [{"label", "index", "probability"}]}`` out."""
 
     def __init__(self, folder: ExportFolder, top_k: int = 5, max_batch_size: int = 1, batch_timeout: float = 0.0,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", threads: int = 0) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
-        self.folder, self.top_k, self.device_choice = folder, top_k, device
+        self.folder, self.top_k, self.device_choice, self.threads = folder, top_k, device, threads
         self.model: Any = None
         self.tokenizer: Any = None
 
     def setup(self, device: str) -> None:
         """Open the model file (and, for text, the export's tokenizer) once per worker."""
         device = self.device_choice if self.device_choice != "auto" else device
-        self.model = (_Pt2Model if self.folder.model == "pt2" else _OnnxModel)(self.folder, device)
+        self.model = (_Pt2Model if self.folder.model == "pt2" else _OnnxModel)(self.folder, device, self.threads)
         if self.folder.kind == "text":
             self.tokenizer = self._open_tokenizer()
 
@@ -140,7 +146,7 @@ class ExportAPI(ls.LitAPI):
             image.load()
         except UnidentifiedImageError:
             return Rejected(415, f"the body is not a PNG or JPEG image ({len(data)} bytes starting {data[:8]!r})")
-        except Exception as err:  # noqa: BLE001 - any decoder failure (OSError, SyntaxError, EOFError...) is a bad image
+        except Exception as err:  # noqa: BLE001 - any decoder failure (OSError, SyntaxError, ...): a bad image
             reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
             return Rejected(415, f"the image cannot be decoded ({reason})")
         try:

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top_k", type=_positive(int, "--top_k"), default=5, help="probabilities returned per request")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                         help="cpu (default); cuda or auto use onnxruntime's CUDA provider when it is installed")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads per worker for the model (default 0: onnxruntime's own choice)")
     parser.add_argument("--max_body_mb", type=_positive(int, "--max_body_mb"), default=8,
                         help="largest request body in MB (default 8); larger ones get 413")
     parser.add_argument("--timeout", type=_positive(float, "--timeout"), default=30.0,
@@ -82,11 +84,13 @@ def serve(args: argparse.Namespace, api: Any = None) -> None:
     from .api import ExportAPI
     from .body import RequestBody
 
-    if args.batch_timeout < 0:
+    if not args.batch_timeout >= 0:
         raise UserError(f"--batch_timeout must be >= 0 seconds, got {args.batch_timeout}")
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0 (0: onnxruntime's choice), got {args.threads}")
     folder = read_export(args.export_dir, args.model)
     if api is None:
-        api = ExportAPI(folder, args.top_k, args.max_batch_size, args.batch_timeout, args.device)
+        api = ExportAPI(folder, args.top_k, args.max_batch_size, args.batch_timeout, args.device, args.threads)
     accelerator = "cpu" if args.device == "cpu" else "auto"
     middleware = (RequestBody, {"kind": folder.kind, "path": PREDICT_PATH, "max_bytes": args.max_body_mb * 2**20})
     server = ls.LitServer(api, accelerator=accelerator, devices=1, workers_per_device=args.workers,
