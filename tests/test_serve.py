@@ -236,7 +236,8 @@ def test_server_answers_every_test_digit_with_the_checkpoints_label_and_refuses_
 @pytest.mark.slow
 @pytest.mark.parametrize("model, batch", [("pt2", "1"), ("int8", "4")])
 def test_server_runs_the_pt2_and_int8_files(digits: dict, model: str, batch: str) -> None:
-    with running_server(["--export_dir", str(digits["export"]), "--model", model, "--max_batch_size", batch]
+    trust = ["--trust_export"] if model == "pt2" else []
+    with running_server(["--export_dir", str(digits["export"]), "--model", model, "--max_batch_size", batch, *trust]
                         ) as (port, _):
         answers = [post(port, p.read_bytes(), "image/png") for p in digits["pngs"][:60]]
     labels = [int(a["label"]) for _, a in answers]
@@ -247,16 +248,31 @@ def test_server_runs_the_pt2_and_int8_files(digits: dict, model: str, batch: str
 def test_serve_refuses_a_folder_it_cannot_serve_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from helu_lightning.commands import main
 
-    (tmp_path / "manifest.json").write_text(json.dumps({"files": {}, "input": None}))
-    cases = {str(tmp_path / "none"): "holds no manifest.json", str(tmp_path): "records no input contract"}
-    for folder, message in cases.items():
+    image = {"kind": "image", "input_size": [1, 8, 8], "mean": [0.3], "std": [0.4]}
+    cases = {"none": (None, "holds no manifest.json"), "null": ({"input": None}, "records no input contract"),
+             "list": ([], "is not a JSON object"), "audio": ({"input": {"kind": "audio"}}, "input kind 'audio'"),
+             "size": ({"input": {**image, "input_size": [2, 8, 8]}}, "is not [channels (1 or 3)"),
+             "std": ({"input": {**image, "std": [0]}}, "std=[0] cannot be applied"),
+             "mean": ({"input": {**image, "mean": [0.1, 0.2, 0.3]}}, "mean=[0.1, 0.2, 0.3] cannot be applied"),
+             "crop": ({"input": {**image, "crop": "center"}}, "crop='center' cannot be applied"),
+             "text": ({"input": {"kind": "text", "max_length": -1}}, "max_length -1 is not a positive integer"),
+             "no onnx": ({"input": image}, "has no model.onnx")}
+    for name, (manifest, message) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        if manifest is not None:
+            (folder / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(SystemExit) as stop_:
-            main(["serve", "--export_dir", folder])
+            main(["serve", "--export_dir", str(folder)])
         err = capsys.readouterr().err
         assert stop_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     with pytest.raises(SystemExit):
         main(["serve", "--export_dir", str(tmp_path), "--max_batch_size", "0"])
     assert "--max_batch_size must be a positive int" in capsys.readouterr().err
+    (tmp_path / "no onnx" / "model.pt2").write_bytes(b"not read")
+    with pytest.raises(SystemExit):
+        main(["serve", "--export_dir", str(tmp_path / "no onnx"), "--model", "pt2"])
+    assert "can run code" in capsys.readouterr().err
 
 
 def test_the_serving_code_imports_no_training_code() -> None:

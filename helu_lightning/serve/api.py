@@ -143,6 +143,9 @@ class ExportAPI(ls.LitAPI):
             width, height = image.size
             if width * height > MAX_PIXELS:
                 return Rejected(413, f"image of {width}x{height} pixels is too large to decode")
+            channels, want_h, want_w = self.folder.contract["input_size"]
+            if not self.folder.contract.get("resize") and (width, height) != (want_w, want_h):
+                return Rejected(422, f"image is {width}x{height} pixels; this model takes {want_w}x{want_h} images")
             image.load()
         except UnidentifiedImageError:
             return Rejected(415, f"the body is not a PNG or JPEG image ({len(data)} bytes starting {data[:8]!r})")

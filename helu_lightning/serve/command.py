@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export_dir", required=True, help="folder written by helu-train export")
     parser.add_argument("--model", choices=list(MODEL_FILES), default="onnx",
                         help="model.onnx (default), model.int8.onnx (int8) or model.pt2 (pt2)")
+    parser.add_argument("--trust_export", action="store_true",
+                        help="allow --model pt2 (torch.export.load may unpickle code; exports you made only)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: loopback only; 0.0.0.0 exposes the server)")
     parser.add_argument("--port", type=_positive(int, "--port"), default=8000)
@@ -88,7 +90,9 @@ def serve(args: argparse.Namespace, api: Any = None) -> None:
         raise UserError(f"--batch_timeout must be >= 0 seconds, got {args.batch_timeout}")
     if args.threads < 0:
         raise UserError(f"--threads must be >= 0 (0: onnxruntime's choice), got {args.threads}")
-    folder = read_export(args.export_dir, args.model)
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be between 1 and 65535, got {args.port}")
+    folder = read_export(args.export_dir, args.model, args.trust_export)
     if api is None:
         api = ExportAPI(folder, args.top_k, args.max_batch_size, args.batch_timeout, args.device, args.threads)
     accelerator = "cpu" if args.device == "cpu" else "auto"

@@ -4,6 +4,7 @@ Only JSON is parsed here; the folder may come from someone else, so nothing in i
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ __all__ = ["MODEL_FILES", "ExportFolder", "read_export"]
 
 MODEL_FILES = {"onnx": "model.onnx", "int8": "model.int8.onnx", "pt2": "model.pt2"}
 MAX_MANIFEST_BYTES = 16 * 2**20
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
 
 @dataclass(frozen=True)
@@ -47,21 +49,54 @@ def _check_contract(contract: Any, where: Path) -> dict[str, Any]:
     if missing:
         raise UserError(f"{where}'s input contract lacks {', '.join(missing)}; {fix}")
     if kind == "image":
-        size = contract["input_size"]
-        if not (isinstance(size, list) and len(size) == 3 and all(isinstance(v, int) and v > 0 for v in size)
-                and size[0] in (1, 3)):
-            raise UserError(f"{where}: input_size {size!r} is not [channels (1 or 3), height, width]; {fix}")
+        _check_image(contract, where, fix)
+    elif not (_count(contract["max_length"]) and isinstance(contract.get("text_pair", False), bool)):
+        raise UserError(f"{where}: max_length {contract['max_length']!r} is not a positive integer; {fix}")
     names = contract.get("class_names")
     if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         raise UserError(f"{where}: class_names {names!r} is not a list of strings; {fix}")
     return contract
 
 
-def read_export(folder: str | Path, model: str = "onnx") -> ExportFolder:
-    """The export in ``folder`` with the model file ``model`` (onnx, int8 or pt2); UserError for anything missing."""
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 2**16
+
+
+def _numbers(value: Any, length: int, positive: bool) -> bool:
+    return (isinstance(value, list) and len(value) == length and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
+        for v in value))
+
+
+def _check_image(contract: dict[str, Any], where: Path, fix: str) -> None:
+    """Every value the image preprocessing reads has the type and range it needs (the manifest may come from others)."""
+    size = contract["input_size"]
+    if not (isinstance(size, list) and len(size) == 3 and all(_count(v) for v in size) and size[0] in (1, 3)):
+        raise UserError(f"{where}: input_size {size!r} is not [channels (1 or 3), height, width]; {fix}")
+    checks = {
+        "mean": _numbers(contract["mean"], size[0], positive=False),
+        "std": _numbers(contract["std"], size[0], positive=True),
+        "resize": contract.get("resize") is None or _count(contract["resize"]),
+        "crop": contract.get("crop") is None or (isinstance(contract["crop"], list) and len(contract["crop"]) == 2
+                                                 and all(_count(v) for v in contract["crop"])),
+        "interpolation": contract.get("interpolation", "bilinear") in INTERPOLATIONS,
+        "convert": contract.get("convert") in (None, "L", "RGB"),
+    }
+    bad = [key for key, ok in checks.items() if not ok]
+    if bad:
+        raise UserError(f"{where}: the input contract's {', '.join(f'{k}={contract.get(k)!r}' for k in bad)} cannot "
+                        f"be applied; {fix}")
+
+
+def read_export(folder: str | Path, model: str = "onnx", trust_export: bool = False) -> ExportFolder:
+    """The export in ``folder`` with the model file ``model`` (onnx, int8 or pt2); UserError for anything missing.
+    ``model.pt2`` is refused unless ``trust_export``: torch.export.load may unpickle it, which can run code."""
     folder = Path(folder)
     if model not in MODEL_FILES:
         raise UserError(f"unknown --model {model!r}; choose from {', '.join(MODEL_FILES)}")
+    if model == "pt2" and not trust_export:
+        raise UserError("model.pt2 is read with torch.load, which can run code hidden in a file from others; serve "
+                        "--model onnx (or int8), or add --trust_export for an export you made yourself")
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         raise UserError(f"{folder} holds no manifest.json; point --export_dir at a folder written by helu-train export")
