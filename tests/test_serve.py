@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -269,6 +270,14 @@ def test_serve_refuses_a_folder_it_cannot_serve_in_one_line(tmp_path: Path, caps
     with pytest.raises(SystemExit):
         main(["serve", "--export_dir", str(tmp_path), "--max_batch_size", "0"])
     assert "--max_batch_size must be a positive int" in capsys.readouterr().err
+    (tmp_path / "no onnx" / "model.onnx").write_bytes(b"not read before the port is checked")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        with pytest.raises(SystemExit):
+            main(["serve", "--export_dir", str(tmp_path / "no onnx"), "--port", str(taken.getsockname()[1])])
+    err = capsys.readouterr().err
+    assert "cannot listen on 127.0.0.1" in err and "choose another --port" in err and len(err.splitlines()) == 1
     (tmp_path / "no onnx" / "model.pt2").write_bytes(b"not read")
     with pytest.raises(SystemExit):
         main(["serve", "--export_dir", str(tmp_path / "no onnx"), "--model", "pt2"])

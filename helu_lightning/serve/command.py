@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -79,6 +80,18 @@ def _sigterm_stops() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _check_port(host: str, port: int) -> None:
+    """UserError now, in one line, when ``host:port`` cannot be listened on (in use, or an unknown address)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as err:
+        raise UserError(f"cannot listen on {host}:{port} ({err.strerror or err}); choose another --port, or a "
+                        "--host of this machine") from err
+
+
 def serve(args: argparse.Namespace, api: Any = None) -> None:
     """Build the LitServer for ``args`` (or around ``api``, a LitAPI such as the benchmark's) and run it."""
     import litserve as ls
@@ -93,6 +106,7 @@ def serve(args: argparse.Namespace, api: Any = None) -> None:
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {args.port}")
     folder = read_export(args.export_dir, args.model, args.trust_export)
+    _check_port(args.host, args.port)
     if api is None:
         api = ExportAPI(folder, args.top_k, args.max_batch_size, args.batch_timeout, args.device, args.threads)
     accelerator = "cpu" if args.device == "cpu" else "auto"
