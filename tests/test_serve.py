@@ -62,19 +62,23 @@ print(json.dumps(result))
 """
 TEXT_FROM_FOLDER = NO_HELU + """
 import json
-import onnxruntime as ort
+import onnxruntime as ort, torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 out, texts = sys.argv[1], json.load(open(sys.argv[2]))
 contract = json.load(open(f"{out}/manifest.json"))["input"]
 model = AutoModelForSequenceClassification.from_pretrained(f"{out}/hf").eval()
 tokenizer = AutoTokenizer.from_pretrained(f"{out}/hf")
 session = ort.InferenceSession(f"{out}/model.onnx")
+program = torch.export.load(f"{out}/model.pt2").module()
 names = [i.name for i in session.get_inputs()]
-logits = []
+logits = {"onnx": [], "hf": [], "pt2": []}
 for start in range(0, len(texts), 64):
     batch = tokenizer(texts[start:start + 64], truncation=True, max_length=contract["max_length"], padding=True,
-                      return_tensors="np")
-    logits += session.run(None, {n: batch[n] for n in names})[0].tolist()
+                      return_tensors="pt")
+    logits["onnx"] += session.run(None, {n: batch[n].numpy() for n in names})[0].tolist()
+    with torch.no_grad():
+        logits["hf"] += model(**batch).logits.tolist()
+        logits["pt2"] += program(*(batch[n] for n in names)).tolist()
 print(json.dumps({"logits": logits, "id2label": model.config.id2label, "contract": contract,
                   "helu_imported": any(m.startswith("helu_lightning") for m in sys.modules)}))
 """
@@ -340,7 +344,8 @@ def test_text_export_and_server_give_the_checkpoints_labels_on_the_test_articles
     contract = found["contract"]
     assert contract["kind"] == "text" and contract["max_length"] == 32
     assert contract["class_names"] == text_export["classes"] == list(found["id2label"].values())
-    torch.testing.assert_close(torch.tensor(found["logits"]), text_export["logits"], rtol=1e-4, atol=1e-4)
+    for name, logits in found["logits"].items():
+        torch.testing.assert_close(torch.tensor(logits), text_export["logits"], rtol=1e-4, atol=1e-4, msg=name)
 
     texts = text_export["texts"]
     with running_server(["--export_dir", str(text_export["export"]), "--max_batch_size", "16"],
