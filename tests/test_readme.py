@@ -206,6 +206,8 @@ def test_readme_serve_block_answers_curl_with_the_digits_it_shows(tmp_path: Path
             assert done.returncode == 0, f"{line}\n{done.stderr[-2000:]}"
             if words[0] == "python":
                 shown = dict(re.findall(r"(\S+\.png) shows a (\d)", done.stdout))
+            elif words[0] == "curl" and "/health" in line:
+                assert done.stdout == "ok"
             elif words[0] == "curl":
                 picture = next(w for w in words if w.startswith("@"))[1:]
                 answers[picture] = json.loads(done.stdout)["label"]
