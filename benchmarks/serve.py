@@ -2,8 +2,8 @@
 and INT8) against its ReLU-trained and GELU-trained twins (same backbone, exported the same way) and the HeLU
 checkpoint itself served by eager torch behind the same LitServe API.
 
-    python benchmarks/serve.py                      # about 5 minutes on 2 shared cores
-    python benchmarks/serve.py --width 256 --requests 400 --rounds 3
+    python benchmarks/serve.py --requests 200 --rounds 3   # the README table; about 12 minutes on 2 busy cores
+    python benchmarks/serve.py --width 256 --requests 150 --rounds 2   # a 64x wider CNN: compute shows
 
 Each variant is trained for a few steps with configs/offline.yaml (speed does not depend on the weights), exported,
 and served on 127.0.0.1 with one inference worker, one model thread and dynamic batching (max 8). A client drives
