@@ -5,6 +5,7 @@
 
     helu-train fit --config configs/offline.yaml
     helu-train export --ckpt_path runs/offline/checkpoints/last.ckpt --output_dir exported/offline
+    helu-train serve --export_dir exported/offline
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "export": "helu_lightning.export",
     "plot": "helu_lightning.plots",
     "compare": "helu_lightning.compare",
+    "serve": "helu_lightning.serve",
 }
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 USER_ERROR_STATUS = 2

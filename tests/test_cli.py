@@ -152,7 +152,7 @@ def test_extra_commands_dispatch(shape: str, monkeypatch: pytest.MonkeyPatch, ca
     monkeypatch.setitem(COMMANDS, "search", "fake_helu_search")
     main(["search", "--study", "x"])
     assert calls == (["x"] if shape == "build_parser+run" else [["--study", "x"]])
-    assert set(COMMANDS) >= {"search", "export", "plot", "compare"}
+    assert set(COMMANDS) >= {"search", "export", "plot", "compare", "serve"}
     if shape == "build_parser+run":  # a mistyped flag fails in the command's own parser, named helu-train search
         with pytest.raises(SystemExit) as stop:
             main(["search", "--studdy", "x"])

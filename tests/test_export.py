@@ -148,6 +148,10 @@ def test_vision_round_trip_every_format(vision_ckpt: Path, tmp_path: Path, capsy
     assert manifest["verification"]["onnx"]["max_abs_diff"] < 1e-4
     (score,) = manifest["metrics"]["callbacks"].values()
     assert score["monitor"] == "val/acc" and 0.0 <= score["best_model_score"] <= 1.0
+    contract = manifest["input"]  # CIFAR-10's validation transform and the names in the data set's meta file
+    assert contract["input_size"] == [3, 32, 32] and contract["resize"] is None and contract["crop"] is None
+    assert contract["mean"] == [0.4914, 0.4822, 0.4465] and contract["std"] == [0.247, 0.2435, 0.2616]
+    assert contract["class_names"][:2] == ["airplane", "automobile"] and contract["label2id"]["truck"] == 9
 
     # The INT8 report's fp32 accuracy equals the HeLU model's own accuracy on the same validation split.
     task = VisionClassifier.load_from_checkpoint(vision_ckpt, map_location="cpu", weights_only=True).eval()
@@ -188,6 +192,7 @@ def test_vision_round_trip_every_format(vision_ckpt: Path, tmp_path: Path, capsy
     assert manifest["verification"]["batch"].startswith("helu_lightning.tasks.vision.VisionClassifier.example_input")
     assert "could not load validation data" in manifest["verification"]["batch"]
     assert manifest["quantization"]["validation"]["metric"] is None
+    assert manifest["input"] is None  # no DataModule, no contract: serve refuses it rather than guess
 
 
 @pytest.mark.slow
@@ -209,7 +214,12 @@ def test_text_round_trip_every_format(text_ckpt: Path, tmp_path: Path) -> None:
     assert manifest["verification"]["hf"]["hidden_act"] == "relu"
     assert manifest["verification"]["hf"]["tokenizer"] == "GlueDataModule.tokenizer"
     assert manifest["model"]["inputs"] == ["input_ids", "token_type_ids", "attention_mask"]
+    assert manifest["input"] == {"kind": "text", "tokenizer": "hf", "max_length": 32, "text_pair": False,
+                                 "truncation": "longest_first", "class_names": ["negative", "positive"],
+                                 "id2label": {"0": "negative", "1": "positive"},
+                                 "label2id": {"negative": 0, "positive": 1}}
     config = json.loads((out / "hf" / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
     assert config["hidden_act"] == "relu" and "helu_activation" not in config
 
     loaded = _fresh_python(TEXT_CHECK, str(out))

@@ -14,9 +14,10 @@ tomllib = pytest.importorskip("tomllib")
 
 ROOT = Path(__file__).resolve().parents[1]
 # import name -> distribution name, where they differ
-DISTRIBUTION = {"sklearn": "scikit-learn", "optuna_integration": "optuna-integration"}
+DISTRIBUTION = {"sklearn": "scikit-learn", "optuna_integration": "optuna-integration", "PIL": "pillow"}
 # imported, but arriving with a declared package by design (or optional and documented as `pip install ...`)
-TRANSITIVE = {"yaml": "jsonargparse", "sqlalchemy": "optuna", "datasets": "optional: pip install datasets"}
+TRANSITIVE = {"yaml": "jsonargparse", "sqlalchemy": "optuna", "datasets": "optional: pip install datasets",
+              "starlette": "litserve"}
 
 
 def _imports() -> set[str]:

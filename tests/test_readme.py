@@ -8,6 +8,7 @@ appended to the command, or a skip with its reason). Keep SKIPPED small and hone
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from fixtures import write_cifar10, write_cifar100, write_fashion_mnist_idx, write_imagenette
 from glue_fixtures import write_glue
+from serve_client import free_port, get, stop
 
 from helu_lightning.commands import main
 
@@ -41,6 +43,8 @@ TINY_TEXT = ["--data.init_args.max_length", "16", "--data.init_args.batch_size",
 SKIPPED = {
     "--trainer.devices 4": "needs 4 devices (DDP is tested in tests/test_ddp.py on 2 CPU processes)",
     "--trainer.strategy ddp": "needs several devices (tests/test_ddp.py)",
+    "serve --export_dir": "runs until stopped: test_readme_serve_block_answers_curl_with_the_digits_it_shows runs "
+                          "it in the background and sends the README's curl requests",
 }
 # (regular expression on the README command, overrides appended to it). Every matching rule applies, in order.
 RULES: list[tuple[str, list[str]]] = [
@@ -166,3 +170,48 @@ def test_readme_python_block_runs(index: int, tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_readme_serve_block_answers_curl_with_the_digits_it_shows(tmp_path: Path) -> None:
+    """The Serve section line by line, as a newcomer types it: fit, export, serve in the background (on a free
+    loopback port instead of 8000), write the PNGs, curl them; every answer names the digit the PNG shows."""
+    block = next(b for b in readme_blocks("bash") if "helu-train serve" in b)
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    port = str(free_port())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    server, shown, answers = None, {}, {}
+    try:
+        for line in block.replace("\\\n", " ").splitlines():
+            words = [w.replace("8000", port) for w in shlex.split(line, comments=True)]
+            if not words:
+                continue
+            if words[0] == "helu-train" and words[-1] == "&":
+                server = subprocess.Popen([sys.executable, "-m", "helu_lightning.commands", *words[1:-1]],
+                                          cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                deadline = time.monotonic() + 180
+                while time.monotonic() < deadline and server.poll() is None:
+                    try:
+                        if get(int(port), "/health", timeout=2)[0] == 200:
+                            break
+                    except OSError:
+                        pass
+                    time.sleep(0.5)
+                assert server.poll() is None, "helu-train serve exited"
+                continue
+            program = [sys.executable, "-m", "helu_lightning.commands"] if words[0] == "helu-train" else \
+                [sys.executable] if words[0] == "python" else []
+            done = subprocess.run([*program, *words[1:]] if program else words, cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, timeout=900)
+            assert done.returncode == 0, f"{line}\n{done.stderr[-2000:]}"
+            if words[0] == "python":
+                shown = dict(re.findall(r"(\S+\.png) shows a (\d)", done.stdout))
+            elif words[0] == "curl" and "/health" in line:
+                assert done.stdout == "ok"
+            elif words[0] == "curl":
+                picture = next(w for w in words if w.startswith("@"))[1:]
+                answers[picture] = json.loads(done.stdout)["label"]
+    finally:
+        left = stop(server) if server is not None else set()
+    assert left == set()
+    assert len(answers) >= 2 and all(answers[p] == shown[p] for p in answers), (answers, shown)

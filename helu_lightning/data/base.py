@@ -70,6 +70,8 @@ class ImageDataModule(TrustedLoading, LightningDataModule):
     num_classes: int
     in_channels: int
     image_size: int
+    mean: tuple[float, ...]  # the evaluation transform's Normalize, per channel, on pixels scaled to [0, 1]
+    std: tuple[float, ...]
 
     def __init__(
         self,
@@ -99,6 +101,17 @@ class ImageDataModule(TrustedLoading, LightningDataModule):
     def class_names(self) -> list[str] | None:
         """The class names in label order, where the data set has them (prediction files show them)."""
         return None
+
+    def input_config(self) -> dict[str, Any]:
+        """The validation transform as plain data (like timm's ``pretrained_cfg``), so an export serves raw images:
+        an 8-bit image of ``input_size`` (C, H, W) is scaled to [0, 1] and normalised with ``mean`` and ``std``.
+        ``resize`` (shorter side) and ``crop`` (centre) are set where the transform resizes; ``convert`` names the
+        mode every image is converted to first, where the data set's loader does that (else a wrong mode is refused).
+        """
+        return {"kind": "image", "input_size": [self.in_channels, self.image_size, self.image_size],
+                "dtype": "uint8", "value_range": [0, 255], "scale": "times 1/255", "convert": None, "resize": None,
+                "crop": None, "interpolation": "bilinear", "mean": list(self.mean), "std": list(self.std),
+                "class_names": self.class_names}
 
     def build(self) -> tuple[Dataset, Dataset | None, Dataset]:
         """Return the (train, validation or None, test) data sets, transforms applied."""

@@ -35,6 +35,8 @@ class DigitsDataModule(ImageDataModule):
     num_classes = 10
     in_channels = 1
     image_size = 8
+    # Served as 8-bit grey images: pixel 255 is intensity 16 (ink), 0 the background, so p / 255 == v / 16.
+    mean, std = (DIGITS_MEAN,), (DIGITS_STD,)
 
     def __init__(
         self,

@@ -127,6 +127,7 @@ class FashionMNISTDataModule(ImageDataModule):
     num_classes = 10
     in_channels = 1
     image_size = 28
+    mean, std = FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
     def __init__(
         self,

@@ -81,6 +81,13 @@ class GlueDataModule(TrustedLoading, LightningDataModule):
     def num_labels(self) -> int:
         return self.spec.num_labels
 
+    def input_config(self) -> dict[str, Any]:
+        """The tokenisation as plain data (the tokenizer ships in the export's ``hf/`` folder): the task's sentence
+        (or sentence pair) truncated to ``max_length`` tokens; label names in id order (None for STS-B's score)."""
+        return {"kind": "text", "tokenizer": "hf", "max_length": self.hparams.max_length,
+                "text_pair": self.spec.train.text_b is not None, "truncation": "longest_first",
+                "class_names": list(self.spec.labels) if self.spec.labels else None}
+
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -91,6 +92,7 @@ class ImagenetteDataModule(ImageDataModule):
     """
 
     in_channels = 3
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
 
     def __init__(
         self,
@@ -126,6 +128,12 @@ class ImagenetteDataModule(ImageDataModule):
                 f"unpack it with `tar -xzf imagenette2-160.tgz -C data`, and set data_dir to data/imagenette2-160 "
                 "(any folder with that layout works)."
             )
+
+    def input_config(self) -> dict[str, Any]:
+        """The validation transform as data: any image, converted to RGB (as ImageFolder loads it), its shorter side
+        resized to ``image_size / crop_fraction`` and centre-cropped to ``image_size``."""
+        return {**super().input_config(), "convert": "RGB",
+                "resize": round(self.image_size / self.crop_fraction), "crop": [self.image_size, self.image_size]}
 
     @property
     def classes(self) -> list[str]:

@@ -96,6 +96,12 @@ class TextClassificationDataModule(TrustedLoading, LightningDataModule):
         """The class folder names in label order (prediction files show them)."""
         return self.classes
 
+    def input_config(self) -> dict[str, Any]:
+        """The tokenisation as plain data (the tokenizer itself ships in the export's ``hf/`` folder): one text,
+        truncated to ``max_length`` tokens; labels in ``class_names`` order."""
+        return {"kind": "text", "tokenizer": "hf", "max_length": self.hparams.max_length, "text_pair": False,
+                "truncation": "longest_first", "class_names": list(self.classes)}
+
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..batches import split_batch
 from ..errors import UserError
+from .contract import input_contract, name_hf_labels, stamp_onnx
 from .loading import load_datamodule, load_task, val_loader
 from .manifest import MANIFEST, build_manifest
 from .output import check_output_dir, export_folder
@@ -80,7 +82,13 @@ def export_checkpoint(
         batch = f"{class_path}.example_input(2) ({dm_source})"
     plain, replaced = to_relu(trained)
     verification: dict[str, Any] = {"batch": batch, "relu_vs_helu": verify_bitwise(trained, plain, inputs)}
-    job = ExportJob(plain, module, dm, inputs, eager_logits(plain, inputs), replaced, ckpt, ckpt_path, tokenizer)
+    contract = input_contract(dm, plain)
+    if contract is None:
+        print("export: the input contract (preprocessing, label names) is not recorded: no DataModule describes it; "
+              "pass --data with the DataModule class path to serve raw inputs", file=sys.stderr)
+    name_hf_labels(plain, contract)
+    job = ExportJob(plain, module, dm, inputs, eager_logits(plain, inputs), replaced, ckpt, ckpt_path, tokenizer,
+                    contract)
     files: dict[str, str] = {}
     with export_folder(output_dir, ckpt_path, overwrite) as tmp:
         for name in chosen:
@@ -89,11 +97,14 @@ def export_checkpoint(
         quantization = quantize_int8(tmp, dm, plain, inputs, job.reference, max_batches) if quantize else None
         if quantization:
             files["onnx_int8"] = "model.int8.onnx"
+        for key in ("onnx", "onnx_int8"):
+            if contract is not None and key in files:
+                stamp_onnx(tmp / files[key], contract)
         manifest = build_manifest(
             source=ckpt_path, raw=raw, ckpt=ckpt, task=class_path, datamodule=dm_source if dm is not None else None,
             trained=trained, plain_model=plain, inputs=list(inputs) if isinstance(inputs, dict) else ["input"],
             hf=is_hf(trained), replaced=replaced, verification=verification, quantization=quantization,
-            formats=chosen, files=files)
+            formats=chosen, files=files, contract=contract)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _readable(tmp)
     return manifest

@@ -77,8 +77,8 @@ def _versions() -> dict[str, str]:
 def build_manifest(*, source: Path, raw: bytes, ckpt: Mapping[str, Any], task: str, datamodule: str | None,
                    trained: nn.Module, plain_model: nn.Module, inputs: list[str], hf: bool, replaced: list[str],
                    verification: dict[str, Any], quantization: dict[str, Any] | None, formats: list[str],
-                   files: dict[str, str]) -> dict[str, Any]:
-    """The manifest of one export, JSON-safe."""
+                   files: dict[str, str], contract: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of one export, JSON-safe; ``input`` is the contract a server needs (None when unknown)."""
     hparams = {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if k != "_instantiator"}
     return plain({
         "exporter": EXPORTER,
@@ -86,6 +86,7 @@ def build_manifest(*, source: Path, raw: bytes, ckpt: Mapping[str, Any], task: s
                    "task": task, "datamodule": datamodule, "hyper_parameters": hparams},
         "model": {"class": f"{type(plain_model).__module__}.{type(plain_model).__qualname__}", "inputs": inputs,
                   "outputs": ["logits"], "dynamic_axes": {"batch": 0, **({"sequence": 1} if hf else {})}},
+        "input": contract,
         "activation": {"replaced_with": "relu", "layers": replaced, "alpha": _alphas(trained)},
         "verification": verification,
         "metrics": checkpoint_metrics(ckpt),

@@ -40,6 +40,7 @@ class ExportJob:
     ckpt: Mapping[str, Any]
     source: Path
     tokenizer: str | None = None
+    contract: dict[str, Any] | None = None  # the input contract (export.contract), None when unknown
 
 
 def write_safetensors(job: ExportJob, folder: Path) -> Written:
@@ -54,7 +55,7 @@ def write_safetensors(job: ExportJob, folder: Path) -> Written:
     if not same:
         raise VerificationError("model.safetensors does not read back the tensors written; disk problem?")
     written = {"safetensors": ("model.safetensors", {"tensors": len(state), "read_back_equal": same})}
-    loader = write_loader(job.task.hparams, job.plain, job.replaced, folder / "model.py", job.inputs)
+    loader = write_loader(job.task.hparams, job.plain, job.replaced, folder / "model.py", job.inputs, job.contract)
     if loader is not None:
         written["loader"] = (loader["file"], loader)
     return written

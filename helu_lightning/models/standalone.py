@@ -26,7 +26,7 @@ from .registry import _BACKBONES, TORCHVISION_PREFIX
 from .timm_models import TIMM_PREFIX, timm_reference
 from .torchvision_models import _set_in_channels
 
-__all__ = ["loader_source", "write_loader"]
+__all__ = ["loader_source", "preprocess_source", "write_loader"]
 
 OWN_BACKBONES = ("small_cnn", "resnet18_cifar", "wide_resnet")
 LOAD = '''
@@ -45,6 +45,19 @@ def load(path: str | None = None) -> nn.Module:
     model = build()
     model.load_state_dict(load_file(str(path or Path(__file__).with_name("model.safetensors"))), strict=True)
     return model.eval()
+'''
+PREPROCESS = '''
+
+def preprocess(images: Any) -> Any:
+    """A float32 batch for ``load()``'s model from PIL images or image file paths, as the validation transform made
+    it (PIL and numpy, no torchvision); ``CLASS_NAMES[i]`` names output ``i``."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    items = images if isinstance(images, (list, tuple)) else [images]
+    opened = [Image.open(i) if isinstance(i, (str, Path)) else i for i in items]
+    return torch.from_numpy(np.stack([prepare_image(image, INPUT) for image in opened]))
 '''
 
 
@@ -139,14 +152,30 @@ def loader_source(hparams: Mapping[str, Any], replaced: list[str]) -> tuple[str,
     return None
 
 
+def preprocess_source(contract: Mapping[str, Any]) -> str:
+    """The part of ``model.py`` that turns raw images into the model's input: the recorded contract as a literal and
+    :mod:`helu_lightning.serve.preprocess`'s functions (PIL and numpy only), plus ``preprocess(images)``."""
+    from ..serve import preprocess
+
+    contract = _literal(dict(contract), "the input contract")
+    functions = "\n\n".join(inspect.getsource(f) for f in (preprocess.image_mode, preprocess.prepare_image))
+    return ("\n\n# Preprocessing, written by helu-train export: the DataModule's validation transform.\n"
+            "from typing import Any  # noqa: E402\n\n"
+            f"INPUT = {contract!r}\nCLASS_NAMES = {contract.get('class_names')!r}\n\n\n{functions}{PREPROCESS}")
+
+
 def write_loader(hparams: Mapping[str, Any], plain: nn.Module, replaced: list[str], path: Path,
-                 inputs: Tensor) -> dict[str, Any] | None:
+                 inputs: Tensor, contract: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """Write ``model.py`` at ``path`` (beside ``model.safetensors``), run its ``load()`` and check it reproduces
-    ``plain`` on ``inputs``; return what the manifest records, or None when the backbone cannot be described."""
+    ``plain`` on ``inputs``; return what the manifest records, or None when the backbone cannot be described. With an
+    image ``contract`` the file also holds ``preprocess()`` and ``CLASS_NAMES``."""
     described = loader_source(hparams, replaced)
     if described is None or not isinstance(inputs, Tensor):
         return None
     source, recipe = described
+    if contract is not None and contract.get("kind") == "image":
+        source += preprocess_source(contract)
+        recipe = {**recipe, "preprocess": True}
     path.write_text(source, encoding="utf-8")
     rebuilt = runpy.run_path(str(path))["load"]()
     with torch.no_grad():
