@@ -19,8 +19,8 @@ __all__ = ["check_counts", "check_labels"]
 def check_counts(images: int, labels: int, where: str | PathLike, fix: str = "replace it with the official file") -> None:
     """DataError naming ``where`` unless there are as many labels as images."""
     if images != labels:
-        raise DataError(f"{where} holds {images} images but {labels} labels; every image needs exactly one label, "
-                        f"so they would be paired wrongly: {fix}")
+        raise DataError(f"{where} holds {images} images but {labels} labels; every image needs exactly one label "
+                        f"(they would be paired wrongly): {fix}")
 
 
 def check_labels(labels: Sequence[int] | np.ndarray, num_classes: int, where: str | PathLike,
@@ -30,10 +30,11 @@ def check_labels(labels: Sequence[int] | np.ndarray, num_classes: int, where: st
     values = np.asarray(labels)
     if values.ndim != 1:
         raise DataError(f"{where}: its labels have shape {values.shape}, not one label per example; {fix}")
-    if values.dtype.kind not in "iu":
-        bad = next((i for i, v in enumerate(values.tolist()) if not _whole(v)), None)
+    if values.dtype.kind not in "iu" or not isinstance(labels, np.ndarray):  # a list may mix in True or 2.5
+        items = labels if not isinstance(labels, np.ndarray) else values.tolist()
+        bad = next((i for i, v in enumerate(items) if not _whole(v)), None)
         if bad is not None:
-            raise DataError(f"{where}: label {values.tolist()[bad]!r} (example {bad}) is not a class number "
+            raise DataError(f"{where}: label {items[bad]!r} (example {bad}) is not a class number "
                             f"0..{num_classes - 1}; {fix}")
     values = values.astype(np.int64)
     outside = np.flatnonzero((values < 0) | (values >= num_classes))
@@ -46,4 +47,6 @@ def check_labels(labels: Sequence[int] | np.ndarray, num_classes: int, where: st
 
 def _whole(value: object) -> bool:
     """A whole number (3 or 3.0), not a bool, a fraction, NaN or text."""
+    if isinstance(value, np.generic):
+        value = value.item()
     return isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
