@@ -23,7 +23,6 @@ from helu_lightning.data.cifar import CIFAR10DataModule, CIFAR100DataModule
 from helu_lightning.data.fashion_mnist import FashionMNISTDataModule
 from helu_lightning.data.glue import GlueDataModule
 from helu_lightning.data.imagenette import ImagenetteDataModule
-from helu_lightning.data.labels import check_labels
 from helu_lightning.errors import DataError, UserError
 from tests.glue_fixtures import write_glue_task
 
@@ -208,6 +207,8 @@ def test_an_empty_class_folder_is_a_data_error_naming_it(tmp_path):
 
 
 def test_check_labels_takes_whole_numbers_in_range_only():
+    from helu_lightning.data.labels import check_labels
+
     assert check_labels([0, 3.0, 9], 10, "f").tolist() == [0, 3, 9]
     for bad, message in ((True, "not a class number"), ("2", "not a class number"), (float("nan"), "not a class"),
                          (10, "lies outside 0..9"), (-1, "lies outside 0..9")):
