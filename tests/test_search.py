@@ -62,12 +62,14 @@ def worker(out: Path, *extra: str, storage: str | None = None, n_trials: int = 6
     argv = search_argv(out, *extra, storage=storage, n_trials=n_trials)
     cmd = [sys.executable, "-m", "helu_lightning.cli", "search", *argv]
     log = open(out.parent / f"{out.name}-{time.monotonic_ns()}.log", "w")
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log = Path(log.name)  # proc.stdout is None: output goes to the file, which failure messages show
+    return proc
 
 
 def wait_all(procs: list[subprocess.Popen], timeout: float = 150) -> None:
     for proc in procs:
-        assert proc.wait(timeout=timeout) == 0, Path(proc.stdout.name).read_text()[-3000:]
+        assert proc.wait(timeout=timeout) == 0, proc.log.read_text()[-3000:]
 
 
 # --- space, config merge, storage, errors -------------------------------------------------------------------------
@@ -277,7 +279,7 @@ def test_killed_search_resumes_and_retries_the_killed_trial(tmp_path, one_thread
         if any(t.state == TrialState.COMPLETE for t in trials):
             # Mid-trial: epoch 0 reported, three epochs to go, so the kill cannot land after the trial ended.
             running = next((t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values), None)
-    assert running is not None, Path(proc.stdout.name).read_text()[-3000:]
+    assert running is not None, proc.log.read_text()[-3000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = optuna.load_study(study_name="t", storage=storage).trials
