@@ -49,6 +49,11 @@ def search_argv(out: Path, *extra: str, n_trials: int = 1) -> list[str]:
             "--pruner", "none", "--no_calibration", *FAST, *extra]
 
 
+def compare_argv(out: Path, *extra: str) -> list[str]:
+    return ["--config", str(CONFIG), "--output_dir", str(out), "--study_name", "t", "--seeds", "2",
+            "--activations", "relu", "helu:0.05", "--no_test", "--no_int8", *FAST, *extra]
+
+
 def sqlite_study(out: Path) -> optuna.Study:
     """The study in ``out/study.db``, opened through a URL that SQLAlchemy builds from the path itself."""
     url = sqlalchemy.engine.URL.create("sqlite", database=str(out / "study.db")).render_as_string()
@@ -57,11 +62,22 @@ def sqlite_study(out: Path) -> optuna.Study:
 
 # --- search: the output folder's name, and a re-run with another configuration ------------------------------------
 
-def test_search_rerun_with_another_configuration_or_budget_is_refused_naming_the_keys(tmp_path):
+@pytest.mark.parametrize("command", ["search", "compare"])
+def test_an_output_folder_named_like_a_url_holds_its_own_study(tmp_path, command):
     out = tmp_path / WEIRD
+    if command == "search":
+        done = helu_train("search", *search_argv(out))
+        assert done.returncode == 0, done.stderr[-3000:]
+    else:
+        compare_run(compare_parser().parse_args(compare_argv(out, "--seeds", "1", "--baseline", "none")))
+    assert (out / "study.db").is_file() and sorted(p.name for p in tmp_path.iterdir()) == [WEIRD]
+    assert {t.state for t in sqlite_study(out).trials} == {TrialState.COMPLETE}
+
+
+def test_search_rerun_with_another_configuration_or_budget_is_refused_naming_the_keys(tmp_path):
+    out = tmp_path / "search"
     first = helu_train("search", *search_argv(out))
     assert first.returncode == 0, first.stderr[-3000:]
-    assert (out / "study.db").is_file() and sorted(p.name for p in tmp_path.iterdir()) == [WEIRD]
     assert [t.state for t in sqlite_study(out).trials] == [TrialState.COMPLETE]
 
     again = helu_train("search", *search_argv(out, "--trainer.max_epochs", "2"))  # the same, spelled otherwise
@@ -86,16 +102,10 @@ def test_search_rerun_with_another_configuration_or_budget_is_refused_naming_the
 
 # --- compare: the direction, the folder name, a re-run with another budget ---------------------------------------
 
-def compare_argv(out: Path, *extra: str) -> list[str]:
-    return ["--config", str(CONFIG), "--output_dir", str(out), "--study_name", "t", "--seeds", "2",
-            "--activations", "relu", "helu:0.05", "--no_test", "--no_int8", *FAST, *extra]
-
-
 def test_compare_of_a_loss_reports_its_lowest_value_and_keeps_its_study(tmp_path):
-    out = tmp_path / WEIRD
+    out = tmp_path / "compare"
     done = helu_train("compare", *compare_argv(out, "--monitor", "val/loss"))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [WEIRD]
     study = sqlite_study(out)
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
     rows = json.loads((out / "report.json").read_text())["runs"]
