@@ -129,6 +129,18 @@ def test_compare_of_a_loss_reports_its_lowest_value_and_keeps_its_study(tmp_path
     assert len(sqlite_study(out).trials) == 4
 
 
+def test_compare_rerun_with_another_budget_is_refused_naming_the_key(tmp_path, one_thread):
+    out = tmp_path / "compare"
+    single = ("--seeds", "1", "--baseline", "none")
+    compare_run(compare_parser().parse_args(compare_argv(out, *single)))
+    with pytest.raises(UserError, match=r"trainer\.limit_train_batches: 2 there, 3 now.*--output_dir"):
+        compare_run(compare_parser().parse_args(compare_argv(out, *single, "--trainer.limit_train_batches=3")))
+    with pytest.raises(UserError, match=r"model\.init_args\.optimizer\.init_args\.lr: 0\.05 there, 0\.2 now"):
+        compare_run(compare_parser().parse_args(compare_argv(out, *single,
+                                                             "--model.init_args.optimizer.init_args.lr=0.2")))
+    assert len(sqlite_study(out).trials) == 2
+
+
 def test_compare_and_search_infer_the_same_direction():
     from helu_lightning.search import infer_direction
 
