@@ -60,9 +60,10 @@ def open_study(storage_url: str, study_name: str, direction: str, arms: Sequence
                                     load_if_exists=True)
     where = f"study {study_name!r} in {redact(storage_url)}"
     fix = "repeat the command that made it, or pass a new --output_dir (or --study_name)"
-    if study.direction.name.lower() != direction:
-        raise CompareError(f"{where} was made to {study.direction.name.lower()} its metric, not to {direction} it; "
-                           f"{fix}")
+    existing = study.direction.name.lower()
+    if existing != direction:
+        raise CompareError(f"{where} was made to {existing} its metric, not to {direction} it; {fix} (to keep "
+                           f"{existing}ing, add --direction {existing} --force_direction)")
     if fingerprint is not None:
         try:
             check_fingerprint(study, fingerprint, where, fix)
