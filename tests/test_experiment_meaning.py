@@ -62,6 +62,7 @@ def sqlite_study(out: Path) -> optuna.Study:
 
 # --- search: the output folder's name, and a re-run with another configuration ------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["search", "compare"])
 def test_an_output_folder_named_like_a_url_holds_its_own_study(tmp_path, command):
     out = tmp_path / WEIRD
@@ -74,6 +75,7 @@ def test_an_output_folder_named_like_a_url_holds_its_own_study(tmp_path, command
     assert {t.state for t in sqlite_study(out).trials} == {TrialState.COMPLETE}
 
 
+@pytest.mark.slow
 def test_search_rerun_with_another_configuration_or_budget_is_refused_naming_the_keys(tmp_path):
     out = tmp_path / "search"
     first = helu_train("search", *search_argv(out))
@@ -102,6 +104,7 @@ def test_search_rerun_with_another_configuration_or_budget_is_refused_naming_the
 
 # --- compare: the direction, the folder name, a re-run with another budget ---------------------------------------
 
+@pytest.mark.slow
 def test_compare_of_a_loss_reports_its_lowest_value_and_keeps_its_study(tmp_path):
     out = tmp_path / "compare"
     done = helu_train("compare", *compare_argv(out, "--monitor", "val/loss"))
@@ -129,6 +132,7 @@ def test_compare_of_a_loss_reports_its_lowest_value_and_keeps_its_study(tmp_path
     assert len(sqlite_study(out).trials) == 4
 
 
+@pytest.mark.slow
 def test_compare_rerun_with_another_budget_is_refused_naming_the_key(tmp_path, one_thread):
     out = tmp_path / "compare"
     single = ("--seeds", "1", "--baseline", "none")
@@ -164,6 +168,7 @@ def _journal(tmp_path: Path) -> tuple[str, optuna.storages.JournalStorage]:
     return f"journal://{path}", optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dead_pid", ["the new worker's own", "a live unrelated process's"])
 def test_a_dead_workers_trial_is_retried_whatever_pid_the_new_worker_has(tmp_path, dead_pid, one_thread):
     out = tmp_path / "search"
@@ -182,6 +187,7 @@ def test_a_dead_workers_trial_is_retried_whatever_pid_the_new_worker_has(tmp_pat
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
 
 
+@pytest.mark.slow
 def test_a_silent_trial_of_another_host_is_retried_by_the_heartbeat(tmp_path, one_thread):
     out = tmp_path / "search"
     beat = ["--heartbeat_interval", "1", "--grace_period", "1"]
@@ -198,3 +204,24 @@ def test_a_silent_trial_of_another_host_is_retried_by_the_heartbeat(tmp_path, on
     assert trials[number].state == TrialState.FAIL
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == number)
     assert retry.state == TrialState.COMPLETE and retry.params == trials[number].params
+
+
+# --- quick checks of the pieces (no training) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["a?b=1", "c#d", "e%41f", "g h", "%2e%2e", "?#% x"])
+def test_the_default_storage_of_any_folder_name_is_a_file_in_that_folder(tmp_path, name):
+    from helu_lightning.search import SearchOptions, make_storage
+
+    options = SearchOptions(configs=(str(CONFIG),), output_dir=tmp_path / name)
+    optuna.create_study(storage=make_storage(options.storage_url), study_name="t")
+    assert (tmp_path / name / "study.db").is_file() and sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_differences_name_changed_added_and_removed_keys():
+    from helu_lightning.search.fingerprint import differences
+
+    old = {"trainer": {"max_epochs": 2, "devices": 1}, "space": [{"name": "alpha"}]}
+    new = {"trainer": {"max_epochs": 3, "precision": "16"}, "space": [{"name": "alpha"}]}
+    assert differences(old, new) == ["trainer.devices: 1 there, absent now", "trainer.max_epochs: 2 there, 3 now",
+                                     'trainer.precision: absent there, "16" now']
+    assert differences(old, old) == []

@@ -87,6 +87,7 @@ def test_cifar_meta_naming_other_classes_is_refused(tmp_path):
         CIFAR10DataModule(str(tmp_path), num_workers=0).setup("fit")
 
 
+@pytest.mark.slow
 def test_helu_train_fit_refuses_a_cifar_batch_with_an_extra_label(tmp_path):
     folder = write_cifar10(tmp_path / "data")
     _edit_pickle(folder / "data_batch_2", lambda e: e["labels"].append(3))
@@ -119,6 +120,7 @@ def test_fashion_mnist_label_count_must_match_the_images(tmp_path):
         FashionMNISTDataModule(str(tmp_path)).setup("fit")
 
 
+@pytest.mark.slow
 def test_helu_train_fit_refuses_a_fashion_mnist_label_beyond_the_classes(tmp_path):
     write_fashion_mnist_idx(tmp_path / "data", n=20)
     _write_labels(tmp_path / "data" / "t10k-labels-idx1-ubyte", np.full(20, 12))
@@ -189,6 +191,7 @@ def test_every_reader_refuses_what_is_not_a_regular_file(tmp_path, reader, kind)
         load()
 
 
+@pytest.mark.slow
 def test_helu_train_fit_refuses_a_pipe_among_the_images(tmp_path):
     root = write_imagenette(tmp_path / "imagenette")
     planted = sorted((root / "train").glob("*/*.JPEG"))[2]
