@@ -214,7 +214,7 @@ def test_check_labels_takes_whole_numbers_in_range_only():
 
     assert check_labels([0, 3.0, 9], 10, "f").tolist() == [0, 3, 9]
     for bad, message in ((True, "not a class number"), ("2", "not a class number"), (float("nan"), "not a class"),
-                         (10, "lies outside 0..9"), (-1, "lies outside 0..9")):
+                         (10, "lies outside 0..9"), (-1, "lies outside 0..9"), (2**70, "outside 0..9")):
         with pytest.raises(DataError, match=message):
             check_labels([1, bad], 10, "f")
 

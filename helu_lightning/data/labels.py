@@ -16,7 +16,8 @@ from ..errors import DataError
 __all__ = ["check_counts", "check_labels"]
 
 
-def check_counts(images: int, labels: int, where: str | PathLike, fix: str = "replace it with the official file") -> None:
+def check_counts(images: int, labels: int, where: str | PathLike,
+                 fix: str = "replace it with the official file") -> None:
     """DataError naming ``where`` unless there are as many labels as images."""
     if images != labels:
         raise DataError(f"{where} holds {images} images but {labels} labels; every image needs exactly one label "
@@ -36,7 +37,11 @@ def check_labels(labels: Sequence[int] | np.ndarray, num_classes: int, where: st
         if bad is not None:
             raise DataError(f"{where}: label {items[bad]!r} (example {bad}) is not a class number "
                             f"0..{num_classes - 1}; {fix}")
-    values = values.astype(np.int64)
+    try:
+        values = values.astype(np.int64)
+    except (OverflowError, ValueError):  # a whole number beyond 64 bits: outside the classes too
+        raise DataError(f"{where}: a label lies far outside 0..{num_classes - 1} ({num_classes} classes); "
+                        f"{fix}") from None
     outside = np.flatnonzero((values < 0) | (values >= num_classes))
     if outside.size:
         first = int(outside[0])
