@@ -10,9 +10,10 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["LABEL_KEYS", "NON_INPUT_KEYS", "call_model", "split_batch"]
+__all__ = ["LABEL_KEYS", "NON_INPUT_KEYS", "call_model", "class_probabilities", "split_batch"]
 
 LABEL_KEYS = ("labels", "label")
 NON_INPUT_KEYS = (*LABEL_KEYS, "idx")
@@ -47,3 +48,10 @@ def split_batch(batch: Any, model: nn.Module | None = None) -> tuple[Tensor | di
 def call_model(model: nn.Module, inputs: Tensor | Mapping[str, Tensor]) -> Any:
     """``model(**inputs)`` for a mapping of inputs, ``model(inputs)`` otherwise."""
     return model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+
+
+def class_probabilities(logits: Tensor) -> Tensor:
+    """Softmax over the last dimension; a row with any NaN or infinite logit becomes all NaN, so the prediction
+    writers see it and refuse it (a -inf logit would otherwise pass as a plausible probability 0)."""
+    probabilities = torch.softmax(logits, dim=-1)
+    return probabilities.masked_fill(~torch.isfinite(logits).all(dim=-1, keepdim=True), float("nan"))

@@ -7,13 +7,14 @@ import ctypes
 import ctypes.util
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import DataError
+from .errors import DataError, MissingDataError
 
-__all__ = ["atomic_directory", "atomic_write_bytes", "atomic_write_text", "read_utf8"]
+__all__ = ["atomic_directory", "atomic_write_bytes", "atomic_write_text", "read_utf8", "regular_file"]
 
 
 def _umask() -> int:
@@ -100,9 +101,30 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
         raise
 
 
+def regular_file(path: str | os.PathLike, fix: str = "replace it with the data file it should be") -> Path:
+    """``path`` when it is a regular file (links followed); MissingDataError when nothing is there, DataError when
+    it is a device, a pipe, a socket or a folder: reading one would block forever or never end (``/dev/zero``)."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise DataError(f"{path} is a dangling link (its target {os.readlink(path)!r} does not exist); "
+                            f"{fix}") from None
+        raise MissingDataError(f"{path} does not exist; {fix}") from None
+    except OSError as err:
+        raise DataError(f"{path} cannot be read ({err.strerror}); {fix}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else \
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+        link = f" (a link to {os.path.realpath(path)})" if path.is_symlink() else ""
+        raise DataError(f"{path} is not a regular file: it is {kind}{link}; {fix}")
+    return path
+
+
 def read_utf8(path: str | os.PathLike) -> str:
     """The text of a UTF-8 file (a leading byte-order mark dropped); DataError naming the line of a non-UTF-8 byte."""
-    data = Path(path).read_bytes()
+    data = regular_file(path).read_bytes()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:

@@ -47,7 +47,9 @@ def worker(out: Path, *extra: str, **kwargs) -> subprocess.Popen:
                                                                                 *extra, **kwargs)]
     out.parent.mkdir(parents=True, exist_ok=True)
     log = open(out.parent / f"{out.name}-{time.monotonic_ns()}.log", "w")
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log = Path(log.name)  # proc.stdout is None: output goes to the file, which failure messages show
+    return proc
 
 
 def complete_points(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[str, int]]:
@@ -193,7 +195,7 @@ def test_killed_comparison_resumes_without_repeating_a_finished_run(tmp_path, on
             continue  # the worker is creating the study (and its tables) right now
         if any(t.state == TrialState.COMPLETE for t in trials):
             running = next((t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values), None)
-    assert running is not None, Path(proc.stdout.name).read_text()[-3000:]
+    assert running is not None, proc.log.read_text()[-3000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = optuna.load_study(study_name="t", storage=storage).trials
@@ -218,7 +220,7 @@ def test_two_workers_share_the_grid_on_one_journal_file(tmp_path):
     slow = ("--trainer.max_epochs=2", "--trainer.limit_train_batches=4")
     procs = [worker(out, *slow, storage=storage, seeds=3) for _ in "ab"]
     for proc in procs:
-        assert proc.wait(timeout=400) == 0, Path(proc.stdout.name).read_text()[-3000:]
+        assert proc.wait(timeout=400) == 0, proc.log.read_text()[-3000:]
     journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log"))
     trials = optuna.load_study(study_name="t", storage=optuna.storages.JournalStorage(journal)).trials
     points = complete_points(trials)

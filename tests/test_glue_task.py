@@ -16,6 +16,7 @@ from helu_lightning import HeLU
 from helu_lightning.callbacks.predictions import GluePredictionWriter
 from helu_lightning.cli import cli
 from helu_lightning.data.glue import GlueDataModule
+from helu_lightning.errors import UserError
 from helu_lightning.tasks.glue import GlueClassifier, parameter_groups
 from tests.glue_fixtures import FILE_LABELS, expected_rows, files, write_glue
 
@@ -232,6 +233,21 @@ def test_predict_writes_glue_submission_files(task: str, glue_dir: Path, tmp_pat
             assert set(values) <= {"0", "1"}
         else:
             assert set(values) <= set(FILE_LABELS[task])  # label names, as GLUE expects for MNLI/QNLI/RTE
+
+
+@pytest.mark.parametrize("task, value", [("mnli", float("nan")), ("cola", float("inf")), ("stsb", float("nan")),
+                                         ("rte", float("-inf"))])
+def test_predict_refuses_non_finite_logits_and_writes_no_submission(task: str, value: float, glue_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    # A diverged run's NaN logits would become class 0 (argmax) or score 0.000 (clipped) in a plausible file.
+    model = tiny(task)
+    with torch.no_grad():
+        model.model.classifier.bias[0] = value
+    out = tmp_path / "preds"
+    trainer = quiet_trainer(tmp_path, callbacks=[GluePredictionWriter(str(out))])
+    with pytest.raises(UserError, match=r"prediction for example index \d+ is not finite .*nothing was written"):
+        trainer.predict(model, datamodule=data(task, glue_dir, tmp_path), return_predictions=False)
+    assert not out.exists()
 
 
 def test_model_and_data_must_be_the_same_task(glue_dir: Path, tmp_path: Path) -> None:

@@ -62,12 +62,14 @@ def worker(out: Path, *extra: str, storage: str | None = None, n_trials: int = 6
     argv = search_argv(out, *extra, storage=storage, n_trials=n_trials)
     cmd = [sys.executable, "-m", "helu_lightning.cli", "search", *argv]
     log = open(out.parent / f"{out.name}-{time.monotonic_ns()}.log", "w")
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log = Path(log.name)  # proc.stdout is None: output goes to the file, which failure messages show
+    return proc
 
 
 def wait_all(procs: list[subprocess.Popen], timeout: float = 150) -> None:
     for proc in procs:
-        assert proc.wait(timeout=timeout) == 0, Path(proc.stdout.name).read_text()[-3000:]
+        assert proc.wait(timeout=timeout) == 0, proc.log.read_text()[-3000:]
 
 
 # --- space, config merge, storage, errors -------------------------------------------------------------------------
@@ -277,7 +279,7 @@ def test_killed_search_resumes_and_retries_the_killed_trial(tmp_path, one_thread
         if any(t.state == TrialState.COMPLETE for t in trials):
             # Mid-trial: epoch 0 reported, three epochs to go, so the kill cannot land after the trial ended.
             running = next((t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values), None)
-    assert running is not None, Path(proc.stdout.name).read_text()[-3000:]
+    assert running is not None, proc.log.read_text()[-3000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = optuna.load_study(study_name="t", storage=storage).trials
@@ -323,6 +325,58 @@ def test_two_workers_share_a_postgresql_study(tmp_path):
         procs = [worker(out, "--pruner", "none", "--trainer.max_epochs=4", storage=url, n_trials=4) for _ in "ab"]
         wait_all(procs)
         _check_two_workers(url, procs)
+
+
+OPEN_AT = """
+import sys, time
+from pathlib import Path
+import optuna
+from helu_lightning.search import make_storage
+barrier, url = Path(sys.argv[1]), sys.argv[2]
+(barrier / f"ready-{sys.argv[3]}").touch()
+while not (barrier / "go").exists():
+    time.sleep(0.01)
+storage = make_storage(url)
+optuna.create_study(storage=storage, study_name="t", load_if_exists=True)
+print("opened")
+"""
+
+
+def test_a_table_another_worker_created_first_is_retried_not_fatal(tmp_path, monkeypatch):
+    # What a worker of a SLURM array meets when another committed Optuna's tables between its check and its CREATE
+    # TABLE (psycopg2's DuplicateTable, a ProgrammingError); reproduced here without the timing luck it needs.
+    import sqlalchemy.exc
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(url, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:
+            orig = Exception('relation "studies" already exists')
+            raise sqlalchemy.exc.ProgrammingError("CREATE TABLE studies (...)", {}, orig)
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    storage = make_storage(f"sqlite:///{tmp_path / 'race.db'}")
+    assert isinstance(storage, real) and len(calls) == 2
+
+
+@pytest.mark.slow
+def test_workers_started_together_on_a_fresh_postgresql_database_all_open_it(tmp_path):
+    # A SLURM array starts its search workers at one moment: each creates Optuna's tables on the fresh database.
+    if find_binaries() is None:
+        pytest.skip(f"PostgreSQL server binaries not found; {INSTALL_HINT}")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    with postgres_server() as url:
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, str(tmp_path), url, str(n)], cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for n in range(6)]
+        deadline = time.monotonic() + 300
+        while len(list(tmp_path.glob("ready-*"))) < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (tmp_path / "go").touch()  # all imported: they open the storage together
+        outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+        assert [proc.returncode for proc in procs] == [0] * 6, "\n".join(o[-2000:] for o in outputs)
+        assert optuna.get_all_study_names(url) == ["t"]
 
 
 @pytest.mark.slow

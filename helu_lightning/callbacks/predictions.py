@@ -3,6 +3,8 @@ for vision and text classifiers (``PredictionWriter``).
 
 Under DDP each rank predicts its own shard; the writers gather every rank's rows (Lightning's
 ``strategy.all_gather``), keep one row per example index, sort by index and write once, on rank zero, atomically.
+A row whose prediction is NaN or inf (a diverged model) stops predict with an error naming its example index, before
+any file is written.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ..data.glue import GlueTask
 from ..errors import UserError
 from ..io import atomic_write_text
 
-__all__ = ["GluePredictionWriter", "PredictionWriter", "format_predictions", "gather_rows"]
+__all__ = ["GluePredictionWriter", "PredictionWriter", "check_finite", "format_predictions", "gather_rows"]
 
 
 def _unique_by_index(index: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
@@ -77,6 +79,18 @@ def format_predictions(task: GlueTask, idx: Tensor, predictions: Tensor) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_finite(index: Tensor, values: Tensor, path: Path) -> None:
+    """UserError naming the first example whose prediction holds NaN or inf (and how many do), so a diverged model
+    or a checkpoint with broken weights never writes a plausible-looking file; called before anything is written."""
+    finite = torch.isfinite(values.reshape(len(values), -1)).all(dim=1) if len(values) else torch.ones(0, dtype=bool)
+    if bool(finite.all()):
+        return
+    bad = index[~finite]
+    raise UserError(f"the prediction for example index {int(bad[0])} is not finite (NaN or inf logits), as are "
+                    f"{len(bad) - 1} other row(s) of {len(values)}; nothing was written to {path}. The model diverged "
+                    "or its checkpoint holds NaN/inf weights: predict with an earlier checkpoint")
+
+
 def _replace_problem(path: Path, header: str) -> str | None:
     """Why ``path`` may not be replaced: it exists and is not a file this writer wrote (one starting ``header``)."""
     if not (path.exists() or path.is_symlink()):
@@ -128,15 +142,28 @@ class GluePredictionWriter(BasePredictionWriter):
                             f"{len(loaders)} dataloader(s); use GlueDataModule for the predict data")
         self.written = []
         _check_replaceable(trainer, [self.output_dir / name for name in files], "index\tprediction")
+        rows = []
         for name, (outputs, _) in zip(files, loaders):
             idx = torch.cat([out["idx"].cpu() for out in outputs])
-            values = torch.cat([out["prediction"].float().cpu() for out in outputs])
+            values = torch.cat([_checked_prediction(out) for out in outputs])
             idx, values = gather_rows(trainer, idx, values)
-            path = self.output_dir / name
+            check_finite(idx, values, self.output_dir / name)
+            rows.append((self.output_dir / name, idx, values))
+        for path, idx, values in rows:  # all checked first: no submission file is written when one row is bad
             if trainer.is_global_zero:
                 atomic_write_text(path, format_predictions(task, idx, values))
             self.written.append(path)
         trainer.strategy.barrier("GluePredictionWriter")
+
+
+def _checked_prediction(output: Mapping[str, Tensor]) -> Tensor:
+    """The batch's predictions as floats, NaN where the row's probabilities (when given) are not finite: a class id
+    taken by argmax from NaN logits looks like any other."""
+    prediction = output["prediction"].float().cpu()
+    if "probabilities" in output:
+        broken = ~torch.isfinite(output["probabilities"].float().cpu()).all(dim=-1)
+        prediction = prediction.masked_fill(broken, float("nan"))
+    return prediction
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -169,9 +196,12 @@ class PredictionWriter(BasePredictionWriter):
         self.written = []
         _check_replaceable(trainer, [self._path(trainer, n, len(loaders)) for n in range(len(loaders))],
                            "index,label,probability")
+        rows = []
         for number, (outputs, indices) in enumerate(loaders):
             index, probabilities = gather_rows(trainer, *self._rows(trainer, outputs, indices))
-            path = self._path(trainer, number, len(loaders))
+            check_finite(index, probabilities, self._path(trainer, number, len(loaders)))
+            rows.append((self._path(trainer, number, len(loaders)), index, probabilities))
+        for path, index, probabilities in rows:  # all checked first: no file is written when one row is bad
             if trainer.is_global_zero:
                 atomic_write_text(path, self.to_csv(index, probabilities, names))
             self.written.append(path)

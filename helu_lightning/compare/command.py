@@ -32,6 +32,8 @@ from helu_lightning.errors import UserError
 from helu_lightning.io import atomic_write_text
 from helu_lightning.search import SearchSetupError
 from helu_lightning.search.config import read_config
+from helu_lightning.search.options import resolve_direction
+from helu_lightning.search.storage import sqlite_url
 
 __all__ = ["build_parser", "load_config", "main", "run"]
 
@@ -60,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--first_seed", type=int, default=0)
     parser.add_argument("--baseline", default="relu", help="activation the others are paired against ('none': no test)")
     parser.add_argument("--monitor", default="val/acc", help="validation metric each fit returns (and its curve)")
-    parser.add_argument("--direction", choices=["maximize", "minimize"], default="maximize")
+    parser.add_argument("--direction", choices=["maximize", "minimize"],
+                        help="default: from --monitor's name, as search infers it (loss: minimize; acc: maximize)")
+    parser.add_argument("--force_direction", action="store_true",
+                        help="accept a --direction that contradicts --monitor's name")
     parser.add_argument("--metric", help="metric the statistics compare (default: test/<monitor> when tested)")
     parser.add_argument("--output_dir", default="runs/compare")
     parser.add_argument("--study_name", default="helu-compare")
@@ -102,6 +107,7 @@ def run(args: argparse.Namespace, build_cli: Any = None) -> dict[str, Any]:
     """Run (or resume, or join) the comparison, then write and print its report; returns the report."""
     args.overrides = list(getattr(args, "overrides", None) or [])
     _check(args)
+    direction = resolve_direction(args.monitor, args.direction, getattr(args, "force_direction", False))
     config = load_config(args.config)
     baseline = None if args.baseline == "none" else args.baseline
     arms, baseline_arm = parse_arms(args.activations, baseline)
@@ -109,10 +115,12 @@ def run(args: argparse.Namespace, build_cli: Any = None) -> dict[str, Any]:
     output_dir = Path(args.output_dir)
     if build_cli is None:
         from helu_lightning.cli import cli as build_cli
-    check_config(config, arms[0], seeds[0], args.overrides, build_cli)
-    storage = args.storage or f"sqlite:///{(output_dir / 'study.db').resolve()}"
-    study = open_study(storage, args.study_name, args.direction, arms, seeds, args.heartbeat_interval,
-                       args.grace_period, args.max_retry)
+    resolved = check_config(config, arms[0], seeds[0], args.overrides, build_cli)
+    storage = args.storage or sqlite_url(output_dir / "study.db")
+    fingerprint = {"run_config": resolved, "monitor": args.monitor, "test": not args.no_test,
+                   "int8": not args.no_int8, "int8_batches": args.int8_batches}
+    study = open_study(storage, args.study_name, direction, arms, seeds, args.heartbeat_interval,
+                       args.grace_period, args.max_retry, fingerprint)
     evaluate = None if args.no_test and args.no_int8 else Evaluator(not args.no_test, not args.no_int8,
                                                                     args.int8_batches)
     objective = CompareObjective(config, arms, seeds, args.overrides, output_dir, args.monitor, build_cli, evaluate)

@@ -9,8 +9,6 @@ is repeated. Results live in the trials' user attributes, so the report needs no
 from __future__ import annotations
 
 import json
-import os
-import socket
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,9 +25,13 @@ from helu_lightning.search import (
     SearchParam,
     apply_params,
     calibrated_alpha,
+    SearchSetupError,
     fail_dead_local_trials,
     make_storage,
+    redact,
+    worker_identity,
 )
+from helu_lightning.search.fingerprint import check_fingerprint
 
 __all__ = ["ACTIVATION_TARGET", "CompareObjective", "check_config", "grid_todo", "open_study", "run_grid",
            "trial_config"]
@@ -42,9 +44,10 @@ RECORDER_CLASS = "helu_lightning.compare.record.RunRecorder"
 
 
 def open_study(storage_url: str, study_name: str, direction: str, arms: Sequence[Arm], seeds: Sequence[int],
-               heartbeat_interval: int = 60, grace_period: int | None = None, max_retry: int = 3) -> optuna.Study:
-    """Create the study (its grid enqueued seed by seed) or join it; a study created for another grid is refused
-    (new --study_name)."""
+               heartbeat_interval: int = 60, grace_period: int | None = None, max_retry: int = 3,
+               fingerprint: dict[str, Any] | None = None) -> optuna.Study:
+    """Create the study (its grid enqueued seed by seed) or join it; a study created for another grid, direction
+    or ``fingerprint`` (the resolved run config and evaluation settings) is refused (new --output_dir)."""
     try:
         storage = make_storage(storage_url, heartbeat_interval, grace_period, max_retry)
     except ValueError as err:
@@ -55,6 +58,17 @@ def open_study(storage_url: str, study_name: str, direction: str, arms: Sequence
         study = optuna.create_study(storage=storage, study_name=study_name, direction=direction,
                                     sampler=optuna.samplers.GridSampler(grid), pruner=optuna.pruners.NopPruner(),
                                     load_if_exists=True)
+    where = f"study {study_name!r} in {redact(storage_url)}"
+    fix = "repeat the command that made it, or pass a new --output_dir (or --study_name)"
+    existing = study.direction.name.lower()
+    if existing != direction:
+        raise CompareError(f"{where} was made to {existing} its metric, not to {direction} it; {fix} (to keep "
+                           f"{existing}ing, add --direction {existing} --force_direction)")
+    if fingerprint is not None:
+        try:
+            check_fingerprint(study, fingerprint, where, fix)
+        except SearchSetupError as err:
+            raise CompareError(str(err)) from None
     stored = study.user_attrs.get("grid")
     if stored is None:
         study.set_user_attr("grid", grid)
@@ -86,9 +100,10 @@ def trial_config(base: dict, spec: dict[str, Any], seed: int, record_path: Path,
     return config
 
 
-def check_config(base: dict, arm: Arm, seed: int, overrides: list[str], build_cli: Callable[..., Any]) -> None:
+def check_config(base: dict, arm: Arm, seed: int, overrides: list[str], build_cli: Callable[..., Any]) -> dict:
     """Build (not fit) the first run's LightningCLI, so a config or override that ``helu-train fit`` rejects
-    stops the comparison before any study exists; CompareError says so."""
+    stops the comparison before any study exists (CompareError says so); returns that run's config as LightningCLI
+    resolved it, the temporary folder of the check written as ``<run>`` (the study's fingerprint holds it)."""
     with tempfile.TemporaryDirectory(prefix="helu-compare-") as tmp:
         path = Path(tmp) / "config.yaml"
         config = trial_config(base, arm.probe_spec(), seed, Path(tmp) / "record.json", [arm.module_class()])
@@ -97,12 +112,14 @@ def check_config(base: dict, arm: Arm, seed: int, overrides: list[str], build_cl
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-                build_cli(args=args, run=False, trainer_defaults={"logger": False, "enable_progress_bar": False})
+                built = build_cli(args=args, run=False,
+                                  trainer_defaults={"logger": False, "enable_progress_bar": False})
         except SystemExit as err:  # jsonargparse has printed what it rejected
             raise CompareError(f"the config with these options is rejected by `helu-train fit` (exit {err.code}; "
                                "its message is above); fix the config or the --section.key options") from None
         except (ValueError, TypeError, KeyError) as err:
             raise CompareError(f"the config cannot build its model or data: {type(err).__name__}: {err}") from None
+        return yaml.safe_load(built.parser.dump(built.config, skip_none=False).replace(tmp, "<run>")) or {}
 
 
 class CompareObjective:
@@ -119,7 +136,7 @@ class CompareObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         # Who runs the trial, as the search records it, so fail_dead_local_trials can fail it if this process dies
         # before the fit starts (during calibration); Objective sets the same again.
-        trial.set_user_attr("worker", {"trial": trial.number, "host": socket.gethostname(), "pid": os.getpid()})
+        trial.set_user_attr("worker", {"trial": trial.number, **worker_identity()})
         label = trial.suggest_categorical("activation", list(self.arms))
         seed = trial.suggest_categorical("seed", self.seeds)
         if (holder := _earlier_holder(trial, label, seed)) is not None:

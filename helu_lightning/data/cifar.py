@@ -23,7 +23,9 @@ from torchvision.datasets.vision import VisionDataset
 from torchvision.transforms import v2
 
 from helu_lightning.data.base import ImageDataModule
+from helu_lightning.data.labels import check_counts, check_labels
 from helu_lightning.errors import DataError, MissingDataError
+from helu_lightning.io import regular_file
 
 __all__ = ["CIFAR100DataModule", "CIFAR10DataModule", "cifar_transforms"]
 
@@ -66,27 +68,49 @@ class _CifarUnpickler(pickle.Unpickler):
 
 def load_cifar_pickle(path: str | os.PathLike) -> dict[str, Any]:
     """One CIFAR batch or meta file, read without running code; a dict or an UnpicklingError."""
-    with open(path, "rb") as handle:
+    with open(regular_file(path, "a CIFAR folder holds the official batch files: replace it"), "rb") as handle:
         entry = _CifarUnpickler(handle, encoding="latin1").load()
     if not isinstance(entry, dict):
         raise pickle.UnpicklingError(f"{path} holds a {type(entry).__name__}, not the dict of a CIFAR batch")
     return entry
 
 
+_FIX = "it is not an official CIFAR batch: delete the folder and download the data set again"
+
+
+def _batch(path: str, num_classes: int) -> tuple[np.ndarray, list[int]]:
+    """The images ``(N, 3072)`` uint8 and the N labels of one batch file, checked against each other and the
+    number of classes in the meta file; CorruptCifarError naming the file otherwise."""
+    entry = load_cifar_pickle(path)
+    try:
+        pixels = np.asarray(entry["data"])
+        labels = entry["labels" if "labels" in entry else "fine_labels"]
+        if pixels.ndim != 2 or pixels.shape[1] != 3 * 32 * 32 or pixels.dtype.kind not in "iu":
+            raise CorruptCifarError(f"{path} holds data of shape {pixels.shape} and type {pixels.dtype}, not rows of "
+                                    f"3072 pixel bytes (3x32x32); {_FIX}")
+        if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
+            raise CorruptCifarError(f"{path} holds pixel values {pixels.min()}..{pixels.max()}, outside 0..255; {_FIX}")
+        check_counts(len(pixels), len(labels), path, _FIX)
+        return pixels.astype(np.uint8), check_labels(labels, num_classes, path, _FIX).tolist()
+    except DataError as err:
+        raise CorruptCifarError(str(err)) from None
+
+
 def _safe_init(self: datasets.CIFAR10, root: str, train: bool = True, transform: Any = None,
                target_transform: Any = None, download: bool = False) -> None:
-    """torchvision's CIFAR10.__init__ and _load_meta, with the batches read by :func:`load_cifar_pickle`."""
+    """torchvision's CIFAR10.__init__ and _load_meta, with the batches read by :func:`load_cifar_pickle` and
+    checked by :func:`_batch` (as many labels as images, each a class the meta file names)."""
     VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
     self.train = train
-    data, self.targets = [], []
-    for file_name, _ in self.train_list if train else self.test_list:
-        entry = load_cifar_pickle(os.path.join(self.root, self.base_folder, file_name))
-        data.append(np.asarray(entry["data"], dtype=np.uint8))
-        self.targets.extend(int(t) for t in entry["labels" if "labels" in entry else "fine_labels"])
-    self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
     meta = load_cifar_pickle(os.path.join(self.root, self.base_folder, self.meta["filename"]))
     self.classes = [str(name) for name in meta[self.meta["key"]]]
     self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+    data, self.targets = [], []
+    for file_name, _ in self.train_list if train else self.test_list:
+        pixels, labels = _batch(os.path.join(self.root, self.base_folder, file_name), len(self.classes))
+        data.append(pixels)
+        self.targets.extend(labels)
+    self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
 
 
 def _unchecked(cls: type[datasets.CIFAR10]) -> type[datasets.CIFAR10]:
@@ -148,7 +172,7 @@ class CIFAR10DataModule(ImageDataModule):
         return [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
 
     def missing_files(self) -> list[str]:
-        return [name for name in self.expected_files() if not (self.folder / name).is_file()]
+        return [name for name in self.expected_files() if not os.path.lexists(self.folder / name)]
 
     def check_files(self) -> None:
         """Raise FileNotFoundError naming the missing files, where they belong, and how to get them."""
@@ -173,6 +197,8 @@ class CIFAR10DataModule(ImageDataModule):
     def _load(self, train: bool) -> datasets.CIFAR10:
         try:
             return self.dataset_class(str(self.root), train=train)
+        except DataError:
+            raise
         except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as error:
             raise CorruptCifarError(
                 f"{self.title} files in {self.folder} could not be read ({type(error).__name__}: {error}); they look "
@@ -182,6 +208,10 @@ class CIFAR10DataModule(ImageDataModule):
     def build(self) -> tuple[Dataset, Dataset | None, Dataset]:
         self.check_files()
         train_data, test_data = self._load(train=True), self._load(train=False)
+        if len(train_data.classes) != self.num_classes:
+            meta = self.folder / self.dataset_class.meta["filename"]
+            raise CorruptCifarError(f"{meta} names {len(train_data.classes)} classes where {self.title} has "
+                                    f"{self.num_classes}; {_FIX}")
         self._class_names = list(train_data.classes)
         return self.split(train_data, cifar_transforms(self.mean, self.std, self.augment),
                           cifar_transforms(self.mean, self.std, augment=False), test_data)

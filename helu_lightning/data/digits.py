@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from helu_lightning.data.base import ImageDataModule, check_fraction
+from helu_lightning.data.labels import check_counts, check_labels
 from helu_lightning.errors import UserError
 
 __all__ = ["DigitsDataModule", "load_digit_tensors"]
@@ -21,12 +22,16 @@ DIGITS_STD = 0.3760
 
 
 def load_digit_tensors() -> tuple[torch.Tensor, torch.Tensor]:
-    """All digits as normalised float images ``(1797, 1, 8, 8)`` and int64 labels ``(1797,)``."""
+    """All digits as normalised float images ``(1797, 1, 8, 8)`` and int64 labels ``(1797,)``, counts and label
+    range checked as every reader checks them."""
     from sklearn.datasets import load_digits  # optional dependency: the `offline` extra
 
     digits = load_digits()
+    where = "scikit-learn's digits (sklearn.datasets.load_digits)"
+    check_counts(len(digits.images), len(digits.target), where, "reinstall scikit-learn")
+    labels = check_labels(digits.target, 10, where, "reinstall scikit-learn")
     images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    return (images - DIGITS_MEAN) / DIGITS_STD, torch.as_tensor(digits.target, dtype=torch.int64)
+    return (images - DIGITS_MEAN) / DIGITS_STD, torch.as_tensor(labels, dtype=torch.int64)
 
 
 class DigitsDataModule(ImageDataModule):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import struct
 import tempfile
 import zlib
@@ -24,7 +25,9 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.transforms import v2
 
 from helu_lightning.data.base import ImageDataModule
+from helu_lightning.data.labels import check_labels
 from helu_lightning.errors import DataError, MissingDataError, UserError
+from helu_lightning.io import regular_file
 
 __all__ = ["FashionMNISTDataModule", "read_idx"]
 
@@ -67,6 +70,7 @@ def read_idx(path: Path, reader: Callable[[str], Tensor]) -> Tensor:
     otherwise, never an allocation the header alone asks for); a ``.gz`` file is decompressed, at most as many
     bytes as its header declares, into a temporary copy first (the reader takes a plain file path)."""
     gzipped = path.suffix == ".gz"
+    regular_file(path, "replace it with the official Fashion-MNIST IDX file")
     try:
         with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as source:
             size = _idx_body_size(path, source)
@@ -162,11 +166,12 @@ class FashionMNISTDataModule(ImageDataModule):
         return [self.data_dir / "FashionMNIST" / "raw", self.data_dir]
 
     def find_files(self) -> dict[str, Path | None]:
-        """Map each of the four IDX files to the first existing plain or ``.gz`` copy (None when absent)."""
+        """Map each of the four IDX files to the first plain or ``.gz`` copy there (None when absent); one that is
+        not a regular file is found here and refused when it is read."""
         found: dict[str, Path | None] = {}
         for key, name in FILES.items():
             candidates = [folder / file for folder in self.search_dirs() for file in (name, f"{name}.gz")]
-            found[key] = next((path for path in candidates if path.is_file()), None)
+            found[key] = next((path for path in candidates if os.path.lexists(path)), None)
         return found
 
     def resolve_files(self) -> dict[str, Path]:
@@ -198,6 +203,8 @@ class FashionMNISTDataModule(ImageDataModule):
                 f"{tuple(images.shape)}, {files[f'{split}_labels']} holds {len(labels)} labels; expected N 28x28 "
                 "images and N labels. Replace the files with the official ones."
             )
+        check_labels(labels.numpy(), self.num_classes, files[f"{split}_labels"],
+                     "replace it with the official Fashion-MNIST file")
         return _Images(images.unsqueeze(1), labels)
 
     def build(self) -> tuple[Dataset, Dataset | None, Dataset]:

@@ -124,7 +124,7 @@ class GlueDataModule(TrustedLoading, LightningDataModule):
     def _tokenized(self, split: GlueSplit) -> dict[str, list]:
         path = self.task_dir / split.file
         if not path.is_file():
-            read_glue_tsv(path, split, self.spec)  # raises the missing-file error
+            read_glue_tsv(path, split, self.spec)  # raises the missing or not-a-regular-file error
         cache = self._cache_path(path) if self.hparams.use_cache else None
         columns = (read_token_cache(cache, len(self.tokenizer), self.hparams.max_length) if cache is not None
                    else None)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError, MissingDataError
-from ..io import read_utf8
+from ..io import read_utf8, regular_file
 from .glue_tasks import GlueSplit, GlueTask
 
 __all__ = ["read_glue_tsv"]
@@ -43,12 +43,12 @@ class _Layout:
 
 
 def _text(path: Path, task: GlueTask, split: GlueSplit) -> str:
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         raise MissingDataError(
             f"GLUE {task.directory} file {path} is missing; expected the official layout "
             f"<data_dir>/{task.directory}/{split.file} (download GLUE with its download_glue_data.py script)"
         )
-    return read_utf8(path)
+    return read_utf8(regular_file(path, f"the GLUE {task.directory} {split.file} must be the downloaded TSV file"))
 
 
 def _layout(path: Path, split: GlueSplit, task: GlueTask, rows: Iterator[list[str]]) -> _Layout:

@@ -21,12 +21,14 @@ from torchvision.transforms import v2
 
 from helu_lightning.data.base import ImageDataModule
 from helu_lightning.errors import DataError, MissingDataError, UserError
+from helu_lightning.io import regular_file
 
 __all__ = ["ImagenetteDataModule", "imagenet_transforms"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
+_IMAGE_FIX = "an image folder holds image files only: replace or remove it"
 
 
 def _walk_once(top: str) -> list[tuple[str, list[str]]]:
@@ -51,7 +53,8 @@ def _walk_once(top: str) -> list[tuple[str, list[str]]]:
 
 
 class _ImageFolder(datasets.ImageFolder):
-    """torchvision's ImageFolder, its files listed by :func:`_walk_once` (same samples and order, no link loops)."""
+    """torchvision's ImageFolder, its files listed by :func:`_walk_once` (same samples and order, no link loops),
+    each a regular file (a pipe or a link to a device would block or never end when an epoch reaches it)."""
 
     @staticmethod
     def make_dataset(directory: str | Path, class_to_idx: dict[str, int], extensions: tuple[str, ...] | None = None,
@@ -62,14 +65,15 @@ class _ImageFolder(datasets.ImageFolder):
         for target_class in sorted(class_to_idx):
             target_dir = os.path.join(os.path.expanduser(directory), target_class)
             if os.path.isdir(target_dir):
-                instances += [(os.path.join(root, name), class_to_idx[target_class])
+                instances += [(str(regular_file(os.path.join(root, name), _IMAGE_FIX)), class_to_idx[target_class])
                               for root, names in _walk_once(target_dir) for name in sorted(names)
                               if valid(os.path.join(root, name))]
         present = {index for _, index in instances}
         empty = sorted(target for target, index in class_to_idx.items() if index not in present)
         if empty and not allow_empty:
-            raise FileNotFoundError(f"Found no valid file for the classes {', '.join(empty)}. Supported extensions "
-                                    f"are: {', '.join(extensions or ())}")
+            folders = ", ".join(os.path.join(directory, target) for target in empty)
+            raise DataError(f"class folder(s) {folders} hold no image ({', '.join(extensions or ())}); a class "
+                            "without examples cannot be learned: add images or remove the folder")
         return instances
 
 

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from ..checkpoints import TrustedLoading
 from ..errors import DataError, MissingDataError, UserError
+from ..io import regular_file
 from .tokens import TokenizedDataset, load_tokenizer, tokenize_columns
 
 __all__ = ["TextClassificationDataModule", "bbc_news_dir", "read_text_folders"]
@@ -47,9 +48,7 @@ def read_text_folders(data_dir: str | Path) -> tuple[list[str], list[int], list[
             raise DataError(f"class folder {root / name} holds no .txt document; a class without examples cannot be "
                             "learned or split. Add documents to it or remove the folder")
         for path in documents:
-            if not path.is_file():  # a link to /dev/zero or a FIFO would be read forever
-                raise DataError(f"{path} is not a regular file (a device, a pipe or a dangling link); a corpus holds "
-                                ".txt documents only: remove it")
+            regular_file(path, "a corpus holds .txt documents only: remove it")
             if path.stat().st_size > MAX_DOCUMENT_BYTES:
                 raise DataError(f"{path} holds {path.stat().st_size} bytes, over the {MAX_DOCUMENT_BYTES}-byte limit "
                                 "for one document (only the first max_length tokens are used); split or trim it")

@@ -10,7 +10,14 @@ from helu_lightning.callbacks.epochs import EpochCounter
 from helu_lightning.search.command import build_parser, main, options_from_args, run
 from helu_lightning.search.config import check_trial_config, compose_configs, logs_into
 from helu_lightning.search.objective import Objective, make_pruner
-from helu_lightning.search.options import DIRECTIONS, PRUNERS, SearchOptions, SearchSetupError, infer_direction
+from helu_lightning.search.options import (
+    DIRECTIONS,
+    PRUNERS,
+    SearchOptions,
+    SearchSetupError,
+    infer_direction,
+    resolve_direction,
+)
 from helu_lightning.search.report import format_table, summary_rows, write_outputs, write_plots
 from helu_lightning.search.space import (
     ALPHA_BASELINE,
@@ -28,6 +35,7 @@ from helu_lightning.search.storage import (
     make_storage,
     redact,
     retry_callback,
+    sqlite_url,
     trials_counted,
     worker_identity,
 )
@@ -64,9 +72,11 @@ __all__ = [
     "options_from_args",
     "prepare_search",
     "redact",
+    "resolve_direction",
     "retry_callback",
     "run",
     "run_search",
+    "sqlite_url",
     "summary_rows",
     "trials_counted",
     "worker_identity",

@@ -18,7 +18,7 @@ import yaml
 from helu_lightning.search.options import SearchSetupError
 from helu_lightning.search.space import SearchParam, apply_params, yaml_problem
 
-__all__ = ["check_trial_config", "compose_configs", "logs_into", "read_config"]
+__all__ = ["check_trial_config", "compose_configs", "logs_into", "read_config", "resolved_config"]
 
 
 def read_config(path: str) -> dict:
@@ -67,32 +67,42 @@ def check_trial_config(
     overrides: Sequence[str],
     build_cli: Callable[..., Any],
     search_flags: Sequence[str] = (),
-) -> None:
+) -> dict:
     """Check the trial config with the overrides as every trial will read it: parsed at the space's far end, and
-    built (model, data, trainer; nothing fitted) at its near end.
+    built (model, data, trainer; nothing fitted) at its near end. Returns the far end's config as LightningCLI
+    resolved it (the study's fingerprint holds it).
 
     A mistyped config key, option or value fails here, once, instead of in every trial; an option close to one of
     ``search_flags`` is named as the likely typo.
     """
+    resolved: dict = {}
     for end, build in ((1, False), (0, True)):
         values = {p.name: p.extremes()[end] for p in params}
         try:
-            _check(apply_params(config, params, values), overrides, build_cli, build)
+            resolved = _check(apply_params(config, params, values), overrides, build_cli, build) or resolved
         except SearchSetupError as err:
             raise SearchSetupError(f"{_typo_hint(overrides, search_flags)}{err}") from None
+    return resolved
 
 
-def _check(config: Mapping[str, Any], overrides: Sequence[str], build_cli: Callable[..., Any], build: bool) -> None:
-    """Build the CLI from ``config`` (or only parse it: ``--print_config``, output discarded); an error in the config
-    becomes SearchSetupError."""
+def resolved_config(config: Mapping[str, Any], overrides: Sequence[str], build_cli: Callable[..., Any]) -> dict:
+    """``config`` with the ``--section.key`` overrides as LightningCLI resolves them (``--print_config``), the
+    temporary run folder of the check written as ``<run>``."""
+    return _check(config, overrides, build_cli, build=False)
+
+
+def _check(config: Mapping[str, Any], overrides: Sequence[str], build_cli: Callable[..., Any], build: bool) -> dict:
+    """Build the CLI from ``config`` (and return {}), or only parse it and return the resolved config
+    (``--print_config``); an error in the config becomes SearchSetupError."""
     with tempfile.TemporaryDirectory(prefix="helu-search-check-") as tmp:
         path = Path(tmp) / "trial.yaml"
         path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
         args = ["--config", str(path), *overrides, f"--trainer.default_root_dir={tmp}"]
         if build:
             _run_cli(build_cli, args, "build", trainer_defaults={"logger": False, "enable_progress_bar": False})
-        else:
-            _run_cli(build_cli, [*args, "--print_config"], "parse")
+            return {}
+        printed = _run_cli(build_cli, [*args, "--print_config"], "parse")
+        return yaml.safe_load(printed.replace(tmp, "<run>")) or {}
 
 
 def _run_cli(build_cli: Callable[..., Any], args: list[str], purpose: str, **kwargs: Any) -> str:

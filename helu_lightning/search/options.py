@@ -116,7 +116,9 @@ class SearchOptions:
     @property
     def storage_url(self) -> str:
         """The storage given, else a SQLite file ``study.db`` in the output directory."""
-        return self.storage or f"sqlite:///{(self.output_dir / 'study.db').resolve()}"
+        from helu_lightning.search.storage import sqlite_url  # storage imports this module
+
+        return self.storage or sqlite_url(self.output_dir / "study.db")
 
 
 # The command's flags, for the "did you mean" of an unknown option: each field is named as its flag but these.

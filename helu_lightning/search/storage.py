@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ from helu_lightning.search.options import SearchSetupError
 from helu_lightning.search.optuna_internals import fail_running_trial
 
 __all__ = [
-    "FINISHED", "fail_dead_local_trials", "make_storage", "redact", "retry_callback", "trials_counted",
-    "worker_identity",
+    "FINISHED", "fail_dead_local_trials", "make_storage", "redact", "retry_callback", "sqlite_url",
+    "trials_counted", "worker_identity",
 ]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -43,9 +44,57 @@ def make_storage(
             "journal:///path/study.log (several processes, one machine) or "
             "postgresql://user:password@host:5432/db (a cluster)"
         )
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    if scheme == "sqlite":
+        database = _database(url)
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
     return _rdb_storage(url, heartbeat_interval, grace_period, max_retry)
+
+
+def sqlite_url(path: str | os.PathLike) -> str:
+    """The SQLite URL of ``path`` (made absolute), quoted so that no character of a folder name (``?``, ``#``,
+    ``%``, a space) turns into a URL query, fragment or escape: the study lives in exactly that file."""
+    import sqlalchemy.engine
+
+    return sqlalchemy.engine.URL.create("sqlite", database=str(Path(path).resolve())).render_as_string()
+
+
+def _database(url: str) -> str | None:
+    """The database part of an RDB URL as SQLAlchemy reads it (percent-escapes decoded)."""
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        return sqlalchemy.engine.make_url(url).database
+    except (sqlalchemy.exc.ArgumentError, ValueError) as err:
+        raise SearchSetupError(f"cannot read storage URL {redact(url)!r}: {err}") from None
+
+
+# Any fixed 64-bit number: the PostgreSQL advisory lock that workers hold while they create the study tables.
+_SCHEMA_LOCK = 0x68656C75
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """On PostgreSQL, hold an advisory lock while Optuna creates its tables: workers started together (a SLURM
+    array) otherwise race in CREATE TABLE and all but one die (``DuplicateTable: relation "studies" already
+    exists``). Other databases get no lock; their races are retried."""
+    if not url.startswith(("postgresql", "postgres")):
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK})
+    finally:
+        engine.dispose()
 
 
 def _rdb_storage(
@@ -56,7 +105,7 @@ def _rdb_storage(
     races = 0
     while True:
         try:
-            with warnings.catch_warnings():
+            with _schema_lock(url), warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
                     url,
@@ -64,13 +113,23 @@ def _rdb_storage(
                     grace_period=grace_period,
                     heartbeat_stale_trial_callback=retry_callback(max_retry),
                 )
-        except sqlalchemy.exc.IntegrityError:
-            races += 1  # workers started together raced to create the tables; the winner's are there now
-            if races == 3:
-                raise
-            time.sleep(1.0)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
+            # Workers started together raced to create the tables ("already exists"); the winner's are there now.
+            races += 1
+            if races == 5 or not _is_creation_race(err):
+                raise SearchSetupError(f"cannot open storage {redact(url)!r}: {err.__class__.__name__}: "
+                                       f"{err}") from err
+            time.sleep(0.5 * races)
         except (sqlalchemy.exc.SQLAlchemyError, ImportError) as err:
             raise SearchSetupError(f"cannot open storage {redact(url)!r}: {err.__class__.__name__}: {err}") from err
+
+
+def _is_creation_race(err: Exception) -> bool:
+    """A table, type or row that another worker created first (what a retry gets past)."""
+    import sqlalchemy.exc
+
+    text = str(err).lower()
+    return isinstance(err, sqlalchemy.exc.IntegrityError) or "already exists" in text or "duplicate" in text
 
 
 def retry_callback(max_retry: int) -> Callable[[optuna.Study, FrozenTrial], None]:
@@ -90,35 +149,56 @@ def redact(url: str) -> str:
     return url
 
 
+def _start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, Linux ``/proc``); None where that cannot be read.
+
+    A process id alone does not name a process: ids are reused, and in containers every worker may be pid 1."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+
+
 def worker_identity() -> dict[str, Any]:
-    """This process as a trial records it: host name and process id."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    """This process as a trial records it: host name, process id and the process's start time."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "started": _start_time(pid)}
 
 
-def _pid_alive(pid: int) -> bool:
+def _worker_alive(worker: dict[str, Any]) -> bool:
+    """Whether the process that recorded ``worker`` (on this host) still runs: its id is in use and, where its start
+    time was recorded, by a process that started then (not a later one that got the same id)."""
+    pid = int(worker["pid"])
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    started = worker.get("started")
+    return started is None or _start_time(pid) in (None, started)
 
 
 def fail_dead_local_trials(study: optuna.Study, max_retry: int = 3) -> list[int]:
-    """Mark FAIL the RUNNING trials whose worker ran on this host and is gone, and enqueue their retries.
+    """Mark FAIL the RUNNING trials whose worker ran on this host and is gone, and enqueue their retries; with a
+    heartbeat (RDB storages) also those whose heartbeat stopped, wherever their worker ran.
 
-    The heartbeat does this for RDB storages after a grace period; journal files have no heartbeat, and on one
-    host a dead process id is proof enough, at once. Returns the failed trial numbers.
+    Journal files have no heartbeat (Optuna 5.1), and on one host a process that no longer runs is proof enough, at
+    once, whatever id the new worker has. Returns the failed trial numbers (the heartbeat's are not counted).
     """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a no-op without a heartbeat; retries through the storage's callback
     me = worker_identity()
     failed = []
     retry = retry_callback(max_retry)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker") or {}
-        if worker.get("trial") != trial.number or worker.get("host") != me["host"] or worker.get("pid") == me["pid"]:
+        if worker.get("trial") != trial.number or worker.get("host") != me["host"] or "pid" not in worker:
             continue
-        if _pid_alive(int(worker["pid"])):
+        if {key: worker.get(key) for key in me} == me or _worker_alive(worker):
             continue
         if (stored := fail_running_trial(study, trial)) is None:
             continue

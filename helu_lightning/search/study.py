@@ -7,6 +7,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import optuna
 import yaml
 
 from helu_lightning.search.config import check_trial_config, compose_configs
+from helu_lightning.search.fingerprint import check_fingerprint
 from helu_lightning.search.objective import Objective, make_pruner
 from helu_lightning.search.options import SEARCH_FLAGS, SearchOptions, SearchSetupError
 from helu_lightning.search.report import write_outputs
@@ -64,9 +66,11 @@ def _baselines(params: list[SearchParam], calibrate: Callable[[], float] | None)
 
 
 def open_study(
-    options: SearchOptions, params: list[SearchParam], calibrate: Callable[[], float] | None = None
+    options: SearchOptions, params: list[SearchParam], calibrate: Callable[[], float] | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
 ) -> optuna.Study:
-    """Create the study (enqueueing the baselines once) or load it to resume or join it."""
+    """Create the study (enqueueing the baselines once) or load it to resume or join it; a study whose stored
+    ``fingerprint`` (see :mod:`~helu_lightning.search.fingerprint`) differs from this one is refused."""
     storage = make_storage(options.storage_url, options.heartbeat_interval, options.grace_period, options.max_retry)
     pruner = make_pruner(options.pruner, options.pruner_startup_trials, options.pruner_warmup_epochs)
 
@@ -87,9 +91,11 @@ def open_study(
         except optuna.exceptions.DuplicatedStudyError:
             study = optuna.load_study(study_name=options.study_name, storage=storage, pruner=pruner)
             _check_direction(study, options)
+            _check_fingerprint(study, options, fingerprint)
             # Resuming or joining: a seed of its own, so this worker does not replay the first one's draws.
             study.sampler = sampler((options.sampler_seed + 1000003 * len(study.trials) + os.getpid()) % 2**31)
             return study
+    _check_fingerprint(study, options, fingerprint)
     for baseline in _baselines(params, calibrate):
         study.enqueue_trial(baseline, user_attrs={"baseline": True}, skip_if_exists=True)
     return study
@@ -105,23 +111,31 @@ def _check_direction(study: optuna.Study, options: SearchOptions) -> None:
         )
 
 
-def prepare_search(options: SearchOptions, build_cli: Callable[..., Any]) -> tuple[dict, list[SearchParam]]:
-    """The composed fit config and the space, both checked (the trial config through the CLI parser); no file is
-    written and no study exists yet, so a mistake costs nothing."""
+def _check_fingerprint(study: optuna.Study, options: SearchOptions, fingerprint: Mapping[str, Any] | None) -> None:
+    if fingerprint is not None:
+        check_fingerprint(study, fingerprint, f"study {options.study_name!r} in {redact(options.storage_url)}",
+                          "repeat the command that made it, or pass a new --output_dir (or --study_name)")
+
+
+def prepare_search(options: SearchOptions, build_cli: Callable[..., Any]) -> tuple[dict, list[SearchParam], dict]:
+    """The composed fit config, the space (both checked, the trial config through the CLI parser) and the study's
+    fingerprint: the resolved trial config, the space and the metric. No file is written and no study exists yet,
+    so a mistake costs nothing."""
     config = compose_configs(options.configs, build_cli)
     params = load_space(options.space)
-    check_trial_config(config, params, options.overrides, build_cli, SEARCH_FLAGS)
-    return config, params
+    resolved = check_trial_config(config, params, options.overrides, build_cli, SEARCH_FLAGS)
+    fingerprint = {"trial_config": resolved, "space": [asdict(p) for p in params], "monitor": options.monitor}
+    return config, params, fingerprint
 
 
 def run_search(options: SearchOptions, build_cli: Callable[..., Any] | None = None) -> optuna.Study:
     """Run trials until ``n_trials`` count in the study in total (or the timeout passes), then write outputs."""
     if build_cli is None:
         from helu_lightning.cli import cli as build_cli  # lazily: helu_lightning.cli dispatches to this package
-    config, params = prepare_search(options, build_cli)
+    config, params, fingerprint = prepare_search(options, build_cli)
     overrides = list(options.overrides)
     calibrate = partial(calibrated_alpha, config, overrides, build_cli) if options.calibration else None
-    study = open_study(options, params, calibrate)
+    study = open_study(options, params, calibrate, fingerprint)
     objective = Objective(config, params, overrides, options.output_dir, options.monitor, build_cli)
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
     while True:

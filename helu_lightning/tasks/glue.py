@@ -25,7 +25,7 @@ from torchmetrics.classification import (
 )
 
 from ..activations import ActivationFactory, ActivationSpec, activation_factory
-from ..batches import split_batch
+from ..batches import class_probabilities, split_batch
 from ..checkpoints import TrustedLoading
 from ..data.glue import GlueTask, glue_task
 from ..models.text import build_sequence_classifier
@@ -167,11 +167,12 @@ class GlueClassifier(TrustedLoading, LightningModule):
 
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         """Example ids, predictions (class ids, or scores for regression) for ``GluePredictionWriter`` and, for
-        classification, class probabilities for ``PredictionWriter``."""
+        classification, class probabilities for ``PredictionWriter`` (NaN rows where a logit is not finite: the
+        writers refuse them)."""
         logits = self.model(**split_batch(batch)[0]).logits
         if self.is_regression:
             return {"idx": batch["idx"], "prediction": logits.squeeze(-1)}
-        return {"idx": batch["idx"], "prediction": logits.argmax(-1), "probabilities": torch.softmax(logits, dim=-1)}
+        return {"idx": batch["idx"], "prediction": logits.argmax(-1), "probabilities": class_probabilities(logits)}
 
     def configure_optimizers(self) -> Any:
         from transformers import get_linear_schedule_with_warmup

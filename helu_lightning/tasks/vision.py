@@ -14,7 +14,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..activations import ActivationFactory, ActivationSpec, activation_factory
-from ..batches import split_batch
+from ..batches import class_probabilities, split_batch
 from ..checkpoints import TrustedLoading
 from ..models import build_backbone
 
@@ -133,8 +133,9 @@ class VisionClassifier(TrustedLoading, LightningModule):
         return self._step(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """Class probabilities for ``batch`` (images, or an ``(images, labels)`` pair)."""
-        return torch.softmax(self(split_batch(batch)[0]), dim=-1)
+        """Class probabilities for ``batch`` (images, or an ``(images, labels)`` pair); NaN rows where a logit is
+        not finite (the writers refuse them)."""
+        return class_probabilities(self(split_batch(batch)[0]))
 
     def configure_optimizers(self) -> Any:
         if self.optimizer is None:
