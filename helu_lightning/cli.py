@@ -24,6 +24,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from .checkpoint_io import install_checked_io, refuse_url
 from .checkpoints import CheckpointError, read_checkpoint
 from .errors import UserError
+from .run_lock import is_launching_process, run_lock
 
 DESCRIPTION = "Train with HeLU (ReLU forward, hysteresis backward) and serve as ReLU; `helu-train --help` lists all."
 
@@ -131,6 +132,15 @@ class HeluCLI(LightningCLI):
         trainer.callbacks.extend(latest_checkpoints(trainer))
         install_checked_io(trainer, trusted=self._trusted())
         return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        # fit (with test_after_fit) holds <default_root_dir>/.helu-train.lock: a second fit into the folder refuses.
+        folder = str(self.trainer.default_root_dir)
+        if subcommand != "fit" or "://" in folder or not is_launching_process():
+            super()._run_subcommand(subcommand)
+            return
+        with run_lock(folder):
+            super()._run_subcommand(subcommand)
 
     def before_fit(self) -> None:
         if self.config[self.subcommand].get("ckpt_path") is None:

@@ -44,7 +44,7 @@ def _clean(node: Any, key: str, folders: Iterable[str], dropped: list[str]) -> A
         for name in list(node):
             where = f"{key}.{name}" if key else str(name)
             if isinstance(name, str) and looks_like_path(name) and outside_reason(name, folders):
-                dropped.append(f"{key}[{name!r}] ({outside_reason(name, folders)})")
+                dropped.append(f"{key}[{name!r}]")
                 del node[name]
             elif isinstance(name, str) and _PATH_KEY.search(name) and isinstance(node[name], str):
                 node[name] = _checked(node[name], where, folders, dropped)
@@ -60,7 +60,7 @@ def _clean(node: Any, key: str, folders: Iterable[str], dropped: list[str]) -> A
 
 def _checked(value: str, key: str, folders: Iterable[str], dropped: list[str]) -> str:
     if value and outside_reason(value, folders):
-        dropped.append(f"{key}={value!r} ({outside_reason(value, folders)})")
+        dropped.append(f"{key}={value!r}")
         return ""
     return value
 
@@ -74,8 +74,7 @@ def _clean_model_checkpoint(state: MutableMapping[str, Any], callback: ModelChec
     for key in _TOP_K_PATHS:
         value = state.get(key)
         if value is not None and (not isinstance(value, str) or (value and outside_reason(value, folders))):
-            reason = outside_reason(value, folders)
-            dropped.append(f"{key}={value!r} ({reason})")
+            dropped.append(f"{key}={value!r}")
             state[key] = ""
             forget = forget or key == "kth_best_model_path"
     top_k = state.get("best_k_models")
@@ -84,7 +83,7 @@ def _clean_model_checkpoint(state: MutableMapping[str, Any], callback: ModelChec
         forget = True
     elif top_k:
         bad = [path for path in top_k if outside_reason(path, folders)]
-        dropped += [f"best_k_models[{path!r}] ({outside_reason(path, folders)})" for path in bad]
+        dropped += [f"best_k_models[{path!r}]" for path in bad]
         forget = forget or bool(bad)
     if forget:  # a partial top-k list would name a k-th file that is not in it: start the list afresh
         state["best_k_models"], state["kth_best_model_path"] = {}, ""
@@ -118,5 +117,6 @@ def clean_callback_states(checkpoint: MutableMapping[str, Any], trainer: Trainer
         else:
             _clean(state, "", folders, dropped)
         if dropped:
-            rank_zero_warn(f"checkpoint {source}: ignoring {', '.join(dropped)} restored for {state_key}: a "
-                           "restored path must be a plain local path inside this run's checkpoint folder")
+            where = checkpoint_folders_of(callback) if isinstance(callback, ModelCheckpoint) else folders
+            rank_zero_warn(f"checkpoint {source}: ignoring {', '.join(dropped)} restored for {type(callback).__name__}"
+                           f"; a restored path must be a plain local path inside {' or '.join(where) or 'a folder'}")
