@@ -55,17 +55,18 @@ class CheckedCheckpointIO(CheckpointIO):
         return ckpt
 
     def remove_checkpoint(self, path: Any) -> None:
-        """Delete ``path`` only when it is a file (not a folder or link) inside this run's checkpoint folders."""
+        """Delete ``path`` only when it is a file (not a folder, not a link leading out) inside this run's checkpoint
+        folders."""
         trainer = self._trainer()
         folders = checkpoint_folders(trainer) if trainer is not None else []
         reason = outside_reason(str(path), folders)
-        if reason is None and (os.path.islink(path) or (os.path.exists(path) and not os.path.isfile(path))):
-            reason = "not a plain file"
+        if reason is None and os.path.isdir(path):
+            reason = "a folder, not a checkpoint file"
         if reason is not None:
             rank_zero_warn(f"not deleting {path}: {reason}; a run deletes only checkpoint files in its own folder")
             return
-        if os.path.isfile(path):
-            os.remove(path)
+        if os.path.lexists(path):
+            os.remove(path)  # a file, or a link to one inside the folder (the link goes, never its target)
 
     def teardown(self) -> None:
         self.inner.teardown()

@@ -46,7 +46,8 @@ def _clean(node: Any, key: str, folders: Iterable[str], dropped: list[str]) -> A
             if isinstance(name, str) and looks_like_path(name) and outside_reason(name, folders):
                 dropped.append(f"{key}[{name!r}]")
                 del node[name]
-            elif isinstance(name, str) and _PATH_KEY.search(name) and isinstance(node[name], str):
+            elif isinstance(name, str) and _PATH_KEY.search(name) and isinstance(node[name], str) and (
+                    "/" in node[name] or looks_like_path(node[name])):  # a bare file name template stays
                 node[name] = _checked(node[name], where, folders, dropped)
             else:
                 node[name] = _clean(node[name], where, folders, dropped)

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from ..activations import HeLU, NaiveHeLU
 
-__all__ = ["EXPORTER", "MANIFEST", "build_manifest", "checkpoint_metrics", "file_hashes", "read_manifest", "sha256_file"]
+__all__ = ["EXPORTER", "MANIFEST", "build_manifest", "checkpoint_metrics", "file_hashes", "read_manifest",
+           "sha256_file"]
 
 MANIFEST = "manifest.json"
 EXPORTER = "helu_lightning.export"

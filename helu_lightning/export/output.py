@@ -81,9 +81,11 @@ def _check_replaceable(output_dir: Path) -> None:
                                 "--output_dir or move that folder away yourself")
     foreign, changed = _foreign_entries(output_dir, manifest)
     if foreign:
+        older = "" if isinstance(manifest.get("contents"), dict) else (
+            ", or its manifest predates per-file records and cannot vouch for the folders in it")
         raise ExportOutputError(f"--output_dir {output_dir} holds files the previous export did not write "
-                                f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); --overwrite would "
-                                "delete them: move them away or choose another --output_dir")
+                                f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}{older}); --overwrite "
+                                "would delete them: move them away or choose another --output_dir")
     if changed:
         raise ExportOutputError(f"--output_dir {output_dir}: {', '.join(changed[:5])} changed since the previous "
                                 "export wrote it; --overwrite would delete those changes: move the files away or "
