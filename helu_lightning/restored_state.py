@@ -52,8 +52,9 @@ def _clean(node: Any, key: str, folders: Iterable[str], dropped: list[str]) -> A
             else:
                 node[name] = _clean(node[name], where, folders, dropped)
         return node
-    if isinstance(node, list):
-        return [_clean(item, f"{key}[{i}]", folders, dropped) for i, item in enumerate(node)]
+    if isinstance(node, (list, tuple)):
+        items = [_clean(item, f"{key}[{i}]", folders, dropped) for i, item in enumerate(node)]
+        return items if isinstance(node, list) else tuple(items)
     if isinstance(node, str) and looks_like_path(node):
         return _checked(node, key, folders, dropped)
     return node

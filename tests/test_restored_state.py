@@ -378,3 +378,30 @@ def test_dropped_state_keeps_the_rest(trained: Path) -> None:
     assert _states(ckpt)[0]["best_k_models"].keys() == monitored["best_k_models"].keys() != set()
     assert _states(ckpt)[0]["best_model_path"] == expected[next(k for k in expected if "val/acc" in k)][
         "best_model_path"]
+
+
+def test_any_callback_keeping_a_path_gets_the_same_rule(tmp_path: Path) -> None:
+    """Not only ModelCheckpoint: a path-named or path-like value of any callback's state is checked the same way."""
+    from lightning.pytorch import Callback, Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from helu_lightning.restored_state import clean_callback_states
+
+    class KeepsPaths(Callback):
+        def state_dict(self) -> dict[str, Any]:
+            return {}
+
+    folder = tmp_path / "run" / "checkpoints"
+    inside = str(folder / "cache.pt")
+    keeper = KeepsPaths()
+    trainer = Trainer(logger=False, callbacks=[ModelCheckpoint(dirpath=folder), keeper])
+    state = {"log_file": "/etc/passwd", "cache_path": inside, "monitor": "val/acc", "filename": "epoch={epoch}",
+             "history": [f"local://{tmp_path}", inside, ("s3://bucket/x", 3)], "by_file": {f"{folder}/../x": 1.0},
+             "url": f"file://{tmp_path}", "count": 3}
+    checkpoint = {"callbacks": {keeper.state_key: copy.deepcopy(state)}}
+    with pytest.warns(UserWarning, match="restored for KeepsPaths") as caught:
+        clean_callback_states(checkpoint, trainer, "x.ckpt")
+    assert len([w for w in caught if "restored for" in str(w.message)]) == 1
+    assert checkpoint["callbacks"][keeper.state_key] == {
+        "log_file": "", "cache_path": inside, "monitor": "val/acc", "filename": "epoch={epoch}",
+        "history": ["", inside, ("", 3)], "by_file": {}, "url": "", "count": 3}
