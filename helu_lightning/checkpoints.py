@@ -26,7 +26,7 @@ import yaml
 
 from .errors import UserError
 
-__all__ = ["CheckpointError", "TrustedLoading", "check_trusted", "escaping_callback_paths", "read_checkpoint",
+__all__ = ["CheckpointError", "TrustedLoading", "check_trusted", "read_checkpoint",
            "untrusted_import_paths"]
 
 # Sections of a checkpoint that Lightning turns into constructor arguments ("hparams", "module_arguments": legacy).
@@ -144,28 +144,9 @@ def untrusted_import_paths(ckpt: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return found
 
 
-def escaping_callback_paths(ckpt: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Checkpoint-callback paths with a ``..`` component: ModelCheckpoint deletes its old top-k files when they lie
-    under its folder, compared without resolving ``..``, so such a path could delete a file outside it."""
-    found = []
-    for name, state in (ckpt.get("callbacks") or {}).items():
-        if not isinstance(state, Mapping):
-            continue
-        paths = [(f"{k}", state.get(k)) for k in ("best_model_path", "kth_best_model_path", "last_model_path")]
-        paths += [("best_k_models", k) for k in (state.get("best_k_models") or {})]
-        found += [(f"callbacks[{name!r}].{key}", str(path)) for key, path in paths
-                  if isinstance(path, str) and ".." in Path(path).parts]
-    return found
-
-
 def check_trusted(ckpt: Mapping[str, Any], source: Any, trust_flag: str) -> None:
-    """Raise CheckpointError naming the first import path outside the allow-list (and ``trust_flag``), or the first
-    callback path that climbs out of its folder."""
-    escaping = escaping_callback_paths(ckpt)
-    if escaping:
-        key, path = escaping[0]
-        raise CheckpointError(f"checkpoint {source} gives {key} = {path!r}, a path that climbs out of its folder (a "
-                              f"later top-k rotation would delete it); if you trust this file, pass {trust_flag}")
+    """Raise CheckpointError naming the first import path outside the allow-list (and ``trust_flag``). Paths in
+    callback state are not refused here but dropped when a Trainer restores them (helu_lightning.restored_state)."""
     bad = untrusted_import_paths(ckpt)
     if bad:
         key, path = bad[0]

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 import glob
 import os
 import sys
@@ -15,11 +16,15 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
+from lightning.pytorch.utilities.model_registry import _is_registry
 
+from .checkpoint_io import install_checked_io, refuse_url
 from .checkpoints import CheckpointError, read_checkpoint
 from .errors import UserError
+from .run_lock import is_launching_process, run_lock
 
 DESCRIPTION = "Train with HeLU (ReLU forward, hysteresis backward) and serve as ReLU; `helu-train --help` lists all."
 
@@ -41,25 +46,32 @@ class HeluCLI(LightningCLI):
             help="with --ckpt_path: let the checkpoint's hyper-parameters name any class (only for files you trust)",
         )
 
+    def _section(self) -> Any:
+        subcommand = self.config.get("subcommand")
+        return self.config[subcommand] if subcommand else self.config
+
+    def _trusted(self) -> bool:
+        config = self._section()
+        return bool(config.get("trust_checkpoint")) or config.get("weights_only") is False
+
     def _parse_ckpt_path(self) -> None:
         # LightningCLI re-parses --ckpt_path's hyper-parameters into the config, and jsonargparse imports and
         # instantiates every class path in them. Read the file once through the checking reader (missing, corrupt,
         # foreign or pickle-carrying files and import paths off the allow-list stop with the fix) and parse what
-        # was checked, instead of Lightning's second, unchecked torch.load.
+        # was checked, instead of Lightning's second, unchecked torch.load. Aliases (last, best, hpc) are resolved
+        # to their file once the Trainer exists (instantiate_classes), then come back here.
         subcommand = self.config.get("subcommand")
-        config = self.config[subcommand] if subcommand else {}
+        config = self._section()
         ckpt_path = config.get("ckpt_path")
-        trusted = bool(config.get("trust_checkpoint")) or config.get("weights_only") is False
-        if isinstance(ckpt_path, str) and "://" in ckpt_path and subcommand == "fit" and not trusted:
-            # A remote file cannot be checked before Lightning restores it, and resuming restores the checkpoint
-            # callbacks' top-k paths, which decide what a later rotation deletes.
-            raise CheckpointError(f"--ckpt_path {ckpt_path} is a URL: fit resumes from local files only, so download "
-                                  "it and pass the local path (or, if you trust it, pass --trust_checkpoint true)")
-        if not isinstance(ckpt_path, str) or "://" in ckpt_path:
+        if not isinstance(ckpt_path, str):
             return
-        if ckpt_path in _LIGHTNING_CKPT_ALIASES and not os.path.isfile(ckpt_path):
+        refuse_url(ckpt_path, "fit resumes from" if subcommand == "fit" else f"{subcommand} reads")
+        if _is_registry(ckpt_path):
+            raise CheckpointError(f"--ckpt_path {ckpt_path}: helu-train does not download from Lightning's model "
+                                  "registry; download the checkpoint and pass the local .ckpt file")
+        if ckpt_path in _LIGHTNING_CKPT_ALIASES:
             return
-        ckpt = read_checkpoint(ckpt_path, weights_only=config.get("weights_only") is not False, trusted=trusted,
+        ckpt = read_checkpoint(ckpt_path, weights_only=not self._trusted(), trusted=self._trusted(),
                                unsafe_flag="--weights_only false", trust_flag="--trust_checkpoint true")
         hparams = dict(ckpt.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
@@ -72,6 +84,36 @@ class HeluCLI(LightningCLI):
         except SystemExit:
             sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
             raise
+
+    def instantiate_classes(self) -> None:
+        """Lightning's, then ``--ckpt_path last|best|hpc`` (and SLURM's automatic ``hpc``) resolved to its file by
+        Lightning's own rules and read like an explicit path: same checks, same hyper-parameters restored."""
+        super().instantiate_classes()
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        given = self.config[subcommand].get("ckpt_path")
+        if given is not None and given not in _LIGHTNING_CKPT_ALIASES:
+            return
+        state, self.trainer.state.fn = self.trainer.state.fn, TrainerFn(subcommand)
+        try:  # Lightning's rules: its fit() resolves with the state already set (OnExceptionCheckpoint -> "last")
+            found = self.trainer._checkpoint_connector._parse_ckpt_path(
+                TrainerFn(subcommand), given, model_provided=True, model_connected=False)
+        except ValueError as err:  # "best" in a fresh process, "hpc" without an hpc_ckpt_*.ckpt
+            hint = " (a new helu-train process has no best checkpoint yet)" if given == "best" else ""
+            raise CheckpointError(f"--ckpt_path {given}: {err}{hint}; pass the .ckpt file itself") from err
+        finally:
+            self.trainer.state.fn = state
+        if found == given:
+            return
+        found = None if found is None else str(found)
+        model = copy.deepcopy(self.config[subcommand].get("model"))
+        self.config[subcommand]["ckpt_path"] = found
+        self._parse_ckpt_path()
+        if self.config[subcommand].get("model") != model:
+            self.__dict__.pop("config_dump", None)  # LightningCLI's cached dump feeds the model's hparams
+            super().instantiate_classes()  # the checkpoint's hyper-parameters changed the model: rebuild it
+        self.config_init[subcommand]["ckpt_path"] = found
 
     def before_instantiate_classes(self) -> None:
         # Checkpoints may come from others: unless --weights_only false is given, load tensors and plain values
@@ -88,7 +130,17 @@ class HeluCLI(LightningCLI):
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = os.path.realpath(os.path.join(trainer.default_root_dir, "checkpoints"))
         trainer.callbacks.extend(latest_checkpoints(trainer))
+        install_checked_io(trainer, trusted=self._trusted())
         return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        # fit (with test_after_fit) holds <default_root_dir>/.helu-train.lock: a second fit into the folder refuses.
+        folder = str(self.trainer.default_root_dir)
+        if subcommand != "fit" or "://" in folder or not is_launching_process():
+            super()._run_subcommand(subcommand)
+            return
+        with run_lock(folder):
+            super()._run_subcommand(subcommand)
 
     def before_fit(self) -> None:
         if self.config[self.subcommand].get("ckpt_path") is None:

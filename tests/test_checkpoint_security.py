@@ -209,16 +209,22 @@ def test_checker_refuses_what_it_cannot_walk(tmp_path: Path) -> None:
 
 
 def test_callback_paths_may_not_climb_out_of_their_folder(offline_ckpt: Path, tmp_path: Path) -> None:
-    """ModelCheckpoint deletes old top-k files under its folder, compared lexically: ``dir/../x`` would pass."""
+    """ModelCheckpoint deletes old top-k files under its folder, compared lexically: ``dir/../x`` would pass. Such a
+    restored path is dropped with a warning, and the file it names survives the rotation."""
     ckpt = torch.load(offline_ckpt, weights_only=True)
     # The monitored ModelCheckpoint (helu-train adds an unmonitored one beside it that keeps last.ckpt current).
     (key, state), = [(k, v) for k, v in ckpt["callbacks"].items() if "ModelCheckpoint" in k and "val/acc" in k]
     assert read_checkpoint(offline_ckpt) and Path(state["best_model_path"]).is_file()
-    state["best_k_models"] = {f"{state['dirpath']}/../../../important.txt": 0.0}
+    folder = tmp_path / "run" / "checkpoints"
+    (tmp_path / "important.txt").write_text("keep")
+    climb = f"{folder}/../../important.txt"
+    state.update(dirpath=str(folder), best_k_models={climb: torch.tensor(-1.0)}, kth_best_model_path=climb,
+                 kth_value=torch.tensor(-1.0))
     torch.save(ckpt, tmp_path / "climb.ckpt")
-    with pytest.raises(CheckpointError, match=r"best_k_models = '.*/\.\./\.\./\.\./important.txt', a path that climbs"):
+    with pytest.warns(UserWarning, match=r"kth_best_model_path='.*/\.\./\.\./important.txt'"):
         cli(["fit", "--config", str(OFFLINE), "--ckpt_path", str(tmp_path / "climb.ckpt"), "--trainer.max_epochs", "2",
              "--trainer.default_root_dir", str(tmp_path / "run"), *FAST])
+    assert (tmp_path / "important.txt").read_text() == "keep"
 
 
 @pytest.mark.parametrize("text", ["- tabnanny.check", "? tabnanny.check", "  - {class_path: tabnanny.Whitespace}"])

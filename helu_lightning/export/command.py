@@ -18,7 +18,7 @@ from ..batches import split_batch
 from ..errors import UserError
 from .contract import input_contract, name_hf_labels, stamp_onnx
 from .loading import load_datamodule, load_task, val_loader
-from .manifest import MANIFEST, build_manifest
+from .manifest import MANIFEST, build_manifest, file_hashes
 from .output import check_output_dir, export_folder
 from .quantize import quantize_int8
 from .verify import VerificationError, eager_logits, is_hf, to_relu, verify_bitwise
@@ -104,7 +104,7 @@ def export_checkpoint(
             source=ckpt_path, raw=raw, ckpt=ckpt, task=class_path, datamodule=dm_source if dm is not None else None,
             trained=trained, plain_model=plain, inputs=list(inputs) if isinstance(inputs, dict) else ["input"],
             hf=is_hf(trained), replaced=replaced, verification=verification, quantization=quantization,
-            formats=chosen, files=files, contract=contract)
+            formats=chosen, files=files, contract=contract, contents=file_hashes(tmp))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _readable(tmp)
     return manifest

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from ..activations import HeLU, NaiveHeLU
 
-__all__ = ["EXPORTER", "MANIFEST", "build_manifest", "checkpoint_metrics", "read_manifest"]
+__all__ = ["EXPORTER", "MANIFEST", "build_manifest", "checkpoint_metrics", "file_hashes", "read_manifest",
+           "sha256_file"]
 
 MANIFEST = "manifest.json"
 EXPORTER = "helu_lightning.export"
@@ -64,6 +65,25 @@ def checkpoint_metrics(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     return metrics
 
 
+def file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` at any depth, by POSIX path relative to it (the manifest left out):
+    what ``--overwrite`` may later delete."""
+    hashes = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink() and path.relative_to(folder).as_posix() != MANIFEST:
+            hashes[path.relative_to(folder).as_posix()] = sha256_file(path)
+    return hashes
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of one file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for package in ("helu-lightning", "torch", "lightning", "transformers", "onnx", "onnxruntime", "safetensors"):
@@ -77,7 +97,8 @@ def _versions() -> dict[str, str]:
 def build_manifest(*, source: Path, raw: bytes, ckpt: Mapping[str, Any], task: str, datamodule: str | None,
                    trained: nn.Module, plain_model: nn.Module, inputs: list[str], hf: bool, replaced: list[str],
                    verification: dict[str, Any], quantization: dict[str, Any] | None, formats: list[str],
-                   files: dict[str, str], contract: dict[str, Any] | None = None) -> dict[str, Any]:
+                   files: dict[str, str], contents: dict[str, str],
+                   contract: dict[str, Any] | None = None) -> dict[str, Any]:
     """The manifest of one export, JSON-safe; ``input`` is the contract a server needs (None when unknown)."""
     hparams = {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if k != "_instantiator"}
     return plain({
@@ -93,6 +114,7 @@ def build_manifest(*, source: Path, raw: bytes, ckpt: Mapping[str, Any], task: s
         "quantization": quantization,
         "formats": formats,
         "files": files,
+        "contents": contents,
         "versions": _versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     })

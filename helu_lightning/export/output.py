@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import atomic_directory
-from .manifest import MANIFEST, read_manifest
+from .manifest import MANIFEST, read_manifest, sha256_file
 
 __all__ = ["ExportOutputError", "check_output_dir", "export_folder"]
 
@@ -42,18 +42,53 @@ def _check_writable(output_dir: Path) -> None:
                                 "folder you can write to")
 
 
+def _foreign_entries(output_dir: Path, manifest: dict) -> tuple[list[str], list[str]]:
+    """What --overwrite would delete that the previous export did not write: (files or links it does not list,
+    listed files whose bytes changed since). Paths are POSIX, relative to ``output_dir``, at any depth."""
+    contents = manifest.get("contents")
+    if not isinstance(contents, dict):  # an export from before per-file records: only top-level files are known
+        listed = {str(name) for name in manifest["files"].values()}
+        contents = {name: None for name in listed if (output_dir / name).is_file()}
+    present = {MANIFEST}
+    changed = []
+    for name, digest in contents.items():
+        path = output_dir / str(name)
+        inside = os.path.realpath(path).startswith(os.path.realpath(output_dir) + os.sep)
+        if inside and path.is_file() and not path.is_symlink():
+            present.add(str(name))
+            if digest is not None and sha256_file(path) != digest:
+                changed.append(str(name))
+    ancestors = {parent.as_posix() for name in present for parent in Path(name).parents} - {"."}
+    foreign = []
+    for root, dirs, files in os.walk(output_dir):
+        for entry in sorted(dirs + files):
+            rel = (Path(root) / entry).relative_to(output_dir).as_posix()
+            if rel in ancestors and not (Path(root) / entry).is_symlink():
+                continue
+            if rel not in present:
+                foreign.append(rel)
+        dirs[:] = [d for d in dirs if (Path(root, d).relative_to(output_dir).as_posix() in ancestors)]
+    return sorted(foreign), sorted(changed)
+
+
 def _check_replaceable(output_dir: Path) -> None:
-    """Refuse to replace anything but a previous export whose manifest lists every file in it."""
+    """Refuse to replace anything but a previous export whose manifest lists every file in it, at any depth, with
+    the bytes it wrote."""
     manifest = read_manifest(output_dir)
     if manifest is None:
         raise ExportOutputError(f"--output_dir {output_dir} exists and is not a helu-train export (no valid "
                                 f"{MANIFEST}); --overwrite only replaces a previous export, so choose another "
                                 "--output_dir or move that folder away yourself")
-    ours = {MANIFEST, *(str(name).split("/")[0] for name in manifest["files"].values())}
-    foreign = sorted(entry.name for entry in output_dir.iterdir() if entry.name not in ours)
+    foreign, changed = _foreign_entries(output_dir, manifest)
     if foreign:
+        older = "" if isinstance(manifest.get("contents"), dict) else (
+            ", or its manifest predates per-file records and cannot vouch for the folders in it")
         raise ExportOutputError(f"--output_dir {output_dir} holds files the previous export did not write "
-                                f"({', '.join(foreign[:5])}); --overwrite would delete them: move them away or "
+                                f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}{older}); --overwrite "
+                                "would delete them: move them away or choose another --output_dir")
+    if changed:
+        raise ExportOutputError(f"--output_dir {output_dir}: {', '.join(changed[:5])} changed since the previous "
+                                "export wrote it; --overwrite would delete those changes: move the files away or "
                                 "choose another --output_dir")
 
 

@@ -1,0 +1,83 @@
+"""``CheckedCheckpointIO``: the Trainer's CheckpointIO in every ``helu-train`` run, so that each checkpoint a Trainer
+reads (``--ckpt_path`` and its ``last``/``best``/``hpc`` aliases, SLURM auto-resume, ``test_after_fit``'s best file,
+search and compare trials) goes through :func:`helu_lightning.checkpoints.read_checkpoint`, and each file a
+Trainer deletes (ModelCheckpoint's top-k rotation) is a plain file inside this run's checkpoint folder.
+
+Saving is left to the CheckpointIO the Trainer had (``TorchCheckpointIO``, or one the config chose).
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from typing import Any
+
+from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
+from lightning.pytorch import Trainer
+from lightning.pytorch.utilities import rank_zero_warn
+
+from .checkpoints import CheckpointError, read_checkpoint
+from .restored_state import checkpoint_folders, clean_callback_states
+from .run_paths import outside_reason
+
+__all__ = ["CheckedCheckpointIO", "install_checked_io", "refuse_url"]
+
+
+def refuse_url(path: Any, what: str = "helu-train reads") -> None:
+    """CheckpointError for a ``scheme://`` checkpoint: it is never loaded, least of all unpickled."""
+    if isinstance(path, str) and "://" in path:
+        raise CheckpointError(f"--ckpt_path {path} is a URL: {what} local files only; download it and pass the "
+                              "local path")
+
+
+class CheckedCheckpointIO(CheckpointIO):
+    """Loads through the checked reader (restored callback paths cleaned), removes only files of this run's
+    checkpoint folders, saves through ``inner``."""
+
+    def __init__(self, trainer: Trainer, inner: CheckpointIO | None = None, trusted: bool = False) -> None:
+        self._trainer = weakref.ref(trainer)
+        self.inner = inner if inner is not None else TorchCheckpointIO()
+        self.trusted = trusted
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        self.inner.save_checkpoint(checkpoint, path, storage_options=storage_options)
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+                        ) -> dict[str, Any]:
+        """The checked reader on a local file; pickles only when the run trusts its checkpoints."""
+        refuse_url(str(path))
+        trusted = self.trusted or weights_only is False
+        ckpt = read_checkpoint(path, weights_only=not trusted, trusted=trusted, unsafe_flag="--weights_only false",
+                               trust_flag="--trust_checkpoint true")
+        trainer = self._trainer()
+        if trainer is not None:
+            clean_callback_states(ckpt, trainer, path)
+        return ckpt
+
+    def remove_checkpoint(self, path: Any) -> None:
+        """Delete ``path`` only when it is a file (not a folder, not a link leading out) inside this run's checkpoint
+        folders."""
+        trainer = self._trainer()
+        folders = checkpoint_folders(trainer) if trainer is not None else []
+        reason = outside_reason(str(path), folders)
+        if reason is None and os.path.isdir(path):
+            reason = "a folder, not a checkpoint file"
+        if reason is not None:
+            rank_zero_warn(f"not deleting {path}: {reason}; a run deletes only checkpoint files in its own folder")
+            return
+        if os.path.lexists(path):
+            os.remove(path)  # a file, or a link to one inside the folder (the link goes, never its target)
+
+    def teardown(self) -> None:
+        self.inner.teardown()
+
+
+def install_checked_io(trainer: Trainer, trusted: bool = False) -> CheckedCheckpointIO:
+    """Put a CheckedCheckpointIO in front of the Trainer's own CheckpointIO (once)."""
+    current = trainer.strategy.checkpoint_io
+    if isinstance(current, CheckedCheckpointIO):
+        current.trusted = trusted
+        return current
+    checked = CheckedCheckpointIO(trainer, inner=current, trusted=trusted)
+    trainer.strategy.checkpoint_io = checked
+    return checked
