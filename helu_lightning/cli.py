@@ -1,5 +1,6 @@
 """``HeluCLI``: the LightningCLI behind ``helu-train fit|validate|test|predict``, and :func:`cli` to build it. The
-``helu-train`` dispatcher (search, export, plot, compare, short errors) is :mod:`helu_lightning.commands`.
+``helu-train`` dispatcher (search, export, plot, compare, short errors) is :mod:`helu_lightning.commands`, which
+imports this module (never the other way round).
 
     helu-train fit --config configs/offline.yaml
     helu-train fit --config configs/cifar100.yaml --model.activation.alpha 0.01
@@ -20,6 +21,8 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from .checkpoints import CheckpointError, read_checkpoint
 from .errors import UserError
+from .finished import refuse_a_finished_run
+from .threads import apply_threads
 
 DESCRIPTION = "Train with HeLU (ReLU forward, hysteresis backward) and serve as ReLU; `helu-train --help` lists all."
 
@@ -39,6 +42,10 @@ class HeluCLI(LightningCLI):
         parser.add_argument(
             "--trust_checkpoint", type=bool, default=False,
             help="with --ckpt_path: let the checkpoint's hyper-parameters name any class (only for files you trust)",
+        )
+        parser.add_argument(
+            "--threads", type=int | None, default=None,
+            help="CPU threads for torch (null: torch's default); CPU results depend on it, so configs fix it",
         )
 
     def _parse_ckpt_path(self) -> None:
@@ -79,6 +86,8 @@ class HeluCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if "weights_only" in config and config["weights_only"] is None:
             config["weights_only"] = True
+        if "threads" in config:  # the count used, saved in the run's config.yaml and printed in its header
+            config["threads"] = apply_threads(config["threads"])
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -91,8 +100,11 @@ class HeluCLI(LightningCLI):
         return trainer
 
     def before_fit(self) -> None:
-        if self.config[self.subcommand].get("ckpt_path") is None:
+        config = self.config[self.subcommand]
+        if config.get("ckpt_path") is None:
             refuse_a_second_run(self.trainer)
+        else:
+            refuse_a_finished_run(self.trainer, config["ckpt_path"], config.get("weights_only") is not False)
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit"):
@@ -162,13 +174,3 @@ def cli(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> HeluC
         **kwargs,
     )
 
-
-def main(argv: list[str] | None = None) -> None:
-    """``helu-train``; kept here for ``python -m helu_lightning.cli`` and old imports (see helu_lightning.commands)."""
-    from .commands import main as dispatch
-
-    dispatch(argv)
-
-
-if __name__ == "__main__":
-    main()

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from ..data.glue import GlueTask
@@ -135,6 +136,7 @@ class GluePredictionWriter(BasePredictionWriter):
             path = self.output_dir / name
             if trainer.is_global_zero:
                 atomic_write_text(path, format_predictions(task, idx, values))
+                rank_zero_info(f"Predictions for {len(idx)} examples written to {path}")
             self.written.append(path)
         trainer.strategy.barrier("GluePredictionWriter")
 
@@ -174,6 +176,7 @@ class PredictionWriter(BasePredictionWriter):
             path = self._path(trainer, number, len(loaders))
             if trainer.is_global_zero:
                 atomic_write_text(path, self.to_csv(index, probabilities, names))
+                rank_zero_info(f"Predictions for {len(index)} examples written to {path}")
             self.written.append(path)
         trainer.strategy.barrier("PredictionWriter")
 
