@@ -60,7 +60,7 @@ def worker(out: Path, *extra: str, storage: str | None = None, n_trials: int = 6
     """A `helu-train search` worker process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     argv = search_argv(out, *extra, storage=storage, n_trials=n_trials)
-    cmd = [sys.executable, "-m", "helu_lightning.cli", "search", *argv]
+    cmd = [sys.executable, "-m", "helu_lightning", "search", *argv]
     log = open(out.parent / f"{out.name}-{time.monotonic_ns()}.log", "w")
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 

@@ -38,7 +38,7 @@ ACTIVATION_TARGET = "model.init_args.activation"
 GRID_PARAMS = [SearchParam("activation", ACTIVATION_TARGET, type="categorical", choices=[None]),
                SearchParam("seed", "seed_everything", type="categorical", choices=[None])]
 MONITOR_CLASS = "helu_lightning.callbacks.ActivationMonitor"
-RECORDER_CLASS = "helu_lightning.compare.record.RunRecorder"
+RECORDER_CLASS = "helu_lightning.callbacks.RunRecorder"
 
 
 def open_study(storage_url: str, study_name: str, direction: str, arms: Sequence[Arm], seeds: Sequence[int],
