@@ -22,6 +22,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from helu_lightning.compare.arms import Arm, CompareError
+from helu_lightning.console import helper_runs_quiet
 from helu_lightning.search import (
     Objective,
     SearchParam,
@@ -30,6 +31,7 @@ from helu_lightning.search import (
     fail_dead_local_trials,
     make_storage,
 )
+from helu_lightning.search.progress import StudyProgress
 
 __all__ = ["ACTIVATION_TARGET", "CompareObjective", "check_config", "grid_todo", "open_study", "run_grid",
            "trial_config"]
@@ -50,7 +52,7 @@ def open_study(storage_url: str, study_name: str, direction: str, arms: Sequence
     except ValueError as err:
         raise CompareError(str(err)) from None
     grid = {"activation": [arm.label for arm in arms], "seed": list(seeds)}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), StudyProgress.optuna_quiet():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(storage=storage, study_name=study_name, direction=direction,
                                     sampler=optuna.samplers.GridSampler(grid), pruner=optuna.pruners.NopPruner(),
@@ -95,7 +97,7 @@ def check_config(base: dict, arm: Arm, seed: int, overrides: list[str], build_cl
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         args = ["--config", str(path), *overrides, f"--trainer.default_root_dir={tmp}"]
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), helper_runs_quiet():
                 warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
                 build_cli(args=args, run=False, trainer_defaults={"logger": False, "enable_progress_bar": False})
         except SystemExit as err:  # jsonargparse has printed what it rejected
@@ -137,7 +139,8 @@ class CompareObjective:
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
         trial.set_user_attr("record", record)
         if self.evaluate is not None:
-            trial.set_user_attr("evaluation", self.evaluate(trial_dir, self.overrides, record, self.build_cli))
+            with helper_runs_quiet():
+                trial.set_user_attr("evaluation", self.evaluate(trial_dir, self.overrides, record, self.build_cli))
         return value
 
     def _calibrate(self, arm: Arm, seed: int, record_path: Path) -> float:
@@ -174,7 +177,7 @@ def _waiting(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 def run_grid(study: optuna.Study, objective: CompareObjective, arms: Sequence[Arm], seeds: Sequence[int],
-             max_retry: int = 3) -> None:
+             max_retry: int = 3, progress: StudyProgress | None = None) -> None:
     """Run trials until every (activation, seed) has completed here or is running elsewhere.
 
     Trials come from the queue ``open_study`` filled seed by seed (and retries of dead workers' runs), else from
@@ -182,7 +185,9 @@ def run_grid(study: optuna.Study, objective: CompareObjective, arms: Sequence[Ar
     once per call.
     """
     enqueued: list[dict[str, Any]] = []
-    for _ in range(3 * len(arms) * len(seeds) + 3):
+    total = len(arms) * len(seeds)
+    progress = progress or StudyProgress("helu-train compare", total, _describe, objective.monitor)
+    for _ in range(3 * total + 3):
         fail_dead_local_trials(study, max_retry)
         todo = grid_todo(study, arms, seeds)
         if not todo:
@@ -194,7 +199,13 @@ def run_grid(study: optuna.Study, objective: CompareObjective, arms: Sequence[Ar
             if stuck and point not in waiting and point not in enqueued:
                 study.enqueue_trial(point)
                 enqueued.append(point)
-        study.optimize(objective, n_trials=1, gc_after_trial=True)
+        progress.begin(total - len(todo))
+        with StudyProgress.optuna_quiet():
+            study.optimize(objective, n_trials=1, gc_after_trial=True, callbacks=[progress])
+
+
+def _describe(trial: FrozenTrial) -> str:
+    return f"{trial.params.get('activation')}, seed {trial.params.get('seed')}"
 
 
 def _duplicates(study: optuna.Study) -> bool:
