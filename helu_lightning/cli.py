@@ -19,6 +19,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
+from .callbacks.last import LastCheckpoint
 from .checkpoints import CheckpointError, read_checkpoint
 from .errors import UserError
 from .finished import refuse_a_finished_run
@@ -121,7 +122,8 @@ class HeluCLI(LightningCLI):
 def latest_checkpoints(trainer: Trainer) -> list[ModelCheckpoint]:
     """For each monitored ``ModelCheckpoint(save_last=True)``, an unmonitored one that writes ``last.ckpt`` every
     epoch, so ``--ckpt_path last`` resumes where the run stopped. Lightning 2.6 writes ``last.ckpt`` only when a top-k
-    file is saved, i.e. at the best epoch; the monitored callback keeps choosing the best (``--ckpt_path best``)."""
+    file is saved, i.e. at the best epoch; the monitored callback keeps choosing the best (``--ckpt_path best``).
+    At an epoch that is also the best, ``last.ckpt`` is a hard link to the best file (stored once)."""
     added, folders = [], set()
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.save_last:
@@ -129,8 +131,9 @@ def latest_checkpoints(trainer: Trainer) -> list[ModelCheckpoint]:
             if callback.dirpath in folders:
                 continue
             folders.add(callback.dirpath)
-            added.append(ModelCheckpoint(dirpath=callback.dirpath, filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
-                                         save_top_k=1, enable_version_counter=False))
+            added.append(LastCheckpoint(dirpath=callback.dirpath, filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
+                                        save_top_k=1, enable_version_counter=False,
+                                        save_weights_only=callback.save_weights_only))
     return added
 
 
