@@ -39,7 +39,7 @@ class LastCheckpoint(ModelCheckpoint):
             twin = self._saved_this_step(trainer, filepath)
             linked = twin is not None and _hard_link(twin, filepath)
         if not trainer.strategy.broadcast(linked, src=0):
-            super()._save_checkpoint(trainer, filepath)
+            self._save_copy(trainer, filepath)
             return
         trainer.strategy.barrier("LastCheckpoint")
         self._last_global_step_saved = trainer.global_step
@@ -47,6 +47,21 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))
+
+    def _save_copy(self, trainer: Any, filepath: str) -> None:
+        """Write ``filepath`` as a file of its own. While it still shares its data with the best file, write beside
+        it and rename: Lightning's save may copy into the existing path (temp file on another device), which
+        would write the best checkpoint's data too."""
+        shared = trainer.is_global_zero and os.path.isfile(filepath) and os.stat(filepath).st_nlink > 1
+        if not trainer.strategy.broadcast(shared, src=0):
+            super()._save_checkpoint(trainer, filepath)
+            return
+        part = f"{filepath}.part"
+        super()._save_checkpoint(trainer, part)
+        if trainer.is_global_zero:
+            os.replace(part, filepath)
+        trainer.strategy.barrier("LastCheckpoint")
+        self._last_checkpoint_saved = filepath
 
 
 def _hard_link(source: str, target: str) -> bool:
