@@ -83,7 +83,7 @@ def describe_commands() -> str:
             text = "not available in this installation"
         first = " ".join(text.strip().split("\n\n")[0].split())
         lines.append(f"  {name:<9} {first}")
-    lines.append("HELU_DEBUG=1 shows tracebacks instead of short error messages.")
+    lines.append("HELU_DEBUG=1 shows tracebacks instead of short error messages; --version prints the versions.")
     return "\n".join(lines)
 
 

@@ -247,7 +247,9 @@ def test_sqlite_search_writes_a_best_config_that_fits_and_resumes(tmp_path, one_
     original = yaml.safe_load(CONFIG.read_text())
     assert best_config["model"]["init_args"]["activation"] == {"name": "helu", "alpha": study.best_params["alpha"]}
     best_config["model"]["init_args"]["activation"] = original["model"]["init_args"]["activation"]
-    assert best_config == original  # nothing but the best values changed
+    assert best_config["trainer"].pop("default_root_dir") == str(out / "best")  # its own run folder
+    original["trainer"].pop("default_root_dir", None)
+    assert best_config == original  # nothing but the best values and the run folder changed
     fit = cli(["fit", "--config", str(best), "--trainer.fast_dev_run=1", f"--trainer.default_root_dir={tmp_path}/fit"])
     alphas = {float(m.alpha) for m in fit.model.modules() if isinstance(m, HeLU)}
     assert sorted(alphas) == pytest.approx([study.best_params["alpha"]], rel=1e-6)  # float32 buffer
