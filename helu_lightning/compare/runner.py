@@ -177,16 +177,16 @@ def _waiting(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 def run_grid(study: optuna.Study, objective: CompareObjective, arms: Sequence[Arm], seeds: Sequence[int],
-             max_retry: int = 3, progress: StudyProgress | None = None) -> None:
+             max_retry: int = 3) -> None:
     """Run trials until every (activation, seed) has completed here or is running elsewhere.
 
     Trials come from the queue ``open_study`` filled seed by seed (and retries of dead workers' runs), else from
     the GridSampler; open points whose trials failed, or any after a duplicate was seen, are enqueued again,
-    once per call.
+    once per call. Before each run it prints "run k of N" with the time left, and after it the outcome.
     """
     enqueued: list[dict[str, Any]] = []
     total = len(arms) * len(seeds)
-    progress = progress or StudyProgress("helu-train compare", total, _describe, objective.monitor)
+    progress = StudyProgress("helu-train compare", total, _describe, objective.monitor)
     for _ in range(3 * total + 3):
         fail_dead_local_trials(study, max_retry)
         todo = grid_todo(study, arms, seeds)
