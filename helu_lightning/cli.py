@@ -1,5 +1,6 @@
 """``HeluCLI``: the LightningCLI behind ``helu-train fit|validate|test|predict``, and :func:`cli` to build it. The
-``helu-train`` dispatcher (search, export, plot, compare, short errors) is :mod:`helu_lightning.commands`.
+``helu-train`` dispatcher (search, export, plot, compare, short errors) is :mod:`helu_lightning.commands`, which
+imports this module (never the other way round).
 
     helu-train fit --config configs/offline.yaml
     helu-train fit --config configs/cifar100.yaml --model.activation.alpha 0.01
@@ -21,10 +22,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.model_registry import _is_registry
 
+from .callbacks.last import LastCheckpoint
 from .checkpoint_io import install_checked_io, refuse_url
 from .checkpoints import CheckpointError, read_checkpoint
 from .errors import UserError
+from .finished import refuse_a_finished_run
 from .run_lock import is_launching_process, run_lock
+from .threads import apply_threads
 
 DESCRIPTION = "Train with HeLU (ReLU forward, hysteresis backward) and serve as ReLU; `helu-train --help` lists all."
 
@@ -44,6 +48,10 @@ class HeluCLI(LightningCLI):
         parser.add_argument(
             "--trust_checkpoint", type=bool, default=False,
             help="with --ckpt_path: let the checkpoint's hyper-parameters name any class (only for files you trust)",
+        )
+        parser.add_argument(
+            "--threads", type=int | None, default=None,
+            help="CPU threads for torch (null: torch's default); CPU results depend on it, so configs fix it",
         )
 
     def _section(self) -> Any:
@@ -121,6 +129,8 @@ class HeluCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if "weights_only" in config and config["weights_only"] is None:
             config["weights_only"] = True
+        if "threads" in config:  # the count used, saved in the run's config.yaml and printed in its header
+            config["threads"] = apply_threads(config["threads"])
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -143,8 +153,11 @@ class HeluCLI(LightningCLI):
             super()._run_subcommand(subcommand)
 
     def before_fit(self) -> None:
-        if self.config[self.subcommand].get("ckpt_path") is None:
+        config = self.config[self.subcommand]
+        if config.get("ckpt_path") is None:
             refuse_a_second_run(self.trainer)
+        else:
+            refuse_a_finished_run(self.trainer, config["ckpt_path"], config.get("weights_only") is not False)
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit"):
@@ -161,7 +174,8 @@ class HeluCLI(LightningCLI):
 def latest_checkpoints(trainer: Trainer) -> list[ModelCheckpoint]:
     """For each monitored ``ModelCheckpoint(save_last=True)``, an unmonitored one that writes ``last.ckpt`` every
     epoch, so ``--ckpt_path last`` resumes where the run stopped. Lightning 2.6 writes ``last.ckpt`` only when a top-k
-    file is saved, i.e. at the best epoch; the monitored callback keeps choosing the best (``--ckpt_path best``)."""
+    file is saved, i.e. at the best epoch; the monitored callback keeps choosing the best (``--ckpt_path best``).
+    At an epoch that is also the best, ``last.ckpt`` is a hard link to the best file (stored once)."""
     added, folders = [], set()
     for callback in trainer.checkpoint_callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.save_last:
@@ -169,8 +183,9 @@ def latest_checkpoints(trainer: Trainer) -> list[ModelCheckpoint]:
             if callback.dirpath in folders:
                 continue
             folders.add(callback.dirpath)
-            added.append(ModelCheckpoint(dirpath=callback.dirpath, filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
-                                         save_top_k=1, enable_version_counter=False))
+            added.append(LastCheckpoint(dirpath=callback.dirpath, filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
+                                        save_top_k=1, enable_version_counter=False,
+                                        save_weights_only=callback.save_weights_only))
     return added
 
 
@@ -214,13 +229,3 @@ def cli(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> HeluC
         **kwargs,
     )
 
-
-def main(argv: list[str] | None = None) -> None:
-    """``helu-train``; kept here for ``python -m helu_lightning.cli`` and old imports (see helu_lightning.commands)."""
-    from .commands import main as dispatch
-
-    dispatch(argv)
-
-
-if __name__ == "__main__":
-    main()

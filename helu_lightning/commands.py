@@ -6,6 +6,7 @@
     helu-train fit --config configs/offline.yaml
     helu-train export --ckpt_path runs/offline/checkpoints/last.ckpt --output_dir exported/offline
     helu-train serve --export_dir exported/offline
+    python -m helu_lightning fit --config configs/offline.yaml      # the same, without the script
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def describe_commands() -> str:
             text = "not available in this installation"
         first = " ".join(text.strip().split("\n\n")[0].split())
         lines.append(f"  {name:<9} {first}")
-    lines.append("HELU_DEBUG=1 shows tracebacks instead of short error messages.")
+    lines.append("HELU_DEBUG=1 shows tracebacks instead of short error messages; --version prints the versions.")
     return "\n".join(lines)
 
 
@@ -154,6 +155,10 @@ def user_message(err: BaseException) -> str | None:
             close = difflib.get_close_matches(unknown.group(1), names, n=1)
             return (f"unknown command {unknown.group(1)!r}{f'; did you mean {close[0]!r}?' if close else ''} "
                     f"Commands: {', '.join(names)}")
+        missing = re.search(r"arguments are required: (\w+)\.(data|model)", str(chain[0]))
+        if missing:  # no --config: name it, with the command to type
+            return (f"{chain[0]}: pass a config with --config FILE, e.g. helu-train {missing.group(1)} --config "
+                    "configs/offline.yaml (--help lists the options)")
         return f"{chain[0]} (--help lists the options)"
     source = _config_error(chain)
     if source is not None and isinstance(source, _CONFIG_ERRORS):
@@ -166,6 +171,22 @@ def user_message(err: BaseException) -> str | None:
     if isinstance(inner, (ValueError, TypeError)) and frames and frames[-1].startswith(_PACKAGE_DIR):
         return str(inner)
     return None
+
+
+def version_line() -> str:
+    """``helu-train --version``: this package's version and the libraries that decide its numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    from . import __version__
+
+    libraries = ", ".join(f"{name} {installed(name)}" for name in ("torch", "lightning", "transformers", "optuna"))
+    return f"helu-train (helu-lightning) {__version__}; {libraries}"
 
 
 def _short(message: str) -> str:
@@ -184,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     quiet_console()
     try:
+        if args[:1] in (["--version"], ["-V"]):
+            print(version_line())
+            return
         if args and args[0] in COMMANDS:
             run_command(args[0], args[1:])
             return

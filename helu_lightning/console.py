@@ -3,9 +3,11 @@ library internals the user cannot act on go. Users can still opt back in with th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 
 # Messages from Lightning's and torch's own internals, not from anything in the user's config.
 _IGNORED_WARNINGS = (
@@ -46,3 +48,28 @@ def quiet_console() -> None:
     root = logging.getLogger()
     if not any(isinstance(f, _DropQuantizeAdvice) for f in root.filters):
         root.addFilter(_DropQuantizeAdvice())
+
+
+# Where Lightning prints a run's header ("Seed set to", "GPU available", ...) and checkpoint restores.
+_RUN_INFO_LOGGERS = ("lightning.fabric.utilities.seed", "lightning.pytorch.utilities.rank_zero",
+                     "lightning.fabric.utilities.rank_zero")
+
+
+class _DropInfo(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO
+
+
+@contextlib.contextmanager
+def helper_runs_quiet() -> Iterator[None]:
+    """Hide Lightning's info lines (seed, devices, threads, checkpoint restores) of the Trainers a study builds
+    beside each run (calibration, test, config check), so a run's header is printed once; warnings stay."""
+    drop = _DropInfo()
+    loggers = [logging.getLogger(name) for name in _RUN_INFO_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(drop)

@@ -92,7 +92,7 @@ ATTACK = """
 import contextlib, io, json, sys
 from pathlib import Path
 entry, root, config, probes = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4].split(",")
-from helu_lightning.cli import main
+from helu_lightning.commands import main
 from helu_lightning.tasks.vision import VisionClassifier
 from helu_lightning.data.digits import DigitsDataModule
 assert not [p for p in probes if p in sys.modules], "a probe module is imported before the attack"

@@ -13,7 +13,8 @@ import yaml
 from lightning.pytorch import LightningDataModule
 
 from helu_lightning import HeLU
-from helu_lightning.cli import cli, main
+from helu_lightning.cli import cli
+from helu_lightning.commands import main
 from helu_lightning.commands import COMMANDS
 from helu_lightning.data.digits import DigitsDataModule
 

@@ -43,7 +43,7 @@ def compare_argv(out: Path, *extra: str, activations=("relu", "helu:0.05"), seed
 def worker(out: Path, *extra: str, **kwargs) -> subprocess.Popen:
     """A `helu-train compare` worker process (no test, no INT8: the fits are what is shared)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "helu_lightning.cli", "compare", *compare_argv(out, "--no_test", "--no_int8",
+    cmd = [sys.executable, "-m", "helu_lightning", "compare", *compare_argv(out, "--no_test", "--no_int8",
                                                                                 *extra, **kwargs)]
     out.parent.mkdir(parents=True, exist_ok=True)
     log = open(out.parent / f"{out.name}-{time.monotonic_ns()}.log", "w")

@@ -28,7 +28,7 @@ SCRIPTS = sorted(p.name for p in CLUSTER.iterdir())
 
 def _helu_train() -> list[str]:
     script = Path(sys.executable).parent / "helu-train"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "helu_lightning.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "helu_lightning"]
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def _print_config(args: list[str], capsys: pytest.CaptureFixture, **kwargs) -> d
 
 
 @pytest.mark.parametrize("script, start, nodes", [("slurm.sbatch", ["helu-train", "fit"], 2),
-                                                  ("torchrun.sh", ["-m", "helu_lightning.cli", "fit"], 2)])
+                                                  ("torchrun.sh", ["-m", "helu_lightning", "fit"], 2)])
 def test_fit_launch_arguments_parse(script: str, start: list[str], nodes: int, tmp_path: Path,
                                     capsys: pytest.CaptureFixture) -> None:
     argv = _launched(script, tmp_path)

@@ -18,7 +18,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from helu_lightning import HeLU
-from helu_lightning.cli import cli, main
+from helu_lightning.cli import cli
+from helu_lightning.commands import main
 from helu_lightning.export import (
     CheckpointError,
     ExportOutputError,

@@ -54,7 +54,7 @@ def _slurm_env(run_dir: Path) -> dict[str, str]:
 
 def _fit_args(run_dir: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "helu_lightning.cli", "fit", "--config", str(ROOT / "configs/offline.yaml"),
+        sys.executable, "-m", "helu_lightning", "fit", "--config", str(ROOT / "configs/offline.yaml"),
         "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2",
         "--trainer.deterministic", "true", "--trainer.num_sanity_val_steps", "0",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",

@@ -138,7 +138,7 @@ def test_helu_train_predict_under_ddp_writes_every_digit_once(tmp_path: Path) ->
     # The reported case, through the command line: `helu-train predict --trainer.strategy ddp --trainer.devices 2`
     # (Lightning launches the second rank as a subprocess) on 91 test digits, an odd count.
     script = Path(sys.executable).parent / "helu-train"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "helu_lightning.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "helu_lightning"]
     args = [*command, "predict", "--config", str(ROOT / "configs" / "offline.yaml"), "--data.test_fraction", "0.0506",
             "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
             "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",

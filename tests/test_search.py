@@ -60,7 +60,7 @@ def worker(out: Path, *extra: str, storage: str | None = None, n_trials: int = 6
     """A `helu-train search` worker process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     argv = search_argv(out, *extra, storage=storage, n_trials=n_trials)
-    cmd = [sys.executable, "-m", "helu_lightning.cli", "search", *argv]
+    cmd = [sys.executable, "-m", "helu_lightning", "search", *argv]
     log = open(out.parent / f"{out.name}-{time.monotonic_ns()}.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     proc.log = Path(log.name)  # proc.stdout is None: output goes to the file, which failure messages show
@@ -249,7 +249,9 @@ def test_sqlite_search_writes_a_best_config_that_fits_and_resumes(tmp_path, one_
     original = yaml.safe_load(CONFIG.read_text())
     assert best_config["model"]["init_args"]["activation"] == {"name": "helu", "alpha": study.best_params["alpha"]}
     best_config["model"]["init_args"]["activation"] = original["model"]["init_args"]["activation"]
-    assert best_config == original  # nothing but the best values changed
+    assert best_config["trainer"].pop("default_root_dir") == str(out / "best")  # its own run folder
+    original["trainer"].pop("default_root_dir", None)
+    assert best_config == original  # nothing but the best values and the run folder changed
     fit = cli(["fit", "--config", str(best), "--trainer.fast_dev_run=1", f"--trainer.default_root_dir={tmp_path}/fit"])
     alphas = {float(m.alpha) for m in fit.model.modules() if isinstance(m, HeLU)}
     assert sorted(alphas) == pytest.approx([study.best_params["alpha"]], rel=1e-6)  # float32 buffer

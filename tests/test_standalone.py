@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-from helu_lightning.cli import main
+from helu_lightning.commands import main
 from helu_lightning.models.standalone import loader_source
 from helu_lightning.tasks.vision import VisionClassifier
 

@@ -14,7 +14,7 @@ from fixtures import write_cifar10
 from torch import nn
 
 from helu_lightning import HeLU, activation_factory, register_timm_activations
-from helu_lightning.cli import main
+from helu_lightning.commands import main
 from helu_lightning.errors import UserError
 from helu_lightning.models import build_backbone
 from helu_lightning.models.timm_models import activation_counts

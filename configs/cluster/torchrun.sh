@@ -21,7 +21,7 @@ torchrun \
     --master-addr "$MASTER_ADDR" \
     --master-port "$MASTER_PORT" \
     --max-restarts "$MAX_RESTARTS" \
-    -m helu_lightning.cli fit --config "$config" \
+    -m helu_lightning fit --config "$config" \
     --trainer.accelerator "$ACCELERATOR" \
     --trainer.strategy ddp \
     --trainer.num_nodes "$NNODES" \

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from ..data.glue import GlueTask
@@ -152,6 +153,7 @@ class GluePredictionWriter(BasePredictionWriter):
         for path, idx, values in rows:  # all checked first: no submission file is written when one row is bad
             if trainer.is_global_zero:
                 atomic_write_text(path, format_predictions(task, idx, values))
+                rank_zero_info(f"Predictions for {len(idx)} examples written to {path}")
             self.written.append(path)
         trainer.strategy.barrier("GluePredictionWriter")
 
@@ -204,6 +206,7 @@ class PredictionWriter(BasePredictionWriter):
         for path, index, probabilities in rows:  # all checked first: no file is written when one row is bad
             if trainer.is_global_zero:
                 atomic_write_text(path, self.to_csv(index, probabilities, names))
+                rank_zero_info(f"Predictions for {len(index)} examples written to {path}")
             self.written.append(path)
         trainer.strategy.barrier("PredictionWriter")
 

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from helu_lightning.export import load_task, split_batch, to_relu
+from helu_lightning.export.graph import export_onnx
 
 __all__ = ["int8_accuracy"]
 
@@ -43,8 +44,8 @@ def _write_onnx(model: nn.Module, inputs: Tensor | Mapping[str, Tensor], path: P
     # forward(*tensors) is one parameter to torch.export: the per-tensor shapes nest one level down.
     shapes = (tuple({0: batch, 1: sequence} if names and t.dim() >= 2 else {0: batch} for t in tensors),)
     graph_names = names or ["input"]
-    torch.onnx.export(_Logits(model, names).eval(), tensors, str(path), input_names=graph_names,
-                      output_names=["logits"], dynamic_shapes=shapes, dynamo=True, verbose=False)
+    export_onnx(_Logits(model, names).eval(), tensors, path, input_names=graph_names, output_names=["logits"],
+                dynamic_shapes=shapes)
     return graph_names
 
 

@@ -20,6 +20,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from helu_lightning.compare.arms import Arm, CompareError
+from helu_lightning.console import helper_runs_quiet
 from helu_lightning.search import (
     Objective,
     SearchParam,
@@ -32,6 +33,7 @@ from helu_lightning.search import (
     worker_identity,
 )
 from helu_lightning.search.fingerprint import check_fingerprint
+from helu_lightning.search.progress import StudyProgress
 
 __all__ = ["ACTIVATION_TARGET", "CompareObjective", "check_config", "grid_todo", "open_study", "run_grid",
            "trial_config"]
@@ -40,7 +42,7 @@ ACTIVATION_TARGET = "model.init_args.activation"
 GRID_PARAMS = [SearchParam("activation", ACTIVATION_TARGET, type="categorical", choices=[None]),
                SearchParam("seed", "seed_everything", type="categorical", choices=[None])]
 MONITOR_CLASS = "helu_lightning.callbacks.ActivationMonitor"
-RECORDER_CLASS = "helu_lightning.compare.record.RunRecorder"
+RECORDER_CLASS = "helu_lightning.callbacks.RunRecorder"
 
 
 def open_study(storage_url: str, study_name: str, direction: str, arms: Sequence[Arm], seeds: Sequence[int],
@@ -53,7 +55,7 @@ def open_study(storage_url: str, study_name: str, direction: str, arms: Sequence
     except ValueError as err:
         raise CompareError(str(err)) from None
     grid = {"activation": [arm.label for arm in arms], "seed": list(seeds)}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), StudyProgress.optuna_quiet():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(storage=storage, study_name=study_name, direction=direction,
                                     sampler=optuna.samplers.GridSampler(grid), pruner=optuna.pruners.NopPruner(),
@@ -110,7 +112,7 @@ def check_config(base: dict, arm: Arm, seed: int, overrides: list[str], build_cl
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         args = ["--config", str(path), *overrides, f"--trainer.default_root_dir={tmp}"]
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), helper_runs_quiet():
                 warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
                 built = build_cli(args=args, run=False,
                                   trainer_defaults={"logger": False, "enable_progress_bar": False})
@@ -154,7 +156,8 @@ class CompareObjective:
         record = json.loads(record_path.read_text()) if record_path.is_file() else {}
         trial.set_user_attr("record", record)
         if self.evaluate is not None:
-            trial.set_user_attr("evaluation", self.evaluate(trial_dir, self.overrides, record, self.build_cli))
+            with helper_runs_quiet():
+                trial.set_user_attr("evaluation", self.evaluate(trial_dir, self.overrides, record, self.build_cli))
         return value
 
     def _calibrate(self, arm: Arm, seed: int, record_path: Path) -> float:
@@ -196,10 +199,12 @@ def run_grid(study: optuna.Study, objective: CompareObjective, arms: Sequence[Ar
 
     Trials come from the queue ``open_study`` filled seed by seed (and retries of dead workers' runs), else from
     the GridSampler; open points whose trials failed, or any after a duplicate was seen, are enqueued again,
-    once per call.
+    once per call. Before each run it prints "run k of N" with the time left, and after it the outcome.
     """
     enqueued: list[dict[str, Any]] = []
-    for _ in range(3 * len(arms) * len(seeds) + 3):
+    total = len(arms) * len(seeds)
+    progress = StudyProgress("helu-train compare", total, _describe, objective.monitor)
+    for _ in range(3 * total + 3):
         fail_dead_local_trials(study, max_retry)
         todo = grid_todo(study, arms, seeds)
         if not todo:
@@ -211,7 +216,13 @@ def run_grid(study: optuna.Study, objective: CompareObjective, arms: Sequence[Ar
             if stuck and point not in waiting and point not in enqueued:
                 study.enqueue_trial(point)
                 enqueued.append(point)
-        study.optimize(objective, n_trials=1, gc_after_trial=True)
+        progress.begin(total - len(todo))
+        with StudyProgress.optuna_quiet():
+            study.optimize(objective, n_trials=1, gc_after_trial=True, callbacks=[progress])
+
+
+def _describe(trial: FrozenTrial) -> str:
+    return f"{trial.params.get('activation')}, seed {trial.params.get('seed')}"
 
 
 def _duplicates(study: optuna.Study) -> bool:

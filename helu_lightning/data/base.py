@@ -65,6 +65,10 @@ class ImageDataModule(TrustedLoading, LightningDataModule):
 
     ``persistent_workers`` only takes effect when ``num_workers > 0`` (PyTorch refuses it otherwise), so a
     config can keep it on while ``--data.init_args.num_workers 0`` is used for debugging.
+
+    Subclasses take their own arguments and pass the rest on as ``**kwargs``: jsonargparse follows
+    ``super().__init__(**kwargs)`` to these parameters, so ``--help``, ``--print_config`` and configs see them all
+    with these defaults (``tests/test_first_use.py`` checks it for every DataModule).
     """
 
     num_classes: int
@@ -75,12 +79,12 @@ class ImageDataModule(TrustedLoading, LightningDataModule):
 
     def __init__(
         self,
-        batch_size: int,
-        num_workers: int,
-        pin_memory: bool,
-        persistent_workers: bool,
-        val_fraction: float,
-        seed: int,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        val_fraction: float = 0.1,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

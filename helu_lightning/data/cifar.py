@@ -147,15 +147,10 @@ class CIFAR10DataModule(ImageDataModule):
         self,
         data_dir: str = "data",
         download: bool = False,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        batch_size: int = 128,
-        num_workers: int = 4,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
         augment: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, val_fraction, seed)
+        super().__init__(**kwargs)  # batch_size, num_workers, ...: see ImageDataModule
         self.save_hyperparameters()
         root = Path(data_dir).expanduser()
         self.root = root.parent if root.name == self.dataset_class.base_folder else root

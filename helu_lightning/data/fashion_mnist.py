@@ -15,7 +15,7 @@ import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import torch
 from torch import Tensor
@@ -137,15 +137,11 @@ class FashionMNISTDataModule(ImageDataModule):
         self,
         data_dir: str | None = None,
         download: bool = False,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
         augment: bool = True,
+        num_workers: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, val_fraction, seed)
+        super().__init__(num_workers=num_workers, **kwargs)  # batch_size, ...: see ImageDataModule
         self.save_hyperparameters()
         if download and data_dir is None:
             raise UserError(

@@ -103,15 +103,10 @@ class ImagenetteDataModule(ImageDataModule):
         data_dir: str = "data/imagenette2-160",
         image_size: int = 160,
         crop_fraction: float = 0.875,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        batch_size: int = 128,
-        num_workers: int = 4,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
         augment: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, val_fraction, seed)
+        super().__init__(**kwargs)  # batch_size, num_workers, ...: see ImageDataModule
         self.save_hyperparameters()
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
             raise UserError(f"image_size must be an integer >= 8 (square crop side, e.g. 160), got {image_size!r}")

@@ -3,6 +3,7 @@ batch and sequence length; HF models are wrapped to take their tensors positiona
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,18 @@ from torch import Tensor, nn
 
 from .verify import logits
 
-__all__ = ["graph_inputs", "onnx_feeds", "write_onnx"]
+__all__ = ["export_onnx", "graph_inputs", "onnx_feeds", "write_onnx"]
+
+# torch.onnx warns once per extra input that shares a named Dim ("The axis name: batch will not be used, since it
+# shares the same shape constraints with another axis: batch"): token inputs share batch and sequence on purpose.
+_SHARED_AXIS_WARNING = r"# The axis name: .* will not be used, since it shares the same shape constraints"
+
+
+def export_onnx(module: nn.Module, example: tuple[Any, ...], path: str | Path, **kwargs: Any) -> None:
+    """``torch.onnx.export(..., dynamo=True)`` without its warning about inputs that share a dynamic axis."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SHARED_AXIS_WARNING)
+        torch.onnx.export(module, example, str(path), dynamo=True, verbose=False, **kwargs)
 
 
 class _Positional(nn.Module):
@@ -74,6 +86,6 @@ def write_onnx(model: nn.Module, inputs: Tensor | Mapping[str, Tensor], path: st
     ONNX input names."""
     module, example, names, shapes = graph_inputs(model, inputs)
     big = sum(p.numel() * p.element_size() for p in module.parameters()) > 1.8 * 2**30
-    torch.onnx.export(module, example, str(path), input_names=names, output_names=["logits"],
-                      dynamic_shapes=shapes, dynamo=True, external_data=big, verbose=False)
+    export_onnx(module, example, path, input_names=names, output_names=["logits"], dynamic_shapes=shapes,
+                external_data=big)
     return names

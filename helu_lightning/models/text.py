@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from torch import nn
@@ -13,6 +16,34 @@ from ..registry import require_factory
 from ..surgery import default_targets, replace_activations
 
 __all__ = ["LOCAL_MODELS", "build_sequence_classifier", "resolve_pretrained"]
+
+# Classification heads that AutoModelForSequenceClassification adds on top of a pre-trained body.
+_HEAD_MODULES = ("classifier", "pre_classifier", "score")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _DropNewHeadReport(logging.Filter):
+    """Drops Hugging Face's load report when it lists only the new classification head as MISSING: the head is
+    trained next or replaced by a checkpoint's weights right after (``load_from_checkpoint``), so the "newly
+    initialized" warning misleads. A report naming anything else is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        rows = [[cell.strip() for cell in _ANSI.sub("", line).split("|")] for line in message.splitlines()
+                if line.count("|") >= 2 and not line.lstrip().startswith("Key")]
+        return not rows or not all(row[1] == "MISSING" and row[0].split(".")[0] in _HEAD_MODULES for row in rows)
+
+
+@contextlib.contextmanager
+def _new_head_report_dropped() -> Iterator[None]:
+    logger, drop = logging.getLogger("transformers.modeling_utils"), _DropNewHeadReport()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def build_sequence_classifier(
@@ -47,7 +78,8 @@ def build_sequence_classifier(
         head["id2label"] = dict(enumerate(label_names))
         head["label2id"] = {name: i for i, name in enumerate(label_names)}
     if pretrained is not None:
-        model = AutoModelForSequenceClassification.from_pretrained(resolve_pretrained(pretrained), **head)
+        with _new_head_report_dropped():
+            model = AutoModelForSequenceClassification.from_pretrained(resolve_pretrained(pretrained), **head)
     else:
         options = dict(model_config)
         model_type = options.pop("model_type", "bert")

@@ -13,6 +13,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from helu_lightning.callbacks.epochs import EpochCounter
+from helu_lightning.callbacks.progress import EpochProgress
 from helu_lightning.io import atomic_write_text
 from helu_lightning.search.config import logs_into
 from helu_lightning.search.options import PRUNERS, SearchSetupError
@@ -79,7 +80,8 @@ class Objective:
 
         counter = EpochCounter()
         pruning = PyTorchLightningPruningCallback(trial, monitor=self.monitor)
-        defaults = {"callbacks": [pruning, counter], "enable_progress_bar": False, "enable_model_summary": False}
+        defaults = {"callbacks": [pruning, counter, EpochProgress(self.monitor)], "enable_progress_bar": False,
+                    "enable_model_summary": False}
         args = ["--config", str(config_path), *self.overrides, f"--trainer.default_root_dir={trial_dir}"]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")

@@ -14,9 +14,10 @@ import yaml
 from optuna.trial import TrialState
 
 from helu_lightning.io import atomic_write_bytes, atomic_write_text
+from helu_lightning.search.config import logs_into
 from helu_lightning.search.space import SearchParam, apply_params, outside_space
 
-__all__ = ["format_table", "summary_rows", "write_outputs", "write_plots"]
+__all__ = ["format_table", "runs_into", "summary_rows", "write_outputs", "write_plots"]
 
 
 def write_outputs(study: optuna.Study, config: dict, params: list[SearchParam], output_dir: Path, monitor: str) -> None:
@@ -43,11 +44,24 @@ def write_outputs(study: optuna.Study, config: dict, params: list[SearchParam], 
         return
     pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
     best = pick(fitting, key=lambda t: t.value)
-    best_config = apply_params(config, params, best.params)
+    best_config = runs_into(apply_params(config, params, best.params), output_dir / "best")
     note = f"# helu-train search: best of study {study.study_name!r}, trial {best.number}, {monitor}={best.value:.6g}\n"
     atomic_write_text(output_dir / "best.yaml", note + yaml.safe_dump(best_config, sort_keys=False))
-    print(f"best trial {best.number}: {monitor}={best.value:.6g} {best.params} -> {output_dir / 'best.yaml'}")
+    print(f"best trial {best.number}: {monitor}={best.value:.6g} {best.params} -> {output_dir / 'best.yaml'}; "
+          f"train it with: helu-train fit --config {output_dir / 'best.yaml'}")
     write_plots(study, params, output_dir / "plots")
+
+
+def runs_into(config: dict, folder: Path) -> dict:
+    """``config`` training into ``folder`` (run folder, loggers, checkpoint folders), not the searched config's own
+    run folder: ``fit --config best.yaml`` would refuse that folder, or resume the original run with ``last``."""
+    trainer = config["trainer"] = dict(config.get("trainer") or {})
+    trainer["default_root_dir"] = str(folder)
+    for callback in trainer.get("callbacks") or []:
+        init_args = callback.get("init_args") if isinstance(callback, dict) else None
+        if isinstance(init_args, dict) and init_args.get("dirpath") is not None:
+            init_args["dirpath"] = str(folder / "checkpoints")
+    return logs_into(config, folder)
 
 
 def summary_rows(study: optuna.Study, params: list[SearchParam]) -> list[dict[str, Any]]:

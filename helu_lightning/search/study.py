@@ -15,10 +15,12 @@ from typing import Any
 import optuna
 import yaml
 
+from helu_lightning.console import helper_runs_quiet
 from helu_lightning.search.config import check_trial_config, compose_configs
 from helu_lightning.search.fingerprint import check_fingerprint
 from helu_lightning.search.objective import Objective, make_pruner
 from helu_lightning.search.options import SEARCH_FLAGS, SearchOptions, SearchSetupError
+from helu_lightning.search.progress import StudyProgress
 from helu_lightning.search.report import write_outputs
 from helu_lightning.search.space import ALPHA_BASELINE, SearchParam, load_space
 from helu_lightning.search.storage import fail_dead_local_trials, make_storage, redact, trials_counted
@@ -37,7 +39,8 @@ def calibrated_alpha(
     """
     from helu_lightning.calibration import suggest_alpha
 
-    with tempfile.TemporaryDirectory(prefix="helu-calibration-") as tmp, warnings.catch_warnings():
+    with tempfile.TemporaryDirectory(prefix="helu-calibration-") as tmp, warnings.catch_warnings(), \
+            helper_runs_quiet():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         if isinstance(config, Mapping):
             config_path = Path(tmp) / "config.yaml"
@@ -49,6 +52,12 @@ def calibrated_alpha(
         cli.datamodule.setup("fit")
         model = getattr(cli.model, "model", None) or cli.model
         return float(suggest_alpha(model, cli.datamodule.train_dataloader(), train_mode=True).global_alpha)
+
+
+def _describe(trial: optuna.trial.FrozenTrial) -> str:
+    values = ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+                       for name, value in trial.params.items())
+    return f"trial {trial.number}{': ' + values if values else ''}"
 
 
 def _baselines(params: list[SearchParam], calibrate: Callable[[], float] | None) -> list[dict[str, Any]]:
@@ -123,7 +132,8 @@ def prepare_search(options: SearchOptions, build_cli: Callable[..., Any]) -> tup
     so a mistake costs nothing."""
     config = compose_configs(options.configs, build_cli)
     params = load_space(options.space)
-    resolved = check_trial_config(config, params, options.overrides, build_cli, SEARCH_FLAGS)
+    with helper_runs_quiet():
+        resolved = check_trial_config(config, params, options.overrides, build_cli, SEARCH_FLAGS)
     fingerprint = {"trial_config": resolved, "space": [asdict(p) for p in params], "monitor": options.monitor}
     return config, params, fingerprint
 
@@ -135,13 +145,17 @@ def run_search(options: SearchOptions, build_cli: Callable[..., Any] | None = No
     config, params, fingerprint = prepare_search(options, build_cli)
     overrides = list(options.overrides)
     calibrate = partial(calibrated_alpha, config, overrides, build_cli) if options.calibration else None
-    study = open_study(options, params, calibrate, fingerprint)
-    objective = Objective(config, params, overrides, options.output_dir, options.monitor, build_cli)
-    deadline = None if options.timeout is None else time.monotonic() + options.timeout
-    while True:
-        fail_dead_local_trials(study, options.max_retry)
-        if trials_counted(study) >= options.n_trials or (deadline is not None and time.monotonic() >= deadline):
-            break
-        study.optimize(objective, n_trials=1, gc_after_trial=True)
+    progress = StudyProgress("helu-train search", options.n_trials, _describe, options.monitor)
+    with StudyProgress.optuna_quiet():
+        study = open_study(options, params, calibrate, fingerprint)
+        objective = Objective(config, params, overrides, options.output_dir, options.monitor, build_cli)
+        deadline = None if options.timeout is None else time.monotonic() + options.timeout
+        while True:
+            fail_dead_local_trials(study, options.max_retry)
+            counted = trials_counted(study)
+            if counted >= options.n_trials or (deadline is not None and time.monotonic() >= deadline):
+                break
+            progress.begin(counted)
+            study.optimize(objective, n_trials=1, gc_after_trial=True, callbacks=[progress])
     write_outputs(study, config, params, options.output_dir, options.monitor)
     return study

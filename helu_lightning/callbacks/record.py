@@ -15,8 +15,8 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from helu_lightning.callbacks.monitor import ActivationMonitor
-from helu_lightning.io import atomic_write_text
+from ..io import atomic_write_text
+from .monitor import ActivationMonitor
 
 __all__ = ["MONITOR_KEYS", "RunRecorder"]
 
