@@ -1,25 +1,56 @@
 #!/usr/bin/env bash
-# The three comparisons behind the README's "Results" section, exactly as run (one thread each, 2 shared cores).
+# The comparisons behind the README's "Results" section, exactly as run (one thread each, 2 shared cores).
 # Each writes results.md, runs.csv, report.json and plots/ under runs/compare/<name>/; re-running resumes.
+#   bash benchmarks/compare_evidence.sh                 # every study, one after another
+#   bash benchmarks/compare_evidence.sh depth_digits    # only the named ones (names below)
 set -euo pipefail
 export OMP_NUM_THREADS=1
+LEAKY='{name: leaky_relu, negative_slope: 0.01}'
+PLAIN_ARMS=(relu helu:0.01 helu:0.05 helu:0.2 gelu "$LEAKY")
 
 # 1. Fashion-MNIST (real, Debian dataset-fashion-mnist), CIFAR-style ResNet-18 width 8, 5 activations x 5 seeds.
 #    Subsampled: 2 epochs of 15 random batches of 128 (1,920 images an epoch), validation on 6 batches (768
 #    images), test on 10 batches (1,280 of the 10k test images), INT8 scored on 4 validation batches (512 images).
-helu-train compare --config configs/fashion_mnist.yaml \
-    --activations relu gelu helu:0.01 helu:0.05 helu:auto --seeds 5 --output_dir runs/compare/fashion_mnist \
-    --int8_batches 4 --trainer.limit_train_batches 15 --trainer.limit_val_batches 6 --trainer.limit_test_batches 10
+fashion_mnist() {
+    helu-train compare --config configs/fashion_mnist.yaml \
+        --activations relu gelu helu:0.01 helu:0.05 helu:auto --seeds 5 --output_dir runs/compare/fashion_mnist \
+        --int8_batches 4 --trainer.limit_train_batches 15 --trainer.limit_val_batches 6 --trainer.limit_test_batches 10
+}
 
 # 2. Where ReLU units die: digits, small CNN without dropout, SGD at lr 0.5 (10x the config's), 5 epochs.
-helu-train compare --config configs/offline.yaml --activations relu helu:0.05 --seeds 5 \
-    --output_dir runs/compare/digits_high_lr --no_int8 --trainer.max_epochs 5 \
-    --model.init_args.optimizer.init_args.lr 0.5 --model.init_args.lr_scheduler.init_args.T_max 5 \
-    --model.init_args.backbone_options.dropout 0
+digits_high_lr() {
+    helu-train compare --config configs/offline.yaml --activations relu helu:0.05 --seeds 5 \
+        --output_dir runs/compare/digits_high_lr --no_int8 --trainer.max_epochs 5 \
+        --model.init_args.optimizer.init_args.lr 0.5 --model.init_args.lr_scheduler.init_args.T_max 5 \
+        --model.init_args.backbone_options.dropout 0
+}
 
 # 3. MiniLM (real all-MiniLM-L6-v2) fine-tuned on BBC news, FFN activation swapped, 3 activations x 5 seeds.
 #    Subsampled: 160 training articles, 64 tokens, 2 epochs; test on 4 batches of 64 (256 of the 445 test
 #    articles); INT8 scored on 2 validation batches (128 articles).
-helu-train compare --config configs/text_offline.yaml --activations relu gelu helu:0.05 --seeds 5 \
-    --output_dir runs/compare/text_bbc --int8_batches 2 --data.init_args.max_train_samples 160 \
-    --trainer.limit_test_batches 4
+text_bbc() {
+    helu-train compare --config configs/text_offline.yaml --activations relu gelu helu:0.05 --seeds 5 \
+        --output_dir runs/compare/text_bbc --int8_batches 2 --data.init_args.max_train_samples 160 \
+        --trainer.limit_test_batches 4
+}
+
+# 4. Depth sweep without normalisation: digits through a plain MLP (width 32, PyTorch's default init), SGD lr
+#    0.02 momentum 0.9, 30 epochs of 20 steps, at depths 4, 8 and 12; then depth 8 with BatchNorm. 6 activations
+#    x 5 seeds each; INT8 scored on 2 validation batches (128 digits).
+depth_digits() {
+    for depth in 4 8 12; do
+        helu-train compare --config configs/plain_mlp_digits.yaml --activations "${PLAIN_ARMS[@]}" --seeds 5 \
+            --output_dir "runs/compare/depth_digits_d${depth}" --int8_batches 2 \
+            --model.init_args.backbone_options.depth "$depth"
+    done
+    helu-train compare --config configs/plain_mlp_digits.yaml --activations "${PLAIN_ARMS[@]}" --seeds 5 \
+        --output_dir runs/compare/depth_digits_d8_batchnorm --int8_batches 2 \
+        --model.init_args.backbone_options.depth 8 --model.init_args.backbone_options.norm batch
+}
+
+studies=("$@")
+[ ${#studies[@]} -eq 0 ] && studies=(fashion_mnist digits_high_lr text_bbc depth_digits)
+for study in "${studies[@]}"; do
+    declare -F "$study" >/dev/null || { echo "unknown study $study; known: fashion_mnist digits_high_lr text_bbc depth_digits" >&2; exit 2; }
+    "$study"
+done
