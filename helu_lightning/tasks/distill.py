@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checkpoints import CheckpointError
 from ..errors import UserError
 
 __all__ = ["DISTILL_DEFAULTS", "DistillError", "check_distill", "check_teacher", "distillation_loss", "load_teacher",
@@ -78,8 +79,10 @@ def load_teacher(path: str) -> nn.Module:
 
         try:
             model = GlueClassifier.load_from_checkpoint(location, map_location="cpu", distill=None).model
-        except TypeError as err:
-            raise DistillError(f"distill.teacher {path} is not a text-classifier checkpoint ({err}); give a "
+        except CheckpointError:
+            raise  # names the untrusted import path: a teacher never runs code from its file
+        except (TypeError, KeyError, ValueError) as err:
+            raise DistillError(f"distill.teacher {path} is not a text-classifier checkpoint ({err!r}); give a "
                                "GlueClassifier .ckpt or a Hugging Face model folder") from None
     else:
         raise DistillError(f"distill.teacher {path} does not exist; give the local path of a Hugging Face model "
