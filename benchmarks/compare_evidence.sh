@@ -48,9 +48,33 @@ depth_digits() {
         --model.init_args.backbone_options.depth 8 --model.init_args.backbone_options.norm batch
 }
 
+# 5. GELU -> ReLU conversion of the pretrained MiniLM on BBC news, at the text_bbc budget (160 training articles,
+#    64 tokens, 2 epochs; validation on 2 batches of 64, test on 4 batches of 64 = 256 of the 445 test articles,
+#    INT8 on 2 validation batches). The teacher is the GELU model fine-tuned at the same budget (seed 0); the
+#    students start from the pretrained (not fine-tuned) MiniLM with their FFN activation swapped.
+TEXT_BUDGET=(--data.init_args.max_train_samples 160 --trainer.limit_val_batches 2 --trainer.limit_test_batches 4
+             --int8_batches 2)
+SCHEDULE='{name: helu, alpha: 1, schedule: {name: cosine, start: 1, end: 0.05}}'
+text_teacher() {
+    [ -f runs/text_teacher_160/checkpoints/best.ckpt ] || helu-train fit --config configs/text_offline.yaml \
+        --model.init_args.activation null --data.init_args.max_train_samples 160 --trainer.limit_val_batches 2 \
+        --trainer.default_root_dir runs/text_teacher_160 --trainer.enable_progress_bar false
+}
+text_relufication() {
+    helu-train compare --config configs/text_offline.yaml --activations relu helu:0.05 "$SCHEDULE" gelu --seeds 5 \
+        --output_dir runs/compare/text_relufication "${TEXT_BUDGET[@]}"
+}
+text_relufication_distill() {
+    text_teacher
+    helu-train compare --config configs/text_offline.yaml --activations relu helu:0.05 "$SCHEDULE" --seeds 5 \
+        --output_dir runs/compare/text_relufication_distill "${TEXT_BUDGET[@]}" \
+        --model.init_args.distill '{teacher: runs/text_teacher_160/checkpoints/best.ckpt, temperature: 2, weight: 0.5}'
+}
+
 studies=("$@")
-[ ${#studies[@]} -eq 0 ] && studies=(fashion_mnist digits_high_lr text_bbc depth_digits)
+[ ${#studies[@]} -eq 0 ] && studies=(fashion_mnist digits_high_lr text_bbc depth_digits text_relufication
+                                     text_relufication_distill)
 for study in "${studies[@]}"; do
-    declare -F "$study" >/dev/null || { echo "unknown study $study; known: fashion_mnist digits_high_lr text_bbc depth_digits" >&2; exit 2; }
+    declare -F "$study" >/dev/null || { echo "unknown study $study; known: fashion_mnist digits_high_lr text_bbc depth_digits text_relufication text_relufication_distill" >&2; exit 2; }
     "$study"
 done
