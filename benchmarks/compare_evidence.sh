@@ -71,10 +71,24 @@ text_relufication_distill() {
         --model.init_args.distill '{teacher: runs/text_teacher_160/checkpoints/best.ckpt, temperature: 2, weight: 0.5}'
 }
 
+# 6. The depth sweep on Fashion-MNIST (real, Debian dataset-fashion-mnist): plain MLP width 64, SGD lr 0.02
+#    momentum 0.9, 5 epochs of 60 random batches of 128, validation on 1,280 and test on 2,560 images, INT8 on 2
+#    validation batches. Depth 8 first (the depth where digits separate the activations), then 4, 12, 8 + BN.
+depth_fashion_mnist() {
+    for depth in 8 4 12; do
+        helu-train compare --config configs/plain_mlp_fashion_mnist.yaml --activations "${PLAIN_ARMS[@]}" --seeds 5 \
+            --output_dir "runs/compare/depth_fashion_mnist_d${depth}" --int8_batches 2 \
+            --model.init_args.backbone_options.depth "$depth"
+    done
+    helu-train compare --config configs/plain_mlp_fashion_mnist.yaml --activations "${PLAIN_ARMS[@]}" --seeds 5 \
+        --output_dir runs/compare/depth_fashion_mnist_d8_batchnorm --int8_batches 2 \
+        --model.init_args.backbone_options.depth 8 --model.init_args.backbone_options.norm batch
+}
+
 studies=("$@")
 [ ${#studies[@]} -eq 0 ] && studies=(fashion_mnist digits_high_lr text_bbc depth_digits text_relufication
-                                     text_relufication_distill)
+                                     text_relufication_distill depth_fashion_mnist)
 for study in "${studies[@]}"; do
-    declare -F "$study" >/dev/null || { echo "unknown study $study; known: fashion_mnist digits_high_lr text_bbc depth_digits text_relufication text_relufication_distill" >&2; exit 2; }
+    declare -F "$study" >/dev/null || { echo "unknown study $study; known: fashion_mnist digits_high_lr text_bbc depth_digits text_relufication text_relufication_distill depth_fashion_mnist" >&2; exit 2; }
     "$study"
 done
