@@ -47,6 +47,8 @@ def test_the_task_passes_the_image_size() -> None:
                             backbone_options={"depth": 2, "width": 5})
     assert task.model.features[1].in_features == 28 * 28
     assert task(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"built for 784 input values .* shape \(1, 8, 8\); set image_size"):
+        task(torch.randn(2, 1, 8, 8))
 
 
 @pytest.mark.parametrize("name", ["plain_mlp", "plain_cnn"])

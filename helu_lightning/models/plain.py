@@ -44,8 +44,13 @@ class PlainMLP(nn.Module):
             size = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(width, num_classes)
+        self.in_features = in_channels * image_size * image_size
 
     def forward(self, x: Tensor) -> Tensor:
+        if x[0].numel() != self.in_features:
+            raise ValueError(f"PlainMLP was built for {self.in_features} input values per image (in_channels x "
+                             f"image_size^2) but got images of shape {tuple(x.shape[1:])}; set image_size (and "
+                             "in_channels) to the data's")
         return self.head(self.features(x))
 
 
