@@ -1,25 +1,94 @@
 #!/usr/bin/env bash
-# The three comparisons behind the README's "Results" section, exactly as run (one thread each, 2 shared cores).
+# The comparisons behind the README's "Results" section, exactly as run (one thread each, 2 shared cores).
 # Each writes results.md, runs.csv, report.json and plots/ under runs/compare/<name>/; re-running resumes.
+#   bash benchmarks/compare_evidence.sh                 # every study, one after another
+#   bash benchmarks/compare_evidence.sh depth_digits    # only the named ones (names below)
 set -euo pipefail
 export OMP_NUM_THREADS=1
+LEAKY='{name: leaky_relu, negative_slope: 0.01}'
+PLAIN_ARMS=(relu helu:0.01 helu:0.05 helu:0.2 gelu "$LEAKY")
 
 # 1. Fashion-MNIST (real, Debian dataset-fashion-mnist), CIFAR-style ResNet-18 width 8, 5 activations x 5 seeds.
 #    Subsampled: 2 epochs of 15 random batches of 128 (1,920 images an epoch), validation on 6 batches (768
 #    images), test on 10 batches (1,280 of the 10k test images), INT8 scored on 4 validation batches (512 images).
-helu-train compare --config configs/fashion_mnist.yaml \
-    --activations relu gelu helu:0.01 helu:0.05 helu:auto --seeds 5 --output_dir runs/compare/fashion_mnist \
-    --int8_batches 4 --trainer.limit_train_batches 15 --trainer.limit_val_batches 6 --trainer.limit_test_batches 10
+fashion_mnist() {
+    helu-train compare --config configs/fashion_mnist.yaml \
+        --activations relu gelu helu:0.01 helu:0.05 helu:auto --seeds 5 --output_dir runs/compare/fashion_mnist \
+        --int8_batches 4 --trainer.limit_train_batches 15 --trainer.limit_val_batches 6 --trainer.limit_test_batches 10
+}
 
 # 2. Where ReLU units die: digits, small CNN without dropout, SGD at lr 0.5 (10x the config's), 5 epochs.
-helu-train compare --config configs/offline.yaml --activations relu helu:0.05 --seeds 5 \
-    --output_dir runs/compare/digits_high_lr --no_int8 --trainer.max_epochs 5 \
-    --model.init_args.optimizer.init_args.lr 0.5 --model.init_args.lr_scheduler.init_args.T_max 5 \
-    --model.init_args.backbone_options.dropout 0
+digits_high_lr() {
+    helu-train compare --config configs/offline.yaml --activations relu helu:0.05 --seeds 5 \
+        --output_dir runs/compare/digits_high_lr --no_int8 --trainer.max_epochs 5 \
+        --model.init_args.optimizer.init_args.lr 0.5 --model.init_args.lr_scheduler.init_args.T_max 5 \
+        --model.init_args.backbone_options.dropout 0
+}
 
 # 3. MiniLM (real all-MiniLM-L6-v2) fine-tuned on BBC news, FFN activation swapped, 3 activations x 5 seeds.
 #    Subsampled: 160 training articles, 64 tokens, 2 epochs; test on 4 batches of 64 (256 of the 445 test
 #    articles); INT8 scored on 2 validation batches (128 articles).
-helu-train compare --config configs/text_offline.yaml --activations relu gelu helu:0.05 --seeds 5 \
-    --output_dir runs/compare/text_bbc --int8_batches 2 --data.init_args.max_train_samples 160 \
-    --trainer.limit_test_batches 4
+text_bbc() {
+    helu-train compare --config configs/text_offline.yaml --activations relu gelu helu:0.05 --seeds 5 \
+        --output_dir runs/compare/text_bbc --int8_batches 2 --data.init_args.max_train_samples 160 \
+        --trainer.limit_test_batches 4
+}
+
+# 4. Depth sweep without normalisation: digits through a plain MLP (width 32, PyTorch's default init), SGD lr
+#    0.02 momentum 0.9, 30 epochs of 20 steps, at depths 4, 8 and 12; then depth 8 with BatchNorm. 6 activations
+#    x 5 seeds each; INT8 scored on 2 validation batches (128 digits).
+depth_digits() {
+    for depth in 4 8 12; do
+        helu-train compare --config configs/plain_mlp_digits.yaml --activations "${PLAIN_ARMS[@]}" --seeds 5 \
+            --output_dir "runs/compare/depth_digits_d${depth}" --int8_batches 2 \
+            --model.init_args.backbone_options.depth "$depth"
+    done
+    helu-train compare --config configs/plain_mlp_digits.yaml --activations "${PLAIN_ARMS[@]}" --seeds 5 \
+        --output_dir runs/compare/depth_digits_d8_batchnorm --int8_batches 2 \
+        --model.init_args.backbone_options.depth 8 --model.init_args.backbone_options.norm batch
+}
+
+# 5. GELU -> ReLU conversion of the pretrained MiniLM on BBC news, at the text_bbc budget (160 training articles,
+#    64 tokens, 2 epochs; validation on 2 batches of 64, test on 4 batches of 64 = 256 of the 445 test articles,
+#    INT8 on 2 validation batches). The teacher is the GELU model fine-tuned at the same budget (seed 0); the
+#    students start from the pretrained (not fine-tuned) MiniLM with their FFN activation swapped.
+TEXT_BUDGET=(--data.init_args.max_train_samples 160 --trainer.limit_val_batches 2 --trainer.limit_test_batches 4
+             --int8_batches 2)
+SCHEDULE='{name: helu, alpha: 1, schedule: {name: cosine, start: 1, end: 0.05}}'
+text_teacher() {
+    [ -f runs/text_teacher_160/checkpoints/best.ckpt ] || helu-train fit --config configs/text_offline.yaml \
+        --model.init_args.activation null --data.init_args.max_train_samples 160 --trainer.limit_val_batches 2 \
+        --trainer.default_root_dir runs/text_teacher_160 --trainer.enable_progress_bar false
+}
+text_relufication() {
+    helu-train compare --config configs/text_offline.yaml --activations relu helu:0.05 "$SCHEDULE" gelu --seeds 5 \
+        --output_dir runs/compare/text_relufication "${TEXT_BUDGET[@]}"
+}
+text_relufication_distill() {
+    text_teacher
+    helu-train compare --config configs/text_offline.yaml --activations relu helu:0.05 "$SCHEDULE" --seeds 5 \
+        --output_dir runs/compare/text_relufication_distill "${TEXT_BUDGET[@]}" \
+        --model.init_args.distill '{teacher: runs/text_teacher_160/checkpoints/best.ckpt, temperature: 2, weight: 0.5}'
+}
+
+# 6. The depth sweep on Fashion-MNIST (real, Debian dataset-fashion-mnist): plain MLP width 64, SGD lr 0.02
+#    momentum 0.9, 5 epochs of 60 random batches of 128, validation on 1,280 and test on 2,560 images, INT8 on 2
+#    validation batches. Depth 8 first (the depth where digits separate the activations), then 4, 12, 8 + BN.
+depth_fashion_mnist() {
+    for depth in 8 4 12; do
+        helu-train compare --config configs/plain_mlp_fashion_mnist.yaml --activations "${PLAIN_ARMS[@]}" --seeds 5 \
+            --output_dir "runs/compare/depth_fashion_mnist_d${depth}" --int8_batches 2 \
+            --model.init_args.backbone_options.depth "$depth"
+    done
+    helu-train compare --config configs/plain_mlp_fashion_mnist.yaml --activations "${PLAIN_ARMS[@]}" --seeds 5 \
+        --output_dir runs/compare/depth_fashion_mnist_d8_batchnorm --int8_batches 2 \
+        --model.init_args.backbone_options.depth 8 --model.init_args.backbone_options.norm batch
+}
+
+studies=("$@")
+[ ${#studies[@]} -eq 0 ] && studies=(fashion_mnist digits_high_lr text_bbc depth_digits text_relufication
+                                     text_relufication_distill depth_fashion_mnist)
+for study in "${studies[@]}"; do
+    declare -F "$study" >/dev/null || { echo "unknown study $study; known: fashion_mnist digits_high_lr text_bbc depth_digits text_relufication text_relufication_distill depth_fashion_mnist" >&2; exit 2; }
+    "$study"
+done

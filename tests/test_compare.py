@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import optuna
+import torch
 import pytest
 import sqlalchemy.exc
 import yaml
@@ -152,6 +153,8 @@ def test_two_activations_two_seeds_on_the_digits(tmp_path, one_thread, capsys):
         assert 0.0 <= row["val_dead_fraction"] <= 1.0 and 0.0 <= row["val_band_fraction"] <= 1.0
         assert row["int8_delta"] == pytest.approx(row["int8"] - row["int8_fp32"]) and row["errors"] is None
         assert len(row["curve"]) == 1 and row["curve"][0] == pytest.approx(row["monitor_last"])
+        # Dead-unit and band fractions per validation run, the last one being the end-of-fit value.
+        assert row["dead_curve"] == [row["val_dead_fraction"]] and row["band_curve"] == [row["val_band_fraction"]]
     # helu:auto: each seed's run got suggest_alpha's value, and its fit config used it.
     for trial in study.trials:
         spec = trial.user_attrs["spec"]
@@ -171,8 +174,9 @@ def test_two_activations_two_seeds_on_the_digits(tmp_path, one_thread, capsys):
     assert json.loads((out / "report.json").read_text())["metric"] == "test/acc"
     markdown = (out / "results.md").read_text()
     assert "| helu:auto (α≈" in markdown and "paired t-test" in markdown
-    for name in ("val_curves.png", "paired.png"):
+    for name in ("val_curves.png", "paired.png", "dead_units.png", "band.png"):
         assert (out / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+    assert "dead_curve" in (out / "runs.csv").read_text().splitlines()[0]
     assert "runs reported" in capsys.readouterr().out
 
     run(build_parser().parse_args(argv))  # complete: nothing runs again
@@ -277,3 +281,46 @@ def test_fashion_mnist_config_fits_on_idx_fixtures(tmp_path, one_thread):
                 "--data.init_args.data_dir", str(data), "--data.init_args.batch_size", "8"])
     assert run_.trainer.global_step == 1 and "test/acc" in run_.trainer.callback_metrics
     assert type(run_.model.model).__name__ == "CifarResNet"
+
+
+def test_schedule_arm_trains_under_an_alpha_scheduler_with_curves_over_the_fit(tmp_path, one_thread):
+    """An arm with an alpha schedule gets an AlphaScheduler in its fit config (other arms none); every run records
+    the dead-unit and band fractions at each epoch's validation, and compare plots them."""
+    out = tmp_path / "compare"
+    schedule_arm = "{name: helu, alpha: 1, schedule: {name: linear, start: 1, end: 0.05}}"
+    argv = compare_argv(out, "--no_int8", "--no_test", "--trainer.max_epochs=3", "--baseline", "none",
+                        activations=("relu", schedule_arm), seeds=1)
+    report = run(build_parser().parse_args(argv))
+    rows = {r["activation"]: r for r in report["runs"]}
+    assert set(rows) == {"relu", "helu:linear(1->0.05)"}
+    for row in rows.values():
+        assert len(row["curve"]) == len(row["dead_curve"]) == len(row["band_curve"]) == 3
+        assert all(0.0 <= v <= 1.0 for v in row["dead_curve"] + row["band_curve"])
+        assert row["dead_curve"][-1] == row["val_dead_fraction"]
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{out / 'study.db'}")
+    for trial in study.trials:
+        config = yaml.safe_load((out / "trials" / str(trial.number) / "config.yaml").read_text())
+        schedulers = [c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("AlphaScheduler")]
+        activation = config["model"]["init_args"]["activation"]
+        assert "schedule" not in activation
+        if trial.params["activation"] == "relu":
+            assert schedulers == []
+        else:
+            assert schedulers == [{"class_path": "helu_lightning.callbacks.AlphaScheduler",
+                                   "init_args": {"schedule": {"name": "linear", "start": 1, "end": 0.05},
+                                                 "interval": "step"}}]
+            last = torch.load(next((out / "trials" / str(trial.number)).rglob("last.ckpt")), weights_only=True)
+            alphas = {v.item() for k, v in last["state_dict"].items() if k.endswith(".alpha")}
+            assert alphas and max(alphas) < 0.5  # the schedule moved alpha from 1 towards 0.05
+    for name in ("val_curves.png", "dead_units.png", "band.png"):
+        assert (out / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("{name: relu, schedule: {name: linear, start: 1, end: 0.05}}", "needs name: helu"),
+    ("{name: helu, schedule: {name: linaer, start: 1, end: 0.05}}", "Did you mean 'linear'"),
+    ("{name: helu, schedule: 0.5}", "schedule is a mapping"),
+])
+def test_bad_schedule_arms_are_user_errors(text, words):
+    with pytest.raises(CompareError, match=words):
+        parse_arm(text)

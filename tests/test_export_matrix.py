@@ -1,5 +1,5 @@
-"""Every model the project trains exports in every format: each built-in backbone at 1 and 3 input channels and the
-text model, through safetensors, torch.export (pt2), ONNX and (text) save_pretrained. Each artifact is loaded in
+"""Every model the project trains exports in every format: each built-in backbone at 1 and 3 input channels (plain
+ones with and without BatchNorm) and the text model, through safetensors, torch.export (pt2), ONNX and (text) save_pretrained. Each artifact is loaded in
 a fresh interpreter where helu_lightning cannot be imported, and must give the trained model's outputs."""
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ BACKBONES = {
     "resnet18_cifar": {"width": 4},
     "wide_resnet": {"depth": 10, "width": 1},
     "torchvision:resnet18": {},
+    "plain_mlp": {"depth": 3, "width": 8, "norm": "none"},
+    "plain_mlp+batch": {"depth": 3, "width": 8, "norm": "batch"},
+    "plain_cnn": {"depth": 3, "width": 4, "norm": "none"},
+    "plain_cnn+batch": {"depth": 3, "width": 4, "norm": "batch"},
 }
 
 # A fresh interpreter that refuses to import helu_lightning, then loads every artifact and runs it on the batch.
@@ -91,7 +95,7 @@ def _state_sums(model: torch.nn.Module) -> dict[str, float]:
 @pytest.mark.parametrize("in_channels", [1, 3])
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_every_backbone_exports_in_every_format(backbone: str, in_channels: int, tmp_path: Path) -> None:
-    task = VisionClassifier(backbone=backbone, in_channels=in_channels, image_size=16,
+    task = VisionClassifier(backbone=backbone.split("+")[0], in_channels=in_channels, image_size=16,
                             backbone_options=BACKBONES[backbone], activation={"name": "helu", "alpha": 0.5}).eval()
     ckpt = _checkpoint(task, tmp_path / "model.ckpt")
     manifest = export_checkpoint(ckpt, tmp_path / "out", formats="safetensors,pt2,onnx")

@@ -26,6 +26,8 @@ BACKBONES = {
     "small_cnn": ({"width": 4}, 8, 0),
     "resnet18_cifar": ({"width": 4}, 8, 0),
     "wide_resnet": ({"depth": 10, "width": 1}, 8, 0),
+    "plain_mlp": ({"depth": 3, "width": 8, "norm": "batch"}, 8, 0),
+    "plain_cnn": ({"depth": 3, "width": 4, "norm": "none"}, 8, 0),
     # Hardswish made HeLU: torchvision builds Hardswish there, so model.py names those layers for nn.ReLU.
     # (memory="input": its classifier's Dropout(inplace=True) overwrites the output HeLU saves by default.)
     "torchvision:mobilenet_v3_small": ({"replace": ["ReLU", "Hardswish"]}, 32, 19),

@@ -1,7 +1,8 @@
 """RunRecorder: what a comparison keeps of one fit besides its metric, written as JSON when the fit ends.
 
-Per epoch the validation metrics (the curves) and the seconds the epoch took (training + validation); at the
-end the ActivationMonitor's last dead-unit and band fractions and the best checkpoint's path.
+Per epoch the validation metrics and the ActivationMonitor's latest dead-unit and band fractions (the curves) and
+the seconds the epoch took (training + validation); at the end the monitor's last fractions and the best
+checkpoint's path.
 """
 
 from __future__ import annotations
@@ -33,8 +34,18 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _monitored(trainer: pl.Trainer) -> dict[str, float]:
+    """The ActivationMonitors' latest pooled fractions (MONITOR_KEYS) that are finite numbers."""
+    monitored: dict[str, float] = {}
+    for callback in trainer.callbacks:
+        if isinstance(callback, ActivationMonitor):
+            monitored.update({k: v for k in MONITOR_KEYS if (v := _number(callback.last_metrics.get(k))) is not None})
+    return monitored
+
+
 class RunRecorder(Callback):
-    """Record validation curves, epoch times, final monitor fractions and the best checkpoint into ``path``."""
+    """Record validation and dead-unit/band curves, epoch times, final monitor fractions and the best checkpoint
+    into ``path``."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -54,16 +65,13 @@ class RunRecorder(Callback):
         if trainer.sanity_checking:
             return
         row = {k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        row.update(_monitored(trainer))  # the monitor logged this validation run's fractions just before
         self.curves.append({"epoch": trainer.current_epoch, **{k: v for k, v in row.items() if v is not None}})
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        monitored: dict[str, float] = {}
-        for callback in trainer.callbacks:
-            if isinstance(callback, ActivationMonitor):
-                monitored.update({k: v for k in MONITOR_KEYS if (v := _number(callback.last_metrics.get(k)))
-                                  is not None})
+        monitored = _monitored(trainer)
         checkpoint = trainer.checkpoint_callback
         best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
         record = {"curves": self.curves, "epoch_seconds": self.epoch_seconds, "monitor": monitored,

@@ -2,7 +2,9 @@
 
 Each argument is a registry name (``relu``), ``name:alpha`` (``helu:0.01``), ``name:auto`` (alpha from
 ``calibration.suggest_alpha`` on the training data, per seed) or a JSON/YAML mapping
-(``'{name: leaky_relu, negative_slope: 0.2}'``). The label, a plain string, is the study's grid value.
+(``'{name: leaky_relu, negative_slope: 0.2}'``). A HeLU mapping may carry an alpha ``schedule`` (any
+``AlphaScheduler`` schedule): ``'{name: helu, alpha: 1, schedule: {name: cosine, start: 1, end: 0.05}}'`` trains
+that arm with an AlphaScheduler. The label, a plain string, is the study's grid value.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from typing import Any
 
 import yaml
 
-from helu_lightning.activations import activation_factory
+from helu_lightning.activations import HeLU, activation_factory
+from helu_lightning.callbacks.schedules import make_schedule
 from helu_lightning.errors import UserError
 
 __all__ = ["Arm", "CompareError", "parse_arm", "parse_arms"]
 
 AUTO = "auto"
+SCHEDULE = "schedule"
 
 
 class CompareError(UserError):
@@ -39,11 +43,17 @@ class Arm:
         return f"{cls.__module__}.{cls.__qualname__}"
 
     def probe_spec(self) -> dict[str, Any]:
-        """The spec with a placeholder alpha for ``auto`` arms, for checks before the calibrated value exists."""
-        return {**self.spec, "alpha": 0.05} if self.auto else dict(self.spec)
+        """The activation spec (no schedule) with a placeholder alpha for ``auto`` arms, for checks before the
+        calibrated value exists."""
+        spec = {k: v for k, v in self.spec.items() if k != SCHEDULE}
+        return {**spec, "alpha": 0.05} if self.auto else spec
 
 
 def _label(spec: Mapping[str, Any]) -> str:
+    schedule = spec.get(SCHEDULE)
+    if isinstance(schedule, Mapping) and {"start", "end"} <= set(schedule) and set(schedule) <= {"name", "start",
+                                                                                                    "end"}:
+        return f"{spec['name']}:{schedule['name']}({schedule['start']:g}->{schedule['end']:g})"
     options = {k: v for k, v in spec.items() if k != "name"}
     if not options:
         return str(spec["name"])
@@ -83,10 +93,15 @@ def parse_arm(text: str) -> Arm:
         spec = {k: v for k, v in spec.items() if k != "alpha"}
     arm = Arm(label=_label(spec) + (f":{AUTO}" if auto else ""), spec=spec, auto=auto)
     try:
-        arm.module_class()  # builds one module: unknown names, bad options and alpha <= 0 fail here
+        module_class = arm.module_class()  # builds one module: unknown names, bad options and alpha <= 0 fail here
+        if SCHEDULE in spec:
+            make_schedule(spec[SCHEDULE])
     except (ValueError, TypeError, KeyError) as err:
         message = err.args[0] if err.args else str(err)
         raise CompareError(f"activation {text!r}: {message}") from None
+    if SCHEDULE in spec and module_class != f"{HeLU.__module__}.{HeLU.__qualname__}":
+        raise CompareError(f"activation {text!r}: an alpha schedule needs name: helu (the AlphaScheduler sets HeLU's "
+                           "alpha); drop 'schedule' for other activations")
     return arm
 
 

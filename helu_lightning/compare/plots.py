@@ -1,5 +1,6 @@
-"""PNG plots of a comparison: the monitored validation metric per epoch (mean over seeds, band +- std) for
-each activation, and each seed's metric per activation joined by a line, with the paired differences."""
+"""PNG plots of a comparison: per epoch (mean over seeds, band +- std) for each activation the monitored validation
+metric, the share of dead units and the share of pre-activations in HeLU's band; and each seed's metric per
+activation joined by a line, with the paired differences."""
 
 from __future__ import annotations
 
@@ -24,27 +25,34 @@ def _save(figure: Any, path: Path) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def _curves(rows: list[dict[str, Any]], labels: Sequence[str], monitor: str, path: Path) -> Path:
+def _curves(rows: list[dict[str, Any]], labels: Sequence[str], key: str, ylabel: str, path: Path) -> Path | None:
+    """Mean +- std over seeds per epoch of each row's list ``key``; None (no file) when no run has one."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     figure, axis = plt.subplots(figsize=(6, 4))
+    drawn = False
     for label in labels:
-        curves = [r["curve"] for r in rows if r["activation"] == label and r["curve"]]
+        curves = [r.get(key) for r in rows if r["activation"] == label]
+        curves = [c for c in curves if c and all(v is not None for v in c)]
         if not curves:
             continue
+        drawn = True
         length = min(len(c) for c in curves)
-        values = np.array([c[:length] for c in curves])
+        values = np.array([c[:length] for c in curves], dtype=float)
         epochs = np.arange(1, length + 1)
         mean, std = values.mean(axis=0), values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(length)
         axis.plot(epochs, mean, marker="o", label=f"{label} (n={len(values)})")
         axis.fill_between(epochs, mean - std, mean + std, alpha=0.2)
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("epoch")
-    axis.set_ylabel(monitor)
-    axis.set_title(f"{monitor} per epoch: mean ± std over seeds")
-    axis.legend(fontsize=8)
+    axis.set_ylabel(ylabel)
+    axis.set_title(f"{ylabel} per epoch: mean ± std over seeds")
     axis.grid(alpha=0.3)
+    if not drawn:
+        plt.close(figure)
+        return None
+    axis.legend(fontsize=8)
     return _save(figure, path)
 
 
@@ -83,11 +91,14 @@ def _paired(rows: list[dict[str, Any]], summary: list[dict[str, Any]], labels: S
 
 def write_plots(rows: list[dict[str, Any]], summary: list[dict[str, Any]], labels: Sequence[str], monitor: str,
                 metric: str, baseline: str | None, plot_dir: Path) -> list[Path]:
-    """``val_curves.png`` and ``paired.png`` (the latter needs a baseline) under ``plot_dir``."""
+    """``val_curves.png``, ``dead_units.png`` and ``band.png`` (when the ActivationMonitor measured them) and
+    ``paired.png`` (needs a baseline) under ``plot_dir``."""
     import matplotlib
 
     matplotlib.use("Agg")
-    written = [_curves(rows, labels, monitor, plot_dir / "val_curves.png")]
+    curves = [("curve", monitor, "val_curves.png"), ("dead_curve", "validation dead-unit fraction", "dead_units.png"),
+              ("band_curve", "validation band fraction (-alpha < x <= 0)", "band.png")]
+    written = [p for key, ylabel, name in curves if (p := _curves(rows, labels, key, ylabel, plot_dir / name))]
     if baseline is not None and rows:
         written.append(_paired(rows, summary, labels, metric, baseline, plot_dir / "paired.png"))
     return written

@@ -16,12 +16,21 @@ from optuna.trial import TrialState
 
 from helu_lightning.compare.stats import PAIRED_TEST, mean_std, paired_difference
 
-__all__ = ["compared_metric", "run_rows", "summary_rows", "to_csv", "to_markdown", "to_table"]
+__all__ = ["CURVES", "compared_metric", "run_rows", "summary_rows", "to_csv", "to_markdown", "to_table"]
+
+
+# Run-row keys of the ActivationMonitor's validation fractions per epoch, and the recorder's key for each.
+CURVES = {"dead_curve": "monitor/val/dead_fraction", "band_curve": "monitor/val/band_fraction"}
 
 
 def _mean(values: Sequence[float]) -> float | None:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
+
+
+def _curve(record: dict[str, Any], key: str) -> list[float | None]:
+    """The RunRecorder's per-validation values of ``key`` (None where a validation run lacks it)."""
+    return [point.get(key) for point in record.get("curves") or []]
 
 
 def run_rows(study: optuna.Study) -> list[dict[str, Any]]:
@@ -52,6 +61,7 @@ def run_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "int8_delta": int8.get("delta"),
             "errors": "; ".join(evaluation[k] for k in ("test_error", "int8_error") if k in evaluation) or None,
             "curve": curve,
+            **{name: _curve(record, key) for name, key in CURVES.items()},
         })
     return sorted(rows, key=lambda r: (order.get(r["activation"], len(order)), r["seed"]))
 

@@ -19,7 +19,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from helu_lightning.compare.arms import Arm, CompareError
+from helu_lightning.compare.arms import SCHEDULE, Arm, CompareError
 from helu_lightning.console import helper_runs_quiet
 from helu_lightning.search import (
     Objective,
@@ -43,6 +43,7 @@ GRID_PARAMS = [SearchParam("activation", ACTIVATION_TARGET, type="categorical", 
                SearchParam("seed", "seed_everything", type="categorical", choices=[None])]
 MONITOR_CLASS = "helu_lightning.callbacks.ActivationMonitor"
 RECORDER_CLASS = "helu_lightning.callbacks.RunRecorder"
+SCHEDULER_CLASS = "helu_lightning.callbacks.AlphaScheduler"
 
 
 def open_study(storage_url: str, study_name: str, direction: str, arms: Sequence[Arm], seeds: Sequence[int],
@@ -88,12 +89,18 @@ def open_study(storage_url: str, study_name: str, direction: str, arms: Sequence
 
 
 def trial_config(base: dict, spec: dict[str, Any], seed: int, record_path: Path, module_classes: list[str]) -> dict:
-    """The fit config of one run: activation and seed set, a RunRecorder added, and an ActivationMonitor
-    watching the compared activation classes unless the config has its own."""
-    config = apply_params(base, GRID_PARAMS, {"activation": spec, "seed": seed})
+    """The fit config of one run: activation and seed set, a RunRecorder added, an ActivationMonitor watching the
+    compared activation classes unless the config has its own, and an AlphaScheduler when the arm has a schedule."""
+    activation = {k: v for k, v in spec.items() if k != SCHEDULE}
+    config = apply_params(base, GRID_PARAMS, {"activation": activation, "seed": seed})
     config.pop("test_after_fit", None)  # the comparison tests the best checkpoint itself
     trainer = config["trainer"] = config.get("trainer") or {}
     callbacks = list(trainer.get("callbacks") or [])
+    if SCHEDULE in spec:
+        if any(str(c.get("class_path", "")).endswith("AlphaScheduler") for c in callbacks if isinstance(c, dict)):
+            raise CompareError("the config has its own AlphaScheduler and an activation brings a schedule; remove "
+                               "one of them")
+        callbacks.append({"class_path": SCHEDULER_CLASS, "init_args": {"schedule": spec[SCHEDULE], "interval": "step"}})
     if not any(str(c.get("class_path", "")).endswith("ActivationMonitor") for c in callbacks if isinstance(c, dict)):
         callbacks.append({"class_path": MONITOR_CLASS,
                           "init_args": {"every_n_steps": 50, "window": 2, "module_types": module_classes}})

@@ -2,6 +2,7 @@
 :func:`build_backbone`."""
 
 from .registry import TIMM_PREFIX, TORCHVISION_PREFIX, available_backbones, build_backbone, register_backbone
+from .plain import PlainCNN, PlainMLP
 from .resnet import CifarResNet, resnet18_cifar
 from .small_cnn import SmallCNN
 from .timm_models import timm_classifier
@@ -12,6 +13,8 @@ __all__ = [
     "TIMM_PREFIX",
     "TORCHVISION_PREFIX",
     "CifarResNet",
+    "PlainCNN",
+    "PlainMLP",
     "SmallCNN",
     "WideResNet",
     "available_backbones",

@@ -9,13 +9,15 @@ from typing import Any
 from torch import nn
 
 from ..registry import require_factory
+from .plain import PlainCNN, PlainMLP
 from .resnet import resnet18_cifar
 from .small_cnn import SmallCNN
 from .timm_models import TIMM_PREFIX, timm_classifier
 from .torchvision_models import torchvision_classifier
 from .wide_resnet import WideResNet
 
-__all__ = ["TIMM_PREFIX", "TORCHVISION_PREFIX", "available_backbones", "build_backbone", "register_backbone"]
+__all__ = ["IMAGE_SIZED", "TIMM_PREFIX", "TORCHVISION_PREFIX", "available_backbones", "build_backbone",
+           "register_backbone"]
 
 TORCHVISION_PREFIX = "torchvision:"
 
@@ -24,7 +26,11 @@ _BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": SmallCNN,
     "resnet18_cifar": resnet18_cifar,
     "wide_resnet": WideResNet,
+    "plain_mlp": PlainMLP,
+    "plain_cnn": PlainCNN,
 }
+# Built-in backbones whose layers are sized by the image side: tasks pass them ``image_size``.
+IMAGE_SIZED = ("small_cnn", "plain_mlp", "plain_cnn")
 
 
 def available_backbones() -> list[str]:

@@ -3,9 +3,10 @@
 
     python -c "import runpy; model = runpy.run_path('exported/cifar10/model.py')['load']()"
 
-Our own backbones (small_cnn, resnet18_cifar, wide_resnet) travel as their module's source, which imports only
-torch; ``torchvision:<name>`` and ``timm:<name>`` as the library's constructor and kwargs, plus the names of the
-layers that must become ``nn.ReLU`` where the library's default activation is not ReLU (GELU in ConvNeXt, ...).
+Our own backbones (small_cnn, resnet18_cifar, wide_resnet, plain_mlp, plain_cnn) travel as their module's source,
+which imports only torch; ``torchvision:<name>`` and ``timm:<name>`` as the library's constructor and kwargs, plus
+the names of the layers that must become ``nn.ReLU`` where the library's default activation is not ReLU (GELU in
+ConvNeXt, ...).
 Values from the checkpoint enter the file only as checked Python literals.
 """
 
@@ -22,13 +23,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .registry import _BACKBONES, TORCHVISION_PREFIX
+from .registry import _BACKBONES, IMAGE_SIZED, TORCHVISION_PREFIX
 from .timm_models import TIMM_PREFIX, timm_reference
 from .torchvision_models import _set_in_channels
 
 __all__ = ["loader_source", "preprocess_source", "write_loader"]
 
-OWN_BACKBONES = ("small_cnn", "resnet18_cifar", "wide_resnet")
+OWN_BACKBONES = ("small_cnn", "resnet18_cifar", "wide_resnet", "plain_mlp", "plain_cnn")
 LOAD = '''
 
 def use_relu(model: nn.Module, names: list[str]) -> None:
@@ -138,7 +139,7 @@ def loader_source(hparams: Mapping[str, Any], replaced: list[str]) -> tuple[str,
     num_classes = _literal(hparams["num_classes"], "num_classes")
     in_channels = _literal(hparams.get("in_channels", 3), "in_channels")
     options = _literal(dict(hparams.get("backbone_options") or {}), "backbone_options")
-    if backbone == "small_cnn":
+    if backbone in IMAGE_SIZED:
         options.setdefault("image_size", _literal(hparams.get("image_size", 32), "image_size"))
     if backbone in OWN_BACKBONES:
         return _own_source(backbone, num_classes, in_channels, options), {"backbone": backbone, "needs": "torch"}

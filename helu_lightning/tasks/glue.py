@@ -29,6 +29,7 @@ from ..batches import class_probabilities, split_batch
 from ..checkpoints import TrustedLoading
 from ..data.glue import GlueTask, glue_task
 from ..models.text import build_sequence_classifier
+from .distill import check_distill, check_teacher, distillation_loss, load_teacher, teacher_logits
 
 __all__ = ["GlueClassifier", "metric_collection", "parameter_groups"]
 
@@ -70,8 +71,10 @@ class GlueClassifier(TrustedLoading, LightningModule):
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
         adam_epsilon: float = 1e-8,
+        distill: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.distill = check_distill(distill)
         if lr <= 0:
             raise ValueError(f"lr must be positive, e.g. 2e-5 for BERT fine-tuning; got {lr}")
         if not 0.0 <= warmup_ratio < 1.0:
@@ -93,9 +96,13 @@ class GlueClassifier(TrustedLoading, LightningModule):
             val_sets = tuple(s.name for s in self.spec.validation)
         spec = dict(activation) if isinstance(activation, Mapping) else activation
         factory = activation_factory(spec) if spec is not None else None
+        if self.distill is not None and self.is_regression:
+            raise ValueError(f"distill needs a classification task; {task!r} is a regression (remove distill)")
         self.model = build_sequence_classifier(num_labels, factory, pretrained=pretrained, model_config=model_config,
                                                regression=self.is_regression, label_names=label_names)
-        self.save_hyperparameters()
+        # distill is a training recipe, not part of the model: a checkpoint loads without its teacher.
+        self.save_hyperparameters(ignore=["distill"])
+        self.teacher: nn.Module | None = None
         # Plain values only, so checkpoints load with weights_only=True.
         if isinstance(factory, ActivationFactory):
             self.hparams["activation"] = factory.to_dict()
@@ -133,6 +140,14 @@ class GlueClassifier(TrustedLoading, LightningModule):
         if isinstance(found, int) and found != self.num_labels:
             raise ValueError(f"the data has {found} label(s) but the model was built for {self.num_labels}; set "
                              f"model.init_args.num_labels: {found} (or the same task in model and data)")
+        if stage == "fit" and self.distill is not None and self.teacher is None:
+            teacher = load_teacher(self.distill["teacher"])
+            check_teacher(teacher, self.model, self.distill["teacher"])
+            object.__setattr__(self, "teacher", teacher)  # not a submodule: no state_dict, optimizer or train()
+
+    def on_fit_start(self) -> None:
+        if self.teacher is not None:
+            self.teacher.to(self.device)
 
     def _outputs(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None, Tensor]:
         inputs, labels = split_batch(batch)
@@ -143,8 +158,22 @@ class GlueClassifier(TrustedLoading, LightningModule):
         return out.loss, labels, preds
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        if self.teacher is not None:
+            return self._distill_step(batch)
         loss, labels, _ = self._outputs(batch)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
+        return loss
+
+    def _distill_step(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """(1 - weight) * cross-entropy + weight * distillation loss; both parts logged."""
+        inputs, labels = split_batch(batch)
+        out = self.model(**inputs, labels=labels)
+        soft = distillation_loss(out.logits, teacher_logits(self.teacher, inputs), self.distill["temperature"])
+        weight = self.distill["weight"]
+        loss = soft * weight if out.loss is None else (1 - weight) * out.loss + weight * soft
+        size = len(out.logits)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=True)
+        self.log("train/distill", soft, on_epoch=True, batch_size=size, sync_dist=True)
         return loss
 
     def _eval_step(self, batch: Mapping[str, Tensor], stage: str, dataloader_idx: int) -> None:

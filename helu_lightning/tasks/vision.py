@@ -17,6 +17,7 @@ from ..activations import ActivationFactory, ActivationSpec, activation_factory
 from ..batches import class_probabilities, split_batch
 from ..checkpoints import TrustedLoading
 from ..models import build_backbone
+from ..models.registry import IMAGE_SIZED
 
 __all__ = ["VisionClassifier"]
 
@@ -66,7 +67,7 @@ class VisionClassifier(TrustedLoading, LightningModule):
             )
         factory = activation_factory(dict(activation) if isinstance(activation, Mapping) else activation)
         options = dict(backbone_options or {})
-        if backbone == "small_cnn":  # its linear head is sized for the image
+        if backbone in IMAGE_SIZED:  # their layers are sized for the image
             options.setdefault("image_size", image_size)
         self.model = build_backbone(backbone, num_classes, factory, in_channels=in_channels, **options)
         self.save_hyperparameters()

@@ -1,0 +1,98 @@
+"""Share of exact zeros in the FFN activations of each run's exported model (HeLU -> nn.ReLU, as `helu-train export`
+serves it) on the test set, for a `helu-train compare` folder of a text study. Exact zeros are what a sparse
+kernel can skip; GELU gives almost none.
+
+    python benchmarks/ffn_zeros.py runs/compare/text_relufication [--batches 4] [--study_name helu-compare]
+
+Reads the study (finished or still running: completed runs only), each completed run's best checkpoint (allow-listed reader) and its fit config, counts over the real tokens
+only (attention mask 1), writes ffn_zeros.csv and ffn_zeros.md into the folder and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import itertools
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+
+from helu_lightning.cli import cli
+from helu_lightning.compare.report import run_rows
+from helu_lightning.export import load_task, to_relu
+from helu_lightning.surgery import default_targets
+
+
+def ffn_zero_share(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> float:
+    """Exact zeros over all FFN activation outputs at real (unpadded) tokens of ``batches``."""
+    activations = [m for n, m in model.named_modules() if n.endswith("intermediate_act_fn")]
+    if not activations:
+        activations = [m for m in model.modules() if isinstance(m, (nn.ReLU, *default_targets()))]
+    zeros, total, mask = 0, 0, None
+
+    def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+        nonlocal zeros, total
+        keep = mask.bool().unsqueeze(-1).expand_as(output)
+        zeros += int((output[keep] == 0).sum())
+        total += int(keep.sum())
+
+    handles = [m.register_forward_hook(hook) for m in activations]
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+                mask = inputs["attention_mask"]
+                model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return zeros / total
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="a helu-train compare --output_dir")
+    parser.add_argument("--batches", type=int, default=4, help="test batches per run (default 4)")
+    parser.add_argument("--study_name", default="helu-compare")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=args.study_name, storage=f"sqlite:///{(args.folder / 'study.db').resolve()}")
+    rows, test_batches = [], None
+    for run in run_rows(study):
+        trial = args.folder / "trials" / str(run["trial"])
+        record = json.loads((trial / "record.json").read_text())
+        if test_batches is None:  # every run of a study shares the data config and split
+            built = cli(args=["--config", str(trial / "config.yaml"), f"--trainer.default_root_dir={trial}"],
+                        run=False, trainer_defaults={"logger": False})
+            built.datamodule.setup("test")
+            test_batches = list(itertools.islice(built.datamodule.test_dataloader(), args.batches))
+        task = load_task(record["best_checkpoint"])[0]
+        exported, _ = to_relu(task.model)
+        share = ffn_zero_share(exported.eval(), test_batches)
+        rows.append({"activation": run["activation"], "seed": run["seed"], "ffn_zero_share": share})
+        print(f"{run['activation']:>28} seed {run['seed']}: {share:.4f}", file=sys.stderr)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["activation", "seed", "ffn_zero_share"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    (args.folder / "ffn_zeros.csv").write_text(buffer.getvalue())
+    lines = ["| activation | runs | exact zeros in FFN activations (%) mean ± std |", "|---|---|---|"]
+    for label in dict.fromkeys(r["activation"] for r in rows):
+        values = [100 * r["ffn_zero_share"] for r in rows if r["activation"] == label]
+        spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+        lines.append(f"| {label} | {len(values)} | {statistics.mean(values):.2f}{spread} |")
+    table = "\n".join(lines) + f"\n\nOver the real tokens of {args.batches} test batches, exported model (HeLU as ReLU).\n"
+    (args.folder / "ffn_zeros.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""benchmarks/ffn_zeros.py counts exact zeros of the FFN activations at real tokens only (padding excluded)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from helu_lightning.tasks.glue import GlueClassifier
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ffn_zeros.py"
+TINY = {"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "intermediate_size": 24, "max_position_embeddings": 32, "vocab_size": 100}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_zero_share_counts_real_tokens_by_hand() -> None:
+    spec = importlib.util.spec_from_file_location("ffn_zeros", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = GlueClassifier(task="sst2", model_config=TINY, activation={"name": "relu"}).model.eval()
+    ids = torch.randint(0, 100, (2, 6))
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    outputs = []
+    handles = [layer.intermediate.intermediate_act_fn.register_forward_hook(lambda m, a, out: outputs.append(out))
+               for layer in model.bert.encoder.layer]
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    for handle in handles:
+        handle.remove()
+    keep = mask.bool()
+    zeros = sum(int((out[keep] == 0).sum()) for out in outputs)
+    total = sum(out[keep].numel() for out in outputs)
+    assert total == 2 * 9 * 24 and 0 < zeros < total
+    share = module.ffn_zero_share(model, [{"input_ids": ids, "attention_mask": mask}])
+    assert share == pytest.approx(zeros / total)
