@@ -142,7 +142,7 @@ def test_helu_train_fit_never_saves_the_teacher(glue_dir: Path, tmp_path: Path) 
     path = tmp_path / "distill.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "helu_lightning.cli", "fit", "--config", str(path)], cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-m", "helu_lightning", "fit", "--config", str(path)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     ckpt_path = next((tmp_path / "run").rglob("*.ckpt"))

@@ -35,7 +35,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def helu_train(*argv: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HELU_DEBUG": ""}
-    return subprocess.run([sys.executable, "-m", "helu_lightning.cli", *argv], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "helu_lightning", *argv], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
 
 

@@ -34,7 +34,7 @@ FAST = ["--trainer.fast_dev_run=1", "--trainer.logger=false", "--trainer.enable_
 
 def helu_train(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HELU_DEBUG": ""}
-    return subprocess.run([sys.executable, "-m", "helu_lightning.cli", *argv], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "helu_lightning", *argv], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=240)
 
 
