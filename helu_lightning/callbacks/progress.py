@@ -9,6 +9,8 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
+from .record import finite_number
+
 __all__ = ["EpochProgress"]
 
 
@@ -28,14 +30,7 @@ class EpochProgress(Callback):
         seconds = time.perf_counter() - self._start if self._start is not None else math.nan
         total = trainer.max_epochs if trainer.max_epochs not in (None, -1) else "?"
         metrics = [f"{name} {value:.4g}" for name in (self.monitor, "train/loss")
-                   if name and (value := _number(trainer.callback_metrics.get(name))) is not None]
+                   if name and (value := finite_number(trainer.callback_metrics.get(name))) is not None]
         shown = f": {', '.join(metrics)}" if metrics else ""
         print(f"{self.indent}epoch {trainer.current_epoch + 1}/{total}{shown} ({seconds:.1f} s)", flush=True)
 
-
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None

@@ -26,7 +26,8 @@ MONITOR_KEYS = ("monitor/val/dead_fraction", "monitor/val/band_fraction",
                 "monitor/train/dead_fraction", "monitor/train/band_fraction")
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number (a logged metric, a tensor), else None."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -39,7 +40,8 @@ def _monitored(trainer: pl.Trainer) -> dict[str, float]:
     monitored: dict[str, float] = {}
     for callback in trainer.callbacks:
         if isinstance(callback, ActivationMonitor):
-            monitored.update({k: v for k in MONITOR_KEYS if (v := _number(callback.last_metrics.get(k))) is not None})
+            latest = {k: finite_number(callback.last_metrics.get(k)) for k in MONITOR_KEYS}
+            monitored.update({k: v for k, v in latest.items() if v is not None})
     return monitored
 
 
@@ -64,7 +66,7 @@ class RunRecorder(Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        row = {k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        row = {k: finite_number(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         row.update(_monitored(trainer))  # the monitor logged this validation run's fractions just before
         self.curves.append({"epoch": trainer.current_epoch, **{k: v for k, v in row.items() if v is not None}})
 
