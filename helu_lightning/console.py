@@ -15,6 +15,8 @@ _IGNORED_WARNINGS = (
     # On every `fit --ckpt_path last`: helu-train refuses a fresh fit into a folder with checkpoints (cli.py), so a
     # non-empty folder here is always the run being resumed.
     r"Checkpoint directory .* exists and is not empty\.",
+    # Lightning's own strategy.all_gather (DDP predict writers gather rows with it) on torch 2.14, once per rank.
+    r"torch\.distributed\.nn\.functional\.all_gather is deprecated.*",
 )
 
 

@@ -324,3 +324,25 @@ def test_schedule_arm_trains_under_an_alpha_scheduler_with_curves_over_the_fit(t
 def test_bad_schedule_arms_are_user_errors(text, words):
     with pytest.raises(CompareError, match=words):
         parse_arm(text)
+
+
+def test_paired_plot_colours_each_seed_alike_in_both_panels(tmp_path, monkeypatch):
+    """The right panel's dots are seeds, as the left panel's legend says, not one colour per activation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from helu_lightning.compare import plots
+
+    kept = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: kept.append(figure) or path)
+    rows = [{"activation": a, "seed": s, "test/acc": 0.5 + 0.1 * s + (0.05 if a != "relu" else 0)}
+            for a in ("relu", "helu:0.05", "gelu") for s in (0, 1, 2)]
+    summary = [{"activation": "relu"}] + [{"activation": a, "diff": 0.05, "ci_low": 0.0, "ci_high": 0.1}
+                                          for a in ("helu:0.05", "gelu")]
+    plots._paired(rows, summary, ["relu", "helu:0.05", "gelu"], "test/acc", "relu", tmp_path / "paired.png")
+    left, right = kept[0].axes
+    seed_colours = [matplotlib.colors.to_rgba(line.get_color()) for line in left.get_lines()]
+    dots = [collection for collection in right.collections if len(collection.get_offsets()) == 3]
+    assert len(dots) == 2
+    for collection in dots:
+        assert [tuple(c) for c in collection.get_facecolors()] == [c[:3] + (0.6,) for c in seed_colours]

@@ -63,10 +63,13 @@ def _paired(rows: list[dict[str, Any]], summary: list[dict[str, Any]], labels: S
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"wspace": 0.3})
     seeds = sorted({r["seed"] for r in rows})
     value = {(r["activation"], r["seed"]): r.get(metric) for r in rows}
+    colour: dict[Any, str] = {}  # one colour per seed in both panels
     for seed in seeds:
         points = [(i, value.get((label, seed))) for i, label in enumerate(labels)]
         points = [(i, v) for i, v in points if v is not None]
-        left.plot([i for i, _ in points], [v for _, v in points], marker="o", alpha=0.6, label=f"seed {seed}")
+        (line,) = left.plot([i for i, _ in points], [v for _, v in points], marker="o", alpha=0.6,
+                            label=f"seed {seed}")
+        colour[seed] = line.get_color()
     left.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     left.set_ylabel(metric)
     left.set_title(f"{metric} per seed (lines join one seed)")
@@ -74,9 +77,10 @@ def _paired(rows: list[dict[str, Any]], summary: list[dict[str, Any]], labels: S
     left.grid(alpha=0.3)
     others = [row for row in summary if "diff" in row]
     for i, row in enumerate(others):
-        differences = [value[(row["activation"], s)] - value[(baseline, s)] for s in seeds
-                       if value.get((row["activation"], s)) is not None and value.get((baseline, s)) is not None]
-        right.scatter([i] * len(differences), differences, alpha=0.6)
+        paired = [s for s in seeds if value.get((row["activation"], s)) is not None
+                  and value.get((baseline, s)) is not None]
+        differences = [value[(row["activation"], s)] - value[(baseline, s)] for s in paired]
+        right.scatter([i] * len(differences), differences, alpha=0.6, c=[colour[s] for s in paired])
         if not np.isnan(row["ci_low"]):
             error = [[row["diff"] - row["ci_low"]], [row["ci_high"] - row["diff"]]]
             right.errorbar([i + 0.15], [row["diff"]], yerr=error, fmt="s", color="black", capsize=4)
