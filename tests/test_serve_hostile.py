@@ -184,3 +184,22 @@ def test_helu_train_serve_exits_on_a_doctored_manifest_as_a_subprocess(tmp_path:
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode != 0 and "model.inputs ['nope']" in done.stderr, done.stderr[-2000:]
     assert len(done.stderr.strip().splitlines()) == 1 and "serve:" not in done.stdout, done.stderr
+
+
+def test_the_serving_path_imports_exactly_what_the_readme_says() -> None:
+    """The README's Serve section names what the serving modules import: torch and HeLU's own modules through the
+    package ``__init__``, nothing of the training code. A change to either side must change the other."""
+    script = ("import sys, helu_lightning.serve.api, helu_lightning.serve.command, helu_lightning.serve.body; "
+              "import json; print(json.dumps(sorted(m for m in sys.modules if m.startswith('helu_lightning') or "
+              "m in ('torch', 'lightning', 'pytorch_lightning', 'transformers', 'torchvision', 'timm', 'optuna'))))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    serve = {f"helu_lightning.serve.{m}" for m in ("api", "body", "command", "export_dir", "preprocess")}
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Serve: `helu-train serve`"):]
+    section = " ".join(section[:section.index("\n## ")].split())
+    package = {f"helu_lightning.{m}" for m in ("activations", "op", "kernels", "reference", "registry", "surgery")}
+    assert "They do import torch, through the package's `__init__`" in section
+    assert all(f"`{m}`" in section or f"`{m.split('.')[1]}`" in section for m in package)
+    assert imported == {"torch", "helu_lightning", "helu_lightning.errors", "helu_lightning.serve"} | package | serve
