@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from serve_client import post, running_server
+from serve_client import free_port, post, running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = {"kind": "image", "input_size": [1, 8, 8], "mean": [0.3], "std": [0.4], "convert": None, "resize": 256,
@@ -173,14 +173,14 @@ def test_a_doctored_manifest_stops_serve_in_one_line_before_listening(
         (folder / "hf").mkdir()
         (folder / "hf" / "tokenizer.json").write_text("{}")
     with pytest.raises(SystemExit) as stop:
-        main(["serve", "--export_dir", str(folder)])
+        main(["serve", "--export_dir", str(folder), "--port", str(free_port())])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_helu_train_serve_exits_on_a_doctored_manifest_as_a_subprocess(tmp_path: Path) -> None:
     folder = _export(tmp_path / "export", model={"inputs": ["nope"]})
-    done = subprocess.run([sys.executable, "-m", "helu_lightning", "serve", "--export_dir", str(folder)],
+    done = subprocess.run([sys.executable, "-m", "helu_lightning", "serve", "--export_dir", str(folder), "--port", str(free_port())],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode != 0 and "model.inputs ['nope']" in done.stderr, done.stderr[-2000:]
     assert len(done.stderr.strip().splitlines()) == 1 and "serve:" not in done.stdout, done.stderr
@@ -203,3 +203,14 @@ def test_the_serving_path_imports_exactly_what_the_readme_says() -> None:
     assert "They do import torch, through the package's `__init__`" in section
     assert all(f"`{m}`" in section or f"`{m.split('.')[1]}`" in section for m in package)
     assert imported == {"torch", "helu_lightning", "helu_lightning.errors", "helu_lightning.serve"} | package | serve
+
+
+@pytest.mark.parametrize("width, height", EXTREME[:3])
+def test_the_exported_model_py_refuses_the_same_blown_up_resize(width: int, height: int) -> None:
+    """``model.py``'s ``preprocess`` is a copy of the server's code: the same bound travels with it."""
+    from helu_lightning.models.standalone import preprocess_source
+
+    namespace: dict = {}
+    exec(preprocess_source(IMAGE), namespace)  # noqa: S102 - the source this package writes into model.py
+    with pytest.raises(ValueError, match=f"{width}x{height} pixels would be resized"):
+        namespace["prepare_image"](Image.open(io.BytesIO(_png(width, height))), namespace["INPUT"])
