@@ -4,7 +4,8 @@
 
 A request that cannot be served (not an image, wrong size or mode, no text) is answered 4xx by its own response,
 never by an exception: LitServe fails a whole batch on one, and a bad request must not take good ones with it.
-Imports: numpy, PIL, onnxruntime, tokenizers and litserve; nothing of the training code.
+Imports: numpy, PIL, onnxruntime, tokenizers and litserve; nothing of the training code, but torch and HeLU's
+modules through ``helu_lightning/__init__.py`` (the README's Serve section lists them).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+FIELDS = {"image": ("image",), "text": ("text", "text_pair")}  # what decode_request reads, per input kind
 DRAIN_LIMIT = 256 * 2**20  # read (and drop) at most this much of a body that is too large, so the client gets the 413
 
 
@@ -51,6 +52,23 @@ class RequestBody:
             chunks.append(chunk)
         return None if size > self.max_bytes else b"".join(chunks)
 
+    def _fields(self, value: dict[str, Any]) -> tuple[bytes | None, int, str]:
+        """Only the fields the model reads, each a string of valid Unicode; any other value (a list nested 900 deep,
+        a number, a lone surrogate that would fail the tokenizer) is refused here, before it reaches a batch."""
+        fields = {}
+        for key in FIELDS[self.kind]:
+            field = value.get(key)
+            if field is None:
+                continue
+            if not isinstance(field, str):
+                return None, 400, f"the JSON field {key!r} must be a string, got {type(field).__name__}"
+            try:
+                field.encode("utf-8")
+            except UnicodeEncodeError as err:
+                return None, 400, f"the JSON field {key!r} is not valid Unicode (lone surrogate at {err.start})"
+            fields[key] = field
+        return json.dumps(fields).encode(), 200, ""
+
     def _payload(self, body: bytes, content_type: str) -> tuple[bytes | None, int, str]:
         """The JSON body to hand on, or None with the status and reason of the refusal."""
         if not body:
@@ -59,12 +77,13 @@ class RequestBody:
         if content_type == "application/json" or body[:1] in (b"{", b"[") and content_type != "text/plain":
             try:
                 value = json.loads(body)
-            except (UnicodeDecodeError, ValueError) as err:
-                return None, 400, f"invalid JSON body ({str(err).splitlines()[0]})"
+            except (ValueError, RecursionError, MemoryError, OverflowError, TypeError) as err:
+                reason = (str(err).splitlines() or [type(err).__name__])[0][:120]
+                return None, 400, f"invalid JSON body ({type(err).__name__}: {reason})"
             if not isinstance(value, dict):
                 return None, 400, f"the JSON body must be an object such as {{\"{self.kind}\": ...}}, got " \
                                   f"{type(value).__name__}"
-            return json.dumps(value).encode(), 200, ""
+            return self._fields(value)
         if self.kind == "image":
             return json.dumps({"image": base64.b64encode(body).decode("ascii")}).encode(), 200, ""
         try:

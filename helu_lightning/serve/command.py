@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import UserError
-from .export_dir import MODEL_FILES, read_export
+from .export_dir import MODEL_FILES, check_model_inputs, read_export
 
 __all__ = ["build_parser", "run", "serve"]
 
@@ -107,6 +107,7 @@ def serve(args: argparse.Namespace, api: Any = None) -> None:
         raise UserError(f"--port must be between 1 and 65535, got {args.port}")
     folder = read_export(args.export_dir, args.model, args.trust_export)
     _check_port(args.host, args.port)
+    check_model_inputs(folder)
     if api is None:
         api = ExportAPI(folder, args.top_k, args.max_batch_size, args.batch_timeout, args.device, args.threads)
     accelerator = "cpu" if args.device == "cpu" else "auto"

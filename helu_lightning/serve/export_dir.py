@@ -11,11 +11,12 @@ from typing import Any
 
 from ..errors import UserError
 
-__all__ = ["MODEL_FILES", "ExportFolder", "read_export"]
+__all__ = ["MODEL_FILES", "ExportFolder", "check_model_inputs", "read_export"]
 
 MODEL_FILES = {"onnx": "model.onnx", "int8": "model.int8.onnx", "pt2": "model.pt2"}
 MAX_MANIFEST_BYTES = 16 * 2**20
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+TEXT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def _check_contract(contract: Any, where: Path) -> dict[str, Any]:
     if not isinstance(contract, dict):
         raise UserError(f"{where} records no input contract (preprocessing and label names); {fix}")
     kind = contract.get("kind")
-    needed = {"image": ("input_size", "mean", "std"), "text": ("max_length",)}.get(kind)
+    needed = None if not isinstance(kind, str) else {"image": ("input_size", "mean", "std"), "text": ("max_length",)}.get(kind)
     if needed is None:
         raise UserError(f"{where} has input kind {kind!r}; helu-train serve serves 'image' or 'text' models")
     missing = [key for key in needed if key not in contract]
@@ -83,6 +84,10 @@ def _check_image(contract: dict[str, Any], where: Path, fix: str) -> None:
         "convert": contract.get("convert") in (None, "L", "RGB"),
     }
     bad = [key for key, ok in checks.items() if not ok]
+    if not bad and contract.get("crop") is not None and contract["crop"] != size[1:]:
+        bad = ["crop"]  # the crop is what the model sees: any other size fails every request
+    if not bad and contract.get("convert") is not None and contract["convert"] != ("L" if size[0] == 1 else "RGB"):
+        bad = ["convert"]
     if bad:
         raise UserError(f"{where}: the input contract's {', '.join(f'{k}={contract.get(k)!r}' for k in bad)} cannot "
                         f"be applied; {fix}")
@@ -116,5 +121,51 @@ def read_export(folder: str | Path, model: str = "onnx", trust_export: bool = Fa
     if contract["kind"] == "text" and not (folder / "hf" / "tokenizer.json").is_file():
         raise UserError(f"{folder}/hf/tokenizer.json is missing: the text model cannot tokenise requests; re-export "
                         "with --tokenizer NAME_OR_PATH")
-    inputs = (manifest.get("model") or {}).get("inputs") or ["input"]
-    return ExportFolder(path, model, [str(n) for n in inputs], contract)
+    return ExportFolder(path, model, _input_names(manifest.get("model"), contract["kind"], manifest_path), contract)
+
+
+def _input_names(model: Any, kind: str, where: Path) -> list[str]:
+    """The manifest's ``model.inputs`` (``["input"]`` when absent): one name for an image model, token columns for a
+    text one; UserError for anything else."""
+    fix = "re-export the checkpoint with helu-train export"
+    if model is None:
+        model = {}
+    if not isinstance(model, dict):
+        raise UserError(f"{where}: model {model!r} is not a JSON object; {fix}")
+    names = model.get("inputs", ["input"])
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise UserError(f"{where}: model.inputs {names!r} is not a list of input names; {fix}")
+    if kind == "image" and len(names) != 1:
+        raise UserError(f"{where}: model.inputs {names!r} names {len(names)} inputs; an image model takes one; {fix}")
+    if kind == "text" and not (set(names) <= set(TEXT_INPUTS) and len(set(names)) == len(names)):
+        raise UserError(f"{where}: model.inputs {names!r} are not distinct tokenizer columns "
+                        f"({', '.join(TEXT_INPUTS)}); {fix}")
+    return names
+
+
+def check_model_inputs(folder: ExportFolder) -> None:
+    """UserError unless the ONNX file's own inputs are the manifest's names, with the rank (and any fixed image size)
+    the contract makes; run before listening, so a doctored manifest stops serve instead of failing every request.
+    A ``model.pt2`` is only checked when it is opened (it is the user's own, ``--trust_export``)."""
+    if folder.model == "pt2":
+        return
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(folder.model_path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own types for any unreadable file
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:160]
+        raise UserError(f"{folder.model_path} cannot be opened by onnxruntime ({reason}); re-export it") from err
+    actual = {i.name: i.shape for i in session.get_inputs()}
+    where = folder.model_path.parent / "manifest.json"
+    if sorted(actual) != sorted(folder.inputs):
+        raise UserError(f"{where}: model.inputs {folder.inputs} but {folder.model_path.name} takes "
+                        f"{sorted(actual)}; re-export the checkpoint (the manifest does not belong to this model)")
+    if folder.kind == "image":
+        shape, want = actual[folder.inputs[0]], [None, *folder.contract["input_size"]]
+        if len(shape) != 4 or any(isinstance(s, int) and w is not None and s != w for s, w in zip(shape, want)):
+            raise UserError(f"{where}: input_size {folder.contract['input_size']} does not fit {folder.model_path.name}"
+                            f"'s input of shape {shape}; re-export the checkpoint")
+    elif any(len(shape) != 2 for shape in actual.values()):
+        raise UserError(f"{folder.model_path.name} takes inputs of shapes {list(actual.values())}, not token columns "
+                        "(batch, length); re-export the checkpoint")

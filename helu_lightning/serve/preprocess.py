@@ -21,9 +21,11 @@ def image_mode(channels: int) -> str:
     return modes[channels]
 
 
-def prepare_image(image: Any, config: dict[str, Any]) -> Any:
+def prepare_image(image: Any, config: dict[str, Any], max_resized_pixels: int = 2**24, max_aspect: int = 16) -> Any:
     """One ``(C, H, W)`` float32 array from a PIL image as the recorded transform ``config`` makes it; ValueError
-    naming the mode or size that does not fit (the server answers it as a 4xx)."""
+    naming the mode or size that does not fit (the server answers it as a 4xx). A resize that would make more than
+    ``max_resized_pixels`` pixels, or of an image over ``max_aspect``:1, is refused before any pixel is allocated
+    (a 1x60000 PNG is 100 bytes, its shorter side resized to 256 would be 4 GB)."""
     import numpy as np
     from PIL import Image
 
@@ -40,6 +42,10 @@ def prepare_image(image: Any, config: dict[str, Any]) -> Any:
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = size, int(size * long / short)
         new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        if long > max_aspect * short or new_w * new_h > max_resized_pixels:
+            raise ValueError(f"image of {w}x{h} pixels would be resized to {new_w}x{new_h}; send an image at most "
+                             f"{max_aspect} times as long as it is wide, whose shorter side resized to {size} "
+                             f"makes at most {max_resized_pixels} pixels")
         image = image.resize((new_w, new_h), filters[config.get("interpolation", "bilinear")])
     if config.get("crop"):
         crop_h, crop_w = config["crop"]
