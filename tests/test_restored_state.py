@@ -63,7 +63,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _states(ckpt: dict[str, Any]) -> tuple[dict, dict]:
     """The monitored ModelCheckpoint's state and the unmonitored one's (helu-train's every-epoch last.ckpt)."""
-    found = {("val/acc" in key): state for key, state in ckpt["callbacks"].items() if key.startswith("ModelCheckpoint")}
+    found = {("val/acc" in key): state for key, state in ckpt["callbacks"].items()
+             if key.startswith(("ModelCheckpoint", "LastCheckpoint"))}
     return found[True], found[False]
 
 
