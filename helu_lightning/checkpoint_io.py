@@ -64,7 +64,7 @@ class CheckedCheckpointIO(CheckpointIO):
         reason = outside_reason(str(path), folders)
         if reason is None and (os.path.isdir(path) or not str(path).endswith(".ckpt")):
             reason = "not a checkpoint file"
-        if reason is None and os.path.abspath(str(path)) not in self.owned:
+        if reason is None and os.path.abspath(str(path)) not in self.owned | _fixed_files(trainer):
             reason = "a file this run neither saved nor restored"
         if reason is not None:
             rank_zero_warn(f"not deleting {path}: {reason}; a run deletes only checkpoint files in its own folder")
@@ -74,6 +74,13 @@ class CheckedCheckpointIO(CheckpointIO):
 
     def teardown(self) -> None:
         self.inner.teardown()
+
+
+def _fixed_files(trainer: Trainer | None) -> set[str]:
+    """The one fixed file of each callback that has one (``OnExceptionCheckpoint.ckpt_path``): it removes its own
+    file at teardown, also when an earlier process wrote it."""
+    callbacks = trainer.checkpoint_callbacks if trainer is not None else []
+    return {os.path.abspath(c.ckpt_path) for c in callbacks if isinstance(getattr(c, "ckpt_path", None), str)}
 
 
 def note_written(trainer: Trainer, path: str) -> None:
