@@ -20,7 +20,7 @@ from .checkpoints import CheckpointError, read_checkpoint
 from .restored_state import checkpoint_folders, clean_callback_states
 from .run_paths import outside_reason
 
-__all__ = ["CheckedCheckpointIO", "install_checked_io", "refuse_url"]
+__all__ = ["CheckedCheckpointIO", "install_checked_io", "note_written", "refuse_url"]
 
 
 def refuse_url(path: Any, what: str = "helu-train reads") -> None:
@@ -38,9 +38,11 @@ class CheckedCheckpointIO(CheckpointIO):
         self._trainer = weakref.ref(trainer)
         self.inner = inner if inner is not None else TorchCheckpointIO()
         self.trusted = trusted
+        self.owned: set[str] = set()  # files this process saved, and restored top-k files that passed the check
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         self.inner.save_checkpoint(checkpoint, path, storage_options=storage_options)
+        self.owned.add(os.path.abspath(str(path)))
 
     def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
                         ) -> dict[str, Any]:
@@ -51,17 +53,19 @@ class CheckedCheckpointIO(CheckpointIO):
                                trust_flag="--trust_checkpoint true")
         trainer = self._trainer()
         if trainer is not None:
-            clean_callback_states(ckpt, trainer, path)
+            self.owned |= clean_callback_states(ckpt, trainer, path)
         return ckpt
 
     def remove_checkpoint(self, path: Any) -> None:
-        """Delete ``path`` only when it is a file (not a folder, not a link leading out) inside this run's checkpoint
-        folders."""
+        """Delete ``path`` only when it is a ``.ckpt`` file inside this run's checkpoint folders that this process
+        saved or a restored top-k list named after checking it (never a user's file that happens to sit there)."""
         trainer = self._trainer()
         folders = checkpoint_folders(trainer) if trainer is not None else []
         reason = outside_reason(str(path), folders)
-        if reason is None and os.path.isdir(path):
-            reason = "a folder, not a checkpoint file"
+        if reason is None and (os.path.isdir(path) or not str(path).endswith(".ckpt")):
+            reason = "not a checkpoint file"
+        if reason is None and os.path.abspath(str(path)) not in self.owned | _fixed_files(trainer):
+            reason = "a file this run neither saved nor restored"
         if reason is not None:
             rank_zero_warn(f"not deleting {path}: {reason}; a run deletes only checkpoint files in its own folder")
             return
@@ -70,6 +74,21 @@ class CheckedCheckpointIO(CheckpointIO):
 
     def teardown(self) -> None:
         self.inner.teardown()
+
+
+def _fixed_files(trainer: Trainer | None) -> set[str]:
+    """The one fixed file of each callback that has one (``OnExceptionCheckpoint.ckpt_path``): it removes its own
+    file at teardown, also when an earlier process wrote it."""
+    callbacks = trainer.checkpoint_callbacks if trainer is not None else []
+    return {os.path.abspath(c.ckpt_path) for c in callbacks if isinstance(getattr(c, "ckpt_path", None), str)}
+
+
+def note_written(trainer: Trainer, path: str) -> None:
+    """Record ``path`` as a checkpoint this run wrote by other means than ``save_checkpoint`` (a hard link), so its
+    rotation may delete it."""
+    checkpoint_io = trainer.strategy.checkpoint_io
+    if isinstance(checkpoint_io, CheckedCheckpointIO):
+        checkpoint_io.owned.add(os.path.abspath(path))
 
 
 def install_checked_io(trainer: Trainer, trusted: bool = False) -> CheckedCheckpointIO:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import io
 import os
 import pickle
@@ -23,6 +24,7 @@ from typing import IO, Any
 
 import torch
 import yaml
+from lightning.pytorch import LightningDataModule
 
 from .errors import UserError
 
@@ -211,6 +213,29 @@ def _read_source(source: str | os.PathLike | IO[bytes]) -> tuple[bytes, str]:
     return path.read_bytes(), str(path)
 
 
+# DataModule arguments that say where to write (a token cache, an output file): a checkpoint never chooses them.
+_WRITES = re.compile(r"(use_cache|cache|cache_dir|cache_path|(output|out|save|write|log)_(dir|path|file))")
+
+
+def write_arguments(cls: type) -> dict[str, Any]:
+    """The arguments of ``cls.__init__`` that name where it writes, with the value that writes nothing (caching off,
+    no folder): what a DataModule rebuilt from a checkpoint gets instead of the checkpoint's values."""
+    parameters = inspect.signature(cls.__init__).parameters
+    return {name: False if name.startswith("use_") else None for name in parameters if _WRITES.fullmatch(name)}
+
+
+def _keep_writes_local(cls: type, ckpt: Mapping[str, Any], source: str, kwargs: dict[str, Any]) -> None:
+    """Put the no-write values of :func:`write_arguments` into ``kwargs`` (the caller's own values win), and refuse
+    a ``data_dir`` (where to read) that is not a plain local path."""
+    for name, value in write_arguments(cls).items():
+        kwargs.setdefault(name, value)
+    data_dir = (ckpt.get("datamodule_hyper_parameters") or {}).get("data_dir")
+    if "data_dir" not in kwargs and isinstance(data_dir, str) and (
+            "://" in data_dir or "::" in data_dir or "\0" in data_dir or re.match(r"^[A-Za-z][\w+.-]*:", data_dir)):
+        raise CheckpointError(f"{source}: datamodule data_dir {data_dir!r} is not a plain local path; pass "
+                              "data_dir=... to load_from_checkpoint")
+
+
 class TrustedLoading:
     """Mixin for LightningModules and DataModules: ``load_from_checkpoint`` refuses a checkpoint whose
     hyper-parameters name code outside the allow-list, unless ``trust_checkpoint=True`` (or ``weights_only=False``,
@@ -225,7 +250,10 @@ class TrustedLoading:
             raise CheckpointError(f"{checkpoint_path} is a URL; download it and pass the local file")
         data, name = _read_source(checkpoint_path)
         trusted = trust_checkpoint or weights_only is False
-        read_checkpoint(name, weights_only=not trusted, data=data, trusted=trusted, unsafe_flag="trust_checkpoint=True")
+        ckpt = read_checkpoint(name, weights_only=not trusted, data=data, trusted=trusted,
+                               unsafe_flag="trust_checkpoint=True")
+        if isinstance(cls, type) and issubclass(cls, LightningDataModule):
+            _keep_writes_local(cls, ckpt, name, kwargs)
         if hparams_file is not None and not trusted:
             from lightning.pytorch.core.saving import load_hparams_from_tags_csv, load_hparams_from_yaml
 

@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any
 
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -138,7 +139,8 @@ class HeluCLI(LightningCLI):
         # `--ckpt_path last` never looks; give it <default_root_dir>/checkpoints so re-running a config resumes.
         for callback in trainer.callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
-                callback.dirpath = os.path.realpath(os.path.join(trainer.default_root_dir, "checkpoints"))
+                callback.dirpath = os.path.abspath(os.path.join(trainer.default_root_dir, "checkpoints"))
+        refuse_linked_folders(trainer)
         trainer.callbacks.extend(latest_checkpoints(trainer))
         install_checked_io(trainer, trusted=self._trusted())
         return trainer
@@ -189,12 +191,23 @@ def latest_checkpoints(trainer: Trainer) -> list[ModelCheckpoint]:
     return added
 
 
+def refuse_linked_folders(trainer: Trainer) -> None:
+    """UserError when ``default_root_dir`` or a checkpoint folder is a symbolic link: checkpoints would be written and
+    rotated (deleted) in the folder it leads to, which the run does not own."""
+    folders = [trainer.default_root_dir, *(getattr(c, "dirpath", None) for c in trainer.checkpoint_callbacks)]
+    for folder in folders:
+        if isinstance(folder, (str, os.PathLike)) and "://" not in str(folder) and os.path.islink(folder):
+            raise UserError(f"{folder} is a symbolic link (to {os.path.realpath(folder)}); helu-train writes and "
+                            "deletes checkpoints only in a folder of its own: pass the real folder as "
+                            "--trainer.default_root_dir, or another folder")
+
+
 def refuse_a_second_run(trainer: Trainer) -> None:
     """Stop a fresh ``fit`` whose checkpoint folder already holds a run's checkpoints: ModelCheckpoint would add
     ``-v1`` files beside them and mix two runs in one folder."""
     if trainer.fast_dev_run:  # writes no checkpoints
         return
-    if glob.glob(os.path.join(glob.escape(trainer.default_root_dir), "hpc_ckpt_*.ckpt")):
+    if SLURMEnvironment.detect() and trainer._checkpoint_connector._hpc_resume_path is not None:
         return  # a requeued SLURM job: Lightning resumes from its hpc checkpoint by itself
     for callback in trainer.checkpoint_callbacks:
         folder = getattr(callback, "dirpath", None)

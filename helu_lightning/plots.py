@@ -21,7 +21,8 @@ from pathlib import Path
 
 from .callbacks.monitor import STATS
 from .errors import DataError, MissingDataError, UserError
-from .io import atomic_write_bytes, read_utf8
+from .io import read_utf8
+from .owned_files import write_owned
 
 __all__ = ["build_parser", "find_metrics_csv", "main", "plot_runs", "read_metrics", "run"]
 
@@ -96,7 +97,7 @@ def _natural(name: str) -> list:
 def _save(fig, path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return atomic_write_bytes(path, buffer.getvalue())
+    return write_owned(path.parent, path.name, buffer.getvalue(), "plot")
 
 
 def _panel_grid(count: int, title: str):

@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterator
 
@@ -44,18 +45,33 @@ def _holder(text: str) -> str:
         return "another process"
 
 
+def _open_lock_file(path: str) -> int:
+    """A descriptor of ``path`` as a plain file of its own; UserError for a link, a FIFO, a device, a folder or a
+    hard link to another file, which the run would otherwise write into or block on."""
+    fix = f"remove {path} (helu-train creates it afresh) or choose another --trainer.default_root_dir"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as error:
+        raise UserError(f"{path} is not a plain lock file ({error.strerror}); {fix}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        kind = "a hard link shared with another file" if stat.S_ISREG(info.st_mode) else "not a regular file"
+        raise UserError(f"{path} is {kind}; {fix}")
+    return fd
+
+
 @contextlib.contextmanager
 def run_lock(folder: str) -> Iterator[None]:
     """Hold ``folder``'s run lock while the block runs; RunLockedError when another live process holds it."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, LOCK_NAME)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = _open_lock_file(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                holder = _holder(handle.read())
+            holder = _holder(os.pread(fd, 4096, 0).decode("utf-8", errors="replace"))
             os.close(fd)
             raise RunLockedError(f"{folder} is in use by another helu-train fit ({holder}); wait for it to finish, "
                                  "or choose another --trainer.default_root_dir") from None

@@ -63,7 +63,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _states(ckpt: dict[str, Any]) -> tuple[dict, dict]:
     """The monitored ModelCheckpoint's state and the unmonitored one's (helu-train's every-epoch last.ckpt)."""
-    found = {("val/acc" in key): state for key, state in ckpt["callbacks"].items() if key.startswith("ModelCheckpoint")}
+    found = {("val/acc" in key): state for key, state in ckpt["callbacks"].items()
+             if key.startswith(("ModelCheckpoint", "LastCheckpoint"))}
     return found[True], found[False]
 
 
@@ -128,7 +129,8 @@ def test_restored_paths_never_delete_outside_the_run(trained: Path, tmp_path: Pa
     done = fit(run_dir, "--ckpt_path", str(planted) if entry == "explicit" else entry, epochs=3)
     assert done.returncode == 0, done.stderr[-3000:]
     _intact(victims)
-    warnings = [line for line in done.stderr.splitlines() if "ignoring" in line and "for ModelCheckpoint" in line]
+    warnings = [line for line in done.stderr.splitlines()
+                if "ignoring" in line and ("for ModelCheckpoint" in line or "for LastCheckpoint" in line)]
     assert len(warnings) == 2, done.stderr[-3000:]  # one line per callback
     assert all("a restored path must be a plain local path inside" in line for line in warnings)
     assert sorted(p.name for p in ckpts.glob("*.ckpt") if not p.is_symlink()) == ["epoch=2-step=6.ckpt", "last.ckpt"]

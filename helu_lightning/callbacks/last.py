@@ -12,6 +12,8 @@ from weakref import proxy
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from ..checkpoint_io import note_written
+
 __all__ = ["LastCheckpoint"]
 
 
@@ -42,6 +44,7 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_copy(trainer, filepath)
             return
         trainer.strategy.barrier("LastCheckpoint")
+        note_written(trainer, filepath)
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
         if trainer.is_global_zero:
@@ -60,6 +63,7 @@ class LastCheckpoint(ModelCheckpoint):
         super()._save_checkpoint(trainer, part)
         if trainer.is_global_zero:
             os.replace(part, filepath)
+            note_written(trainer, filepath)
         trainer.strategy.barrier("LastCheckpoint")
         self._last_checkpoint_saved = filepath
 

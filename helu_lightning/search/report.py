@@ -13,11 +13,14 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from helu_lightning.io import atomic_write_bytes, atomic_write_text
+from helu_lightning.owned_files import write_owned
 from helu_lightning.search.config import logs_into
 from helu_lightning.search.space import SearchParam, apply_params, outside_space
 
-__all__ = ["format_table", "runs_into", "summary_rows", "write_outputs", "write_plots"]
+__all__ = ["OUTPUT_NAMES", "format_table", "runs_into", "summary_rows", "write_outputs", "write_plots"]
+
+# Written by every search; checked before the first trial so a user's file stops the search at once.
+OUTPUT_NAMES = ("summary.csv", "best.yaml", "plots/history.png", "plots/importance.png")
 
 
 def write_outputs(study: optuna.Study, config: dict, params: list[SearchParam], output_dir: Path, monitor: str) -> None:
@@ -28,7 +31,7 @@ def write_outputs(study: optuna.Study, config: dict, params: list[SearchParam], 
     writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(output_dir / "summary.csv", buffer.getvalue())
+    write_owned(output_dir, "summary.csv", buffer.getvalue().encode("utf-8"), "search")
     print(format_table(rows, header))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
@@ -46,10 +49,10 @@ def write_outputs(study: optuna.Study, config: dict, params: list[SearchParam], 
     best = pick(fitting, key=lambda t: t.value)
     best_config = runs_into(apply_params(config, params, best.params), output_dir / "best")
     note = f"# helu-train search: best of study {study.study_name!r}, trial {best.number}, {monitor}={best.value:.6g}\n"
-    atomic_write_text(output_dir / "best.yaml", note + yaml.safe_dump(best_config, sort_keys=False))
+    write_owned(output_dir, "best.yaml", (note + yaml.safe_dump(best_config, sort_keys=False)).encode("utf-8"), "search")
     print(f"best trial {best.number}: {monitor}={best.value:.6g} {best.params} -> {output_dir / 'best.yaml'}; "
           f"train it with: helu-train fit --config {output_dir / 'best.yaml'}")
-    write_plots(study, params, output_dir / "plots")
+    write_plots(study, params, output_dir)
 
 
 def runs_into(config: dict, folder: Path) -> dict:
@@ -97,8 +100,9 @@ def format_table(rows: list[dict[str, Any]], header: list[str]) -> str:
     return "\n".join("  ".join(text.rjust(w) for text, w in zip(line, widths)) for line in cells)
 
 
-def write_plots(study: optuna.Study, params: list[SearchParam], plot_dir: Path) -> list[Path]:
-    """Optimisation history, parameter importance (two or more finished trials) and one slice per parameter."""
+def write_plots(study: optuna.Study, params: list[SearchParam], output_dir: Path) -> list[Path]:
+    """Optimisation history, parameter importance (two or more finished trials) and one slice per parameter, in
+    ``output_dir/plots``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,5 +125,5 @@ def write_plots(study: optuna.Study, params: list[SearchParam], plot_dir: Path) 
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
         plt.close(figure)
-        written.append(atomic_write_bytes(plot_dir / f"{name}.png", buffer.getvalue()))
+        written.append(write_owned(output_dir, f"plots/{name}.png", buffer.getvalue(), "search"))
     return written

@@ -21,7 +21,8 @@ from helu_lightning.search.fingerprint import check_fingerprint
 from helu_lightning.search.objective import Objective, make_pruner
 from helu_lightning.search.options import SEARCH_FLAGS, SearchOptions, SearchSetupError
 from helu_lightning.search.progress import StudyProgress
-from helu_lightning.search.report import write_outputs
+from helu_lightning.owned_files import refuse_foreign
+from helu_lightning.search.report import OUTPUT_NAMES, write_outputs
 from helu_lightning.search.space import ALPHA_BASELINE, SearchParam, load_space
 from helu_lightning.search.storage import fail_dead_local_trials, make_storage, redact, trials_counted
 
@@ -143,6 +144,7 @@ def run_search(options: SearchOptions, build_cli: Callable[..., Any] | None = No
     if build_cli is None:
         from helu_lightning.cli import cli as build_cli  # lazily: helu_lightning.cli dispatches to this package
     config, params, fingerprint = prepare_search(options, build_cli)
+    refuse_foreign(options.output_dir, [*OUTPUT_NAMES, *(f"plots/{p.name}_vs_metric.png" for p in params)], "search")
     overrides = list(options.overrides)
     calibrate = partial(calibrated_alpha, config, overrides, build_cli) if options.calibration else None
     progress = StudyProgress("helu-train search", options.n_trials, _describe, options.monitor)
