@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from helu_lightning import cli
+from helu_lightning import commands
 from helu_lightning.plots import main, plot_runs, read_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -67,7 +67,7 @@ def test_plot_runs_overlays_runs_and_writes_pngs(tmp_path):
 def test_plot_command_through_helu_train(tmp_path, capsys):
     _write_run(tmp_path / "helu", with_alpha=True)
     out = tmp_path / "out"
-    cli.main(["plot", str(tmp_path / "helu"), "--labels", "HeLU", "--output_dir", str(out)])
+    commands.main(["plot", str(tmp_path / "helu"), "--labels", "HeLU", "--output_dir", str(out)])
     printed = capsys.readouterr().out.split()
     assert str(out / "alpha.png") in printed
     _check_png(out / "val_dead_fraction.png")

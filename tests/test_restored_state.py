@@ -146,7 +146,7 @@ def test_test_after_fit_never_loads_a_restored_best_path_from_elsewhere(trained:
     monitored.update(best_model_path=str(foreign), best_k_models={str(foreign): torch.tensor(2.0)},
                      kth_best_model_path=str(foreign), kth_value=torch.tensor(2.0))
     torch.save(ckpt, tmp_path / "state.ckpt")
-    done = fit(tmp_path / "run", "--ckpt_path", str(tmp_path / "state.ckpt"), "--test_after_fit", "true", epochs=1)
+    done = fit(tmp_path / "run", "--ckpt_path", str(tmp_path / "state.ckpt"), "--test_after_fit", "true", epochs=2)
     assert done.returncode == 0, done.stderr[-3000:]
     output = done.stdout + done.stderr
     assert f"checkpoint path at {foreign}" not in output and f"checkpoint at {foreign}" not in output, output[-3000:]
