@@ -26,7 +26,7 @@ from lightning.pytorch.utilities.model_registry import _is_registry
 from .callbacks.last import LastCheckpoint
 from .checkpoint_io import install_checked_io, refuse_url
 from .checkpoints import CheckpointError, read_checkpoint
-from .errors import UserError
+from .errors import UserError, shown_path
 from .finished import refuse_a_finished_run
 from .run_lock import is_launching_process, run_lock
 from .threads import apply_threads
@@ -109,8 +109,11 @@ class HeluCLI(LightningCLI):
             found = self.trainer._checkpoint_connector._parse_ckpt_path(
                 TrainerFn(subcommand), given, model_provided=True, model_connected=False)
         except ValueError as err:  # "best" in a fresh process, "hpc" without an hpc_ckpt_*.ckpt
-            hint = " (a new helu-train process has no best checkpoint yet)" if given == "best" else ""
-            raise CheckpointError(f"--ckpt_path {given}: {err}{hint}; pass the .ckpt file itself") from err
+            if given == "best":  # Lightning's own text blames the callback's configuration, which is fine
+                raise CheckpointError("--ckpt_path best names the best file of a fit in this same process, and a new "
+                                      "helu-train process has none; pass the .ckpt file itself (e.g. "
+                                      "<default_root_dir>/checkpoints/epoch=...ckpt)") from err
+            raise CheckpointError(f"--ckpt_path {given}: {err}; pass the .ckpt file itself") from err
         finally:
             self.trainer.state.fn = state
         if found == given:
@@ -213,7 +216,7 @@ def refuse_a_second_run(trainer: Trainer) -> None:
         folder = getattr(callback, "dirpath", None)
         if folder and glob.glob(os.path.join(glob.escape(folder), "*.ckpt")):
             raise UserError(
-                f"{os.path.relpath(folder)} already holds a run's checkpoints; resume it with --ckpt_path last, or "
+                f"{shown_path(folder)} already holds a run's checkpoints; resume it with --ckpt_path last, or "
                 "choose another --trainer.default_root_dir"
             )
 

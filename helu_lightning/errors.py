@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["DataError", "MissingDataError", "UserError"]
+import os
+
+__all__ = ["DataError", "MissingDataError", "UserError", "shown_path"]
 
 
 class UserError(ValueError):
@@ -21,3 +23,9 @@ class DataError(UserError):
 class MissingDataError(DataError, FileNotFoundError):
     """A data set, file or run directory is not where the config points: the message says where it was sought and
     how to get it. Also a FileNotFoundError, so callers that catch that keep working."""
+
+
+def shown_path(path: str) -> str:
+    """``path`` for a message: relative to the working directory when it lies below it, else absolute."""
+    relative = os.path.relpath(path)
+    return os.path.abspath(path) if relative.startswith(os.pardir) else relative

@@ -10,7 +10,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from .checkpoints import read_checkpoint
-from .errors import UserError
+from .errors import UserError, shown_path
 
 __all__ = ["refuse_a_finished_run", "resolve_last"]
 
@@ -40,7 +40,7 @@ def refuse_a_finished_run(trainer: Trainer, ckpt_path: Any, weights_only: bool =
         return  # "best"/"hpc"/"registry", URLs and missing files: Lightning resolves or refuses them
     ckpt = read_checkpoint(ckpt_path, weights_only=weights_only, trusted=True, unsafe_flag="--weights_only false")
     epochs, steps = _epochs_done(ckpt), ckpt.get("global_step")
-    shown = os.path.relpath(ckpt_path)
+    shown = shown_path(ckpt_path)
     max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
     if max_steps not in (None, -1) and isinstance(steps, int) and steps >= max_steps:
         raise UserError(f"{shown} is a finished run: it trained {steps} step(s) and --trainer.max_steps is {max_steps}; "

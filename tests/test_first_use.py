@@ -461,3 +461,22 @@ def test_image_datamodules_state_only_what_differs_and_the_cli_shows_every_optio
     assert printed.returncode == 0, output(printed)[-3000:]
     init_args = yaml.safe_load(printed.stdout)["data"]["init_args"]
     assert {*LOADER_OPTIONS, "num_workers", *own} <= set(init_args)
+
+
+def test_errors_show_a_folder_outside_the_working_directory_as_typed_and_best_in_our_words(tmp_path):
+    """A run folder outside the working directory is named by its absolute path (not ../../../tmp/...), and
+    --ckpt_path best in a new process says what best means instead of Lightning's text about the callback."""
+    work, run = tmp_path / "work", tmp_path / "elsewhere" / "run"
+    work.mkdir()
+    config = ["--config", str(CONFIGS / "offline.yaml"), "--trainer.max_epochs", "1", *SHORT,
+              "--trainer.default_root_dir", str(run)]
+    first = helu_train("fit", *config, "--test_after_fit", "false", cwd=work)
+    assert first.returncode == 0, output(first)[-2000:]
+    again = helu_train("fit", *config, cwd=work)
+    assert again.returncode == 2
+    assert f"error: {run / 'checkpoints'} already holds a run's checkpoints" in again.stderr, again.stderr
+    best = helu_train("fit", *config, "--ckpt_path", "best", cwd=work)
+    assert best.returncode == 2
+    message = best.stderr.strip().splitlines()[-1]
+    assert "new helu-train process has none; pass the .ckpt file itself" in message, best.stderr
+    assert "is not configured to save the best model" not in best.stderr
