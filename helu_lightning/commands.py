@@ -189,11 +189,27 @@ def version_line() -> str:
     return f"helu-train (helu-lightning) {__version__}; {libraries}"
 
 
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+               "NoneType": "null"}
+
+
 def _short(message: str) -> str:
+    message = _plain_type_error(message)
     lines = [line for line in message.strip().splitlines() if line.strip()]
     if len(lines) > _MAX_MESSAGE_LINES:
         lines = [*lines[:_MAX_MESSAGE_LINES], "... (HELU_DEBUG=1 shows everything)"]
     return "\n".join(lines)
+
+
+def _plain_type_error(message: str) -> str:
+    """jsonargparse's "Parser key "threads": Does not validate against any of the Union subtypes ... Expected a
+    <class 'int'>" as one line: ``--threads takes an integer or null``."""
+    key = re.match(r'\s*Parser key "([^"]+)":', message)
+    expected = re.findall(r"Expected a <class '([\w.]+)'>", message)
+    if key is None or not expected:
+        return message
+    words = [_TYPE_WORDS.get(name, name) for name in dict.fromkeys(expected)]
+    return f"--{key.group(1)} takes {' or '.join(words)}; fix its value in the config or on the command line"
 
 
 def _command_name(args: list[str]) -> str:

@@ -198,6 +198,8 @@ BAD_VALUES = {
     "data split": (["--data.val_fraction", "1.5"], "1.5"),
     "missing data": (["--data", "helu_lightning.data.cifar.CIFAR10DataModule", "--data.data_dir", "/nonexistent/c"],
                      "/nonexistent/c"),
+    "threads type": (["--threads", "abc"], "--threads takes an integer or null"),
+    "epochs type": (["--trainer.max_epochs", "abc"], "--trainer.max_epochs takes an integer or null"),
 }
 
 
@@ -213,6 +215,7 @@ def test_bad_values_stop_with_a_short_message(
     assert stop.value.code == 2, err
     assert err.startswith("helu-train fit: error: ") and message in err, err
     assert "Traceback" not in err and len(err.splitlines()) <= 6, err
+    assert "Does not validate against any of the Union subtypes" not in err, err
 
 
 def test_dotted_activation_overrides_merge_into_the_config_mapping(config: Path) -> None:
