@@ -4,7 +4,8 @@ kernel can skip; GELU gives almost none.
 
     python benchmarks/ffn_zeros.py runs/compare/text_relufication [--batches 4] [--study_name helu-compare]
 
-Reads the study (finished or still running: completed runs only), each completed run's best checkpoint (allow-listed reader) and its fit config, counts over the real tokens
+Reads the study (finished or still running: completed runs only), each completed run's best checkpoint (allow-listed
+reader) and its fit config, counts over the real tokens
 only (attention mask 1), writes ffn_zeros.csv and ffn_zeros.md into the folder and prints the table.
 """
 
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         values = [100 * r["ffn_zero_share"] for r in rows if r["activation"] == label]
         spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
         lines.append(f"| {label} | {len(values)} | {statistics.mean(values):.2f}{spread} |")
-    table = "\n".join(lines) + f"\n\nOver the real tokens of {args.batches} test batches, exported model (HeLU as ReLU).\n"
+    table = "\n".join(lines)
+    table += f"\n\nOver the real tokens of {args.batches} test batches, exported model (HeLU as ReLU).\n"
     (args.folder / "ffn_zeros.md").write_text(table)
     print(table)
 

@@ -8,7 +8,8 @@ checkpoint itself served by eager torch behind the same LitServe API.
 Each variant is trained for a few steps with configs/offline.yaml (speed does not depend on the weights), exported,
 and served on 127.0.0.1 with one inference worker, one model thread and dynamic batching (max 8). A client drives
 it with a bounded number of requests at concurrency 1, 8 and 32 (one keep-alive connection per client thread),
-after a warm-up; each round starts every server once, in a rotated order. The table gives the median over rounds of requests/s and
+after a warm-up; each round starts every server once, in a rotated order. The table gives the median over rounds of
+requests/s and
 of the p50/p99 latency; the ratios compare requests/s of the exported model with its twins at each concurrency.
 Goal: exported >= ReLU twin (ratio >= 0.95, within noise), and faster than the GELU twin (ratio > 1).
 """

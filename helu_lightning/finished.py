@@ -43,7 +43,8 @@ def refuse_a_finished_run(trainer: Trainer, ckpt_path: Any, weights_only: bool =
     shown = shown_path(ckpt_path)
     max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
     if max_steps not in (None, -1) and isinstance(steps, int) and steps >= max_steps:
-        raise UserError(f"{shown} is a finished run: it trained {steps} step(s) and --trainer.max_steps is {max_steps}; "
+        raise UserError(f"{shown} is a finished run: it trained {steps} step(s) and --trainer.max_steps is "
+                        f"{max_steps}; "
                         f"to train further raise it (e.g. --trainer.max_steps {2 * max_steps} --ckpt_path last), or "
                         "evaluate it with `helu-train test --ckpt_path ...`")
     if max_epochs not in (None, -1) and epochs is not None and epochs >= max_epochs:

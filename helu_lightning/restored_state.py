@@ -3,7 +3,8 @@
 ModelCheckpoint deletes its old top-k and last files by the paths it restores (``best_k_models`` keys,
 ``kth_best_model_path``, ``best_model_path``, ``last_model_path``), and ``test_after_fit`` loads ``best_model_path``;
 a checkpoint from someone else must steer neither. A path that fails :func:`helu_lightning.run_paths.outside_reason`
-(or, in ModelCheckpoint state, :func:`foreign_reason`: a ``.ckpt`` of the callback's own name pattern) is dropped (an empty path, a removed entry) with one warning line per callback; ModelCheckpoint then forgets its
+(or, in ModelCheckpoint state, :func:`foreign_reason`: a ``.ckpt`` of the callback's own name pattern) is dropped
+(an empty path, a removed entry) with one warning line per callback; ModelCheckpoint then forgets its
 whole top-k list, which it rebuilds from the next saves.
 """
 

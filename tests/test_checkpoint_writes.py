@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_export import text_ckpt  # noqa: F401  (the tiny-BERT SST-2 checkpoint fixture)
 
 from helu_lightning.checkpoints import CheckpointError, write_arguments
 from helu_lightning.data.glue import GlueDataModule
-from test_export import text_ckpt  # noqa: F401  (the tiny-BERT SST-2 checkpoint fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 

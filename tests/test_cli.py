@@ -14,8 +14,7 @@ from lightning.pytorch import LightningDataModule
 
 from helu_lightning import HeLU
 from helu_lightning.cli import cli
-from helu_lightning.commands import main
-from helu_lightning.commands import COMMANDS
+from helu_lightning.commands import COMMANDS, main
 from helu_lightning.data.digits import DigitsDataModule
 
 CONFIG = {

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import optuna
-import torch
 import pytest
 import sqlalchemy.exc
+import torch
 import yaml
 from optuna.trial import TrialState
 

@@ -1,5 +1,6 @@
 """Every model the project trains exports in every format: each built-in backbone at 1 and 3 input channels (plain
-ones with and without BatchNorm) and the text model, through safetensors, torch.export (pt2), ONNX and (text) save_pretrained. Each artifact is loaded in
+ones with and without BatchNorm) and the text model, through safetensors, torch.export (pt2), ONNX and (text)
+save_pretrained. Each artifact is loaded in
 a fresh interpreter where helu_lightning cannot be imported, and must give the trained model's outputs."""
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_plots import _write_run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from helu_lightning import commands
+from helu_lightning.cli import cli
 from helu_lightning.plots import main, plot_runs, read_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -93,7 +94,7 @@ def test_errors_without_logs_or_with_wrong_labels(tmp_path, capsys):
 @pytest.mark.slow
 def test_readme_pipeline_trains_on_digits_with_callbacks_then_plots(tmp_path):
     root = Path(__file__).resolve().parent.parent
-    cli.cli(["fit", "--config", str(root / "configs/offline.yaml"),
+    cli(["fit", "--config", str(root / "configs/offline.yaml"),
              "--config", str(root / "configs/callbacks_example.yaml"),
              "--trainer.max_epochs=2", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2",
              "--trainer.log_every_n_steps=1",

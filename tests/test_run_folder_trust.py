@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_restored_state import fit
 
 pytestmark = pytest.mark.filterwarnings("ignore")

@@ -180,7 +180,8 @@ def test_a_doctored_manifest_stops_serve_in_one_line_before_listening(
 
 def test_helu_train_serve_exits_on_a_doctored_manifest_as_a_subprocess(tmp_path: Path) -> None:
     folder = _export(tmp_path / "export", model={"inputs": ["nope"]})
-    done = subprocess.run([sys.executable, "-m", "helu_lightning", "serve", "--export_dir", str(folder), "--port", str(free_port())],
+    command = ["serve", "--export_dir", str(folder), "--port", str(free_port())]
+    done = subprocess.run([sys.executable, "-m", "helu_lightning", *command],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode != 0 and "model.inputs ['nope']" in done.stderr, done.stderr[-2000:]
     assert len(done.stderr.strip().splitlines()) == 1 and "serve:" not in done.stdout, done.stderr

@@ -24,9 +24,9 @@ from helu_lightning.console import helper_runs_quiet
 from helu_lightning.search import (
     Objective,
     SearchParam,
+    SearchSetupError,
     apply_params,
     calibrated_alpha,
-    SearchSetupError,
     fail_dead_local_trials,
     make_storage,
     redact,

@@ -24,7 +24,8 @@ def _check(name: str, depth: int, width: int, norm: str, image_size: int) -> Non
     if norm not in NORMS:
         raise ValueError(f"{name} norm must be one of {', '.join(NORMS)}, got {norm!r}")
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-        raise ValueError(f"{name} image_size must be the input's side in pixels (e.g. 8 for digits), got {image_size!r}")
+        raise ValueError(f"{name} image_size must be the input's side in pixels (e.g. 8 for digits), "
+                         f"got {image_size!r}")
 
 
 class PlainMLP(nn.Module):

@@ -49,7 +49,8 @@ def write_outputs(study: optuna.Study, config: dict, params: list[SearchParam], 
     best = pick(fitting, key=lambda t: t.value)
     best_config = runs_into(apply_params(config, params, best.params), output_dir / "best")
     note = f"# helu-train search: best of study {study.study_name!r}, trial {best.number}, {monitor}={best.value:.6g}\n"
-    write_owned(output_dir, "best.yaml", (note + yaml.safe_dump(best_config, sort_keys=False)).encode("utf-8"), "search")
+    best_yaml = note + yaml.safe_dump(best_config, sort_keys=False)
+    write_owned(output_dir, "best.yaml", best_yaml.encode("utf-8"), "search")
     print(f"best trial {best.number}: {monitor}={best.value:.6g} {best.params} -> {output_dir / 'best.yaml'}; "
           f"train it with: helu-train fit --config {output_dir / 'best.yaml'}")
     write_plots(study, params, output_dir)

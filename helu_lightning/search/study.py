@@ -16,12 +16,12 @@ import optuna
 import yaml
 
 from helu_lightning.console import helper_runs_quiet
+from helu_lightning.owned_files import refuse_foreign
 from helu_lightning.search.config import check_trial_config, compose_configs
 from helu_lightning.search.fingerprint import check_fingerprint
 from helu_lightning.search.objective import Objective, make_pruner
 from helu_lightning.search.options import SEARCH_FLAGS, SearchOptions, SearchSetupError
 from helu_lightning.search.progress import StudyProgress
-from helu_lightning.owned_files import refuse_foreign
 from helu_lightning.search.report import OUTPUT_NAMES, write_outputs
 from helu_lightning.search.space import ALPHA_BASELINE, SearchParam, load_space
 from helu_lightning.search.storage import fail_dead_local_trials, make_storage, redact, trials_counted

@@ -43,7 +43,8 @@ def _check_contract(contract: Any, where: Path) -> dict[str, Any]:
     if not isinstance(contract, dict):
         raise UserError(f"{where} records no input contract (preprocessing and label names); {fix}")
     kind = contract.get("kind")
-    needed = None if not isinstance(kind, str) else {"image": ("input_size", "mean", "std"), "text": ("max_length",)}.get(kind)
+    required = {"image": ("input_size", "mean", "std"), "text": ("max_length",)}
+    needed = required.get(kind) if isinstance(kind, str) else None
     if needed is None:
         raise UserError(f"{where} has input kind {kind!r}; helu-train serve serves 'image' or 'text' models")
     missing = [key for key in needed if key not in contract]
@@ -101,7 +102,8 @@ def read_export(folder: str | Path, model: str = "onnx", trust_export: bool = Fa
         raise UserError(f"unknown --model {model!r}; choose from {', '.join(MODEL_FILES)}")
     if model == "pt2" and not trust_export:
         raise UserError("model.pt2 is read with torch.export.load, which may unpickle it and run code hidden in a file "
-                        "from others; serve --model onnx (or int8), or add --trust_export for an export you made yourself")
+                        "from others; serve --model onnx (or int8), or add --trust_export for an export you made "
+                        "yourself")
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         raise UserError(f"{folder} holds no manifest.json; point --export_dir at a folder written by helu-train export")
