@@ -21,6 +21,7 @@ under ``TRITON_INTERPRET=1``, as the tests run it); ``"auto"`` (the default) app
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import math
 from collections.abc import Callable, Iterator
@@ -109,15 +110,15 @@ class Kernels:
 
 
 class _KernelTable(dict):
-    """The kernel sets by name; ``triton`` is imported on first use, so that CPU-only work never imports Triton."""
+    """The kernel sets by name; ``triton`` is loaded by name on first use, as a plugin: CPU-only work never imports
+    Triton, and ``helu_lightning.triton_kernels`` builds on this module (its fallbacks are the tensor kernels)."""
 
     def __missing__(self, name: str) -> Kernels:
         if name != "triton":
             raise KeyError(name)
-        from .triton_kernels import TRITON_KERNELS
-
-        self[name] = TRITON_KERNELS
-        return TRITON_KERNELS
+        kernels = importlib.import_module(f"{__package__}.triton_kernels").TRITON_KERNELS
+        self[name] = kernels
+        return kernels
 
 
 KERNELS: dict[str, Kernels] = _KernelTable(

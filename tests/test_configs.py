@@ -132,6 +132,10 @@ def shipped_runs(tmp_path: Path) -> dict[str, list[str]]:
                             "--data.init_args.image_size", "32", "--model.init_args.image_size", "32"],
         "fashion_mnist": ["--config", str(CONFIGS / "fashion_mnist.yaml"), "--data.init_args.batch_size", "8",
                           "--data.init_args.data_dir", str(write_fashion_mnist_idx(data / "fashion", n=40))],
+        "plain_mlp_digits": ["--config", str(CONFIGS / "plain_mlp_digits.yaml")],
+        "plain_mlp_fashion_mnist": ["--config", str(CONFIGS / "plain_mlp_fashion_mnist.yaml"),
+                                    "--data.init_args.batch_size", "8", "--data.init_args.data_dir",
+                                    str(write_fashion_mnist_idx(data / "fashion_plain", n=40))],
         "text_offline": ["--config", str(CONFIGS / "text_offline.yaml"), "--data.init_args.max_length", "16",
                          "--data.init_args.batch_size", "4", "--data.init_args.eval_batch_size", "4"],
     }
@@ -150,6 +154,7 @@ def shipped_runs(tmp_path: Path) -> dict[str, list[str]]:
 def test_every_config_file_is_run_here() -> None:
     shipped = {str(p.relative_to(CONFIGS).with_suffix("")) for p in CONFIGS.rglob("*.yaml")}
     covered = {"offline", "cifar10", "cifar100", "imagenette", "imagenette_timm", "fashion_mnist", "text_offline",
+               "plain_mlp_digits", "plain_mlp_fashion_mnist",
                "glue/base",
                *(f"glue/{t}" for t in GLUE_TASKS)}
     add_ons = {"monitor", "callbacks_example"}  # appended to a task config; run by tests/test_readme.py
@@ -167,7 +172,8 @@ def _epoch_and_step(path: Path) -> tuple[int, int]:
     return checkpoint["epoch"], checkpoint["global_step"]
 
 
-VISION_RUNS = ("offline", "cifar10", "cifar100", "imagenette", "imagenette_timm", "fashion_mnist")
+VISION_RUNS = ("offline", "cifar10", "cifar100", "imagenette", "imagenette_timm", "fashion_mnist", "plain_mlp_digits",
+               "plain_mlp_fashion_mnist")
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -28,6 +29,14 @@ MAXIMIZED_WORDS = frozenset(
 
 class SearchSetupError(UserError):
     """A bad config, space, storage or study option, found before any study or trial exists."""
+
+
+def sqlite_url(path: str | os.PathLike) -> str:
+    """The SQLite URL of ``path`` (made absolute), quoted so that no character of a folder name (``?``, ``#``,
+    ``%``, a space) turns into a URL query, fragment or escape: the study lives in exactly that file."""
+    import sqlalchemy.engine
+
+    return sqlalchemy.engine.URL.create("sqlite", database=str(Path(path).resolve())).render_as_string()
 
 
 def infer_direction(monitor: str) -> str | None:
@@ -116,8 +125,6 @@ class SearchOptions:
     @property
     def storage_url(self) -> str:
         """The storage given, else a SQLite file ``study.db`` in the output directory."""
-        from helu_lightning.search.storage import sqlite_url  # storage imports this module
-
         return self.storage or sqlite_url(self.output_dir / "study.db")
 
 

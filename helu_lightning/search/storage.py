@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from helu_lightning.search.options import SearchSetupError
+from helu_lightning.search.options import SearchSetupError, sqlite_url
 from helu_lightning.search.optuna_internals import fail_running_trial
 
 __all__ = [
@@ -49,14 +49,6 @@ def make_storage(
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
     return _rdb_storage(url, heartbeat_interval, grace_period, max_retry)
-
-
-def sqlite_url(path: str | os.PathLike) -> str:
-    """The SQLite URL of ``path`` (made absolute), quoted so that no character of a folder name (``?``, ``#``,
-    ``%``, a space) turns into a URL query, fragment or escape: the study lives in exactly that file."""
-    import sqlalchemy.engine
-
-    return sqlalchemy.engine.URL.create("sqlite", database=str(Path(path).resolve())).render_as_string()
 
 
 def _database(url: str) -> str | None:

@@ -59,8 +59,9 @@ def check_distill(distill: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {"teacher": teacher, "temperature": float(temperature), "weight": float(weight)}
 
 
-def load_teacher(path: str) -> nn.Module:
-    """The teacher at local ``path`` (HF model folder or GlueClassifier checkpoint), frozen and in eval mode."""
+def load_teacher(path: str, task_class: Any) -> nn.Module:
+    """The teacher at local ``path`` (HF model folder, or a checkpoint of ``task_class``, the student's task, read by
+    its allow-listed ``load_from_checkpoint``), frozen and in eval mode."""
     location = Path(path).expanduser()
     if location.is_dir():
         if not (location / "config.json").is_file():
@@ -75,10 +76,8 @@ def load_teacher(path: str) -> nn.Module:
             raise DistillError(f"distill.teacher {path} cannot be read as a Hugging Face sequence classifier: "
                                f"{str(err).splitlines()[0]}") from None
     elif location.is_file():
-        from .glue import GlueClassifier  # the checkpoint reader with the allow-list (TrustedLoading)
-
         try:
-            model = GlueClassifier.load_from_checkpoint(location, map_location="cpu", distill=None).model
+            model = task_class.load_from_checkpoint(location, map_location="cpu", distill=None).model
         except CheckpointError:
             raise  # names the untrusted import path: a teacher never runs code from its file
         except (TypeError, KeyError, ValueError) as err:

@@ -141,7 +141,7 @@ class GlueClassifier(TrustedLoading, LightningModule):
             raise ValueError(f"the data has {found} label(s) but the model was built for {self.num_labels}; set "
                              f"model.init_args.num_labels: {found} (or the same task in model and data)")
         if stage == "fit" and self.distill is not None and self.teacher is None:
-            teacher = load_teacher(self.distill["teacher"])
+            teacher = load_teacher(self.distill["teacher"], GlueClassifier)
             check_teacher(teacher, self.model, self.distill["teacher"])
             object.__setattr__(self, "teacher", teacher)  # not a submodule: no state_dict, optimizer or train()
 
