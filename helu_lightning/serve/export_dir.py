@@ -101,9 +101,9 @@ def read_export(folder: str | Path, model: str = "onnx", trust_export: bool = Fa
     if model not in MODEL_FILES:
         raise UserError(f"unknown --model {model!r}; choose from {', '.join(MODEL_FILES)}")
     if model == "pt2" and not trust_export:
-        raise UserError("model.pt2 is read with torch.export.load, which may unpickle it and run code hidden in a file "
-                        "from others; serve --model onnx (or int8), or add --trust_export for an export you made "
-                        "yourself")
+        raise UserError("model.pt2 is read with torch.export.load, which may unpickle it and so can run code hidden "
+                        "in a file from others; serve --model onnx (or int8), or add --trust_export for an export you "
+                        "made yourself")
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         raise UserError(f"{folder} holds no manifest.json; point --export_dir at a folder written by helu-train export")
