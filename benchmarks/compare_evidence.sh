@@ -37,15 +37,21 @@ text_bbc() {
 # 4. Depth sweep without normalisation: digits through a plain MLP (width 32, PyTorch's default init), SGD lr
 #    0.02 momentum 0.9, 30 epochs of 20 steps, at depths 4, 8 and 12; then depth 8 with BatchNorm. 6 activations
 #    x 5 seeds each; INT8 scored on 2 validation batches (128 digits).
-depth_digits() {
-    for depth in 4 8 12; do
-        helu-train compare --config configs/plain_mlp_digits.yaml --activations "${PLAIN_ARMS[@]}" --seeds 5 \
-            --output_dir "runs/compare/depth_digits_d${depth}" --int8_batches 2 \
+# depth_sweep CONFIG NAME DEPTH...: the plain-MLP arms at each depth without normalisation, then depth 8 + BatchNorm.
+depth_sweep() {
+    local config=$1 name=$2
+    shift 2
+    for depth in "$@"; do
+        helu-train compare --config "$config" --activations "${PLAIN_ARMS[@]}" --seeds 5 \
+            --output_dir "runs/compare/${name}_d${depth}" --int8_batches 2 \
             --model.init_args.backbone_options.depth "$depth"
     done
-    helu-train compare --config configs/plain_mlp_digits.yaml --activations "${PLAIN_ARMS[@]}" --seeds 5 \
-        --output_dir runs/compare/depth_digits_d8_batchnorm --int8_batches 2 \
+    helu-train compare --config "$config" --activations "${PLAIN_ARMS[@]}" --seeds 5 \
+        --output_dir "runs/compare/${name}_d8_batchnorm" --int8_batches 2 \
         --model.init_args.backbone_options.depth 8 --model.init_args.backbone_options.norm batch
+}
+depth_digits() {
+    depth_sweep configs/plain_mlp_digits.yaml depth_digits 4 8 12
 }
 
 # 5. GELU -> ReLU conversion of the pretrained MiniLM on BBC news, at the text_bbc budget (160 training articles,
@@ -75,14 +81,7 @@ text_relufication_distill() {
 #    momentum 0.9, 5 epochs of 60 random batches of 128, validation on 1,280 and test on 2,560 images, INT8 on 2
 #    validation batches. Depth 8 first (the depth where digits separate the activations), then 4, 12, 8 + BN.
 depth_fashion_mnist() {
-    for depth in 8 4 12; do
-        helu-train compare --config configs/plain_mlp_fashion_mnist.yaml --activations "${PLAIN_ARMS[@]}" --seeds 5 \
-            --output_dir "runs/compare/depth_fashion_mnist_d${depth}" --int8_batches 2 \
-            --model.init_args.backbone_options.depth "$depth"
-    done
-    helu-train compare --config configs/plain_mlp_fashion_mnist.yaml --activations "${PLAIN_ARMS[@]}" --seeds 5 \
-        --output_dir runs/compare/depth_fashion_mnist_d8_batchnorm --int8_batches 2 \
-        --model.init_args.backbone_options.depth 8 --model.init_args.backbone_options.norm batch
+    depth_sweep configs/plain_mlp_fashion_mnist.yaml depth_fashion_mnist 8 4 12
 }
 
 studies=("$@")
