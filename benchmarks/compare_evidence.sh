@@ -8,13 +8,18 @@ export OMP_NUM_THREADS=1
 LEAKY='{name: leaky_relu, negative_slope: 0.01}'
 PLAIN_ARMS=(relu helu:0.01 helu:0.05 helu:0.2 gelu "$LEAKY")
 
-# 1. Fashion-MNIST (real, Debian dataset-fashion-mnist), CIFAR-style ResNet-18 width 8, 5 activations x 5 seeds.
-#    Subsampled: 2 epochs of 15 random batches of 128 (1,920 images an epoch), validation on 6 batches (768
-#    images), test on 10 batches (1,280 of the 10k test images), INT8 scored on 4 validation batches (512 images).
+# 1. Fashion-MNIST (real, Debian dataset-fashion-mnist), CIFAR-style ResNet-18 width 8, 6 activations x 5 seeds, at
+#    a budget where ReLU's validation curve has flattened: 8 epochs of 100 random batches of 128 (12,800 images an
+#    epoch, 102,400 in all: 1.9 passes over the 54k training split), AdamW lr 2e-3 with cosine decay over the 8
+#    epochs; validation on 8 batches (1,024 held-out training images), test on all 10k test images, INT8 on 4
+#    validation batches (512 images). ReLU's validation accuracy by epoch (seed 0): 78.7, 73.5, 83.1, 84.4, 84.7,
+#    87.8, 89.1, 89.3%.
 fashion_mnist() {
     helu-train compare --config configs/fashion_mnist.yaml \
-        --activations relu gelu helu:0.01 helu:0.05 helu:auto --seeds 5 --output_dir runs/compare/fashion_mnist \
-        --int8_batches 4 --trainer.limit_train_batches 15 --trainer.limit_val_batches 6 --trainer.limit_test_batches 10
+        --activations relu gelu helu:0.01 helu:0.05 helu:0.2 helu:auto --seeds 5 \
+        --output_dir runs/compare/fashion_mnist --int8_batches 4 --trainer.max_epochs 8 \
+        --trainer.limit_train_batches 100 --trainer.limit_test_batches 1.0 \
+        --model.init_args.lr_scheduler.init_args.T_max 8
 }
 
 # 2. Where ReLU units die: digits, small CNN without dropout, SGD at lr 0.5 (10x the config's), 5 epochs.
@@ -54,27 +59,27 @@ depth_digits() {
     depth_sweep configs/plain_mlp_digits.yaml depth_digits 4 8 12
 }
 
-# 5. GELU -> ReLU conversion of the pretrained MiniLM on BBC news, at the text_bbc budget (160 training articles,
-#    64 tokens, 2 epochs; validation on 2 batches of 64, test on 4 batches of 64 = 256 of the 445 test articles,
-#    INT8 on 2 validation batches). The teacher is the GELU model fine-tuned at the same budget (seed 0); the
-#    students start from the pretrained (not fine-tuned) MiniLM with their FFN activation swapped.
-TEXT_BUDGET=(--data.init_args.max_train_samples 160 --trainer.limit_val_batches 2 --trainer.limit_test_batches 4
-             --int8_batches 2)
+# 5. GELU -> ReLU conversion of the pretrained MiniLM on BBC news, at a budget where the GELU model has converged:
+#    400 training articles, 64 tokens, 5 epochs (GELU's validation accuracy by epoch: 88.8, 95.1, 95.1, 96.4,
+#    96.0%), validation on all ~222 validation articles, test on all 445 test articles, INT8 on 2 validation
+#    batches (128 articles). The teacher is that GELU model (seed 0); the students start from the pretrained (not
+#    fine-tuned) MiniLM with their FFN activation swapped. Two workers per study (the same command twice).
+TEXT_BUDGET=(--trainer.max_epochs 5 --int8_batches 2)
 SCHEDULE='{name: helu, alpha: 1, schedule: {name: cosine, start: 1, end: 0.05}}'
 text_teacher() {
-    [ -f runs/text_teacher_160/checkpoints/best.ckpt ] || helu-train fit --config configs/text_offline.yaml \
-        --model.init_args.activation null --data.init_args.max_train_samples 160 --trainer.limit_val_batches 2 \
-        --trainer.default_root_dir runs/text_teacher_160 --trainer.enable_progress_bar false
+    [ -f runs/text_teacher_400/checkpoints/best.ckpt ] || helu-train fit --config configs/text_offline.yaml \
+        --model.init_args.activation null --trainer.max_epochs 5 \
+        --trainer.default_root_dir runs/text_teacher_400 --trainer.enable_progress_bar false
 }
 text_relufication() {
-    helu-train compare --config configs/text_offline.yaml --activations relu helu:0.05 "$SCHEDULE" gelu --seeds 5 \
-        --output_dir runs/compare/text_relufication "${TEXT_BUDGET[@]}"
+    helu-train compare --config configs/text_offline.yaml --activations relu helu:0.05 helu:0.2 "$SCHEDULE" gelu \
+        --seeds 5 --output_dir runs/compare/relufication "${TEXT_BUDGET[@]}"
 }
 text_relufication_distill() {
     text_teacher
-    helu-train compare --config configs/text_offline.yaml --activations relu helu:0.05 "$SCHEDULE" --seeds 5 \
-        --output_dir runs/compare/text_relufication_distill "${TEXT_BUDGET[@]}" \
-        --model.init_args.distill '{teacher: runs/text_teacher_160/checkpoints/best.ckpt, temperature: 2, weight: 0.5}'
+    helu-train compare --config configs/text_offline.yaml --activations relu helu:0.05 helu:0.2 "$SCHEDULE" \
+        --seeds 5 --output_dir runs/compare/relufication_distill "${TEXT_BUDGET[@]}" \
+        --model.init_args.distill '{teacher: runs/text_teacher_400/checkpoints/best.ckpt, temperature: 2, weight: 0.5}'
 }
 
 # 6. The depth sweep on Fashion-MNIST (real, Debian dataset-fashion-mnist): plain MLP width 64, SGD lr 0.02
