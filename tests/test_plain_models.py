@@ -58,10 +58,51 @@ def test_the_task_passes_the_image_size() -> None:
     ({"width": 0}, "width must be a positive unit count.*got 0"),
     ({"norm": "layer"}, "norm must be one of none, batch, got 'layer'"),
     ({"image_size": 0}, "image_size must be the input's side"),
+    ({"init": "xavier"}, "init must be one of default, kaiming .*got 'xavier'"),
 ])
 def test_bad_options_name_the_value(name: str, options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_backbone(name, 10, activation_factory("relu"), in_channels=1, **options)
+
+
+@pytest.mark.parametrize("name, layer", [("plain_mlp", nn.Linear), ("plain_cnn", nn.Conv2d)])
+def test_kaiming_init_sets_he_scale_and_zero_bias(name: str, layer: type[nn.Module]) -> None:
+    torch.manual_seed(0)
+    model = build_backbone(name, 10, activation_factory("relu"), in_channels=1, image_size=8, depth=3, width=64,
+                           init="kaiming")
+    for hidden in [m for m in model.features if isinstance(m, layer)][1:]:
+        fan_in = hidden.weight[0].numel()
+        assert hidden.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.1)
+        assert hidden.weight.mean().abs().item() < 0.1 * (2 / fan_in) ** 0.5
+        assert torch.count_nonzero(hidden.bias) == 0
+    torch.manual_seed(0)
+    default = build_backbone(name, 10, activation_factory("relu"), in_channels=1, image_size=8, depth=3, width=64)
+    for hidden in [m for m in default.features if isinstance(m, layer)][1:]:
+        # PyTorch's default: uniform(+-1/sqrt(fan_in)), std 1/sqrt(3 fan_in), and a non-zero bias
+        assert hidden.weight.std().item() == pytest.approx((1 / (3 * hidden.weight[0].numel())) ** 0.5, rel=0.1)
+        assert torch.count_nonzero(hidden.bias) > 0
+
+
+def _pre_activation_scale(init: str) -> tuple[float, float]:
+    """Root mean square of the first and the last hidden layer's pre-activations of a depth-12 ReLU MLP."""
+    torch.manual_seed(0)
+    model = PlainMLP(10, activation_factory("relu"), image_size=16, depth=12, width=256, init=init)
+    h, scales = torch.randn(512, 1, 16, 16), []
+    with torch.no_grad():
+        for module in model.features:
+            h = module(h)
+            if isinstance(module, nn.Linear):
+                scales.append(h.pow(2).mean().sqrt().item())
+    return scales[0], scales[-1]
+
+
+def test_he_init_keeps_the_signal_that_the_default_shrinks() -> None:
+    first, last = _pre_activation_scale("default")
+    # the default's weight variance 1/(3 fan_in) and ReLU's halving keep a sixth of the second moment per layer,
+    # until the bias (uniform +-1/sqrt(fan_in)) sets a floor
+    assert last < first / 10
+    first, last = _pre_activation_scale("kaiming")
+    assert first / 2 < last < first * 2
 
 
 def _dead_fraction(act: str, seed: int) -> float:
