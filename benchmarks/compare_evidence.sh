@@ -8,7 +8,7 @@ export OMP_NUM_THREADS=1
 LEAKY='{name: leaky_relu, negative_slope: 0.01}'
 PLAIN_ARMS=(relu helu:0.01 helu:0.05 helu:0.2 gelu "$LEAKY")
 
-# 1. Fashion-MNIST (real, Debian dataset-fashion-mnist), CIFAR-style ResNet-18 width 8, 6 activations x 5 seeds, at
+# 1. Fashion-MNIST (real, Debian dataset-fashion-mnist), CIFAR-style ResNet-18 width 8, 5 activations x 5 seeds, at
 #    a budget where ReLU's validation curve has flattened: 8 epochs of 100 random batches of 128 (12,800 images an
 #    epoch, 102,400 in all: 1.9 passes over the 54k training split), AdamW lr 2e-3 with cosine decay over the 8
 #    epochs; validation on 8 batches (1,024 held-out training images), test on all 10k test images, INT8 on 4
@@ -16,7 +16,7 @@ PLAIN_ARMS=(relu helu:0.01 helu:0.05 helu:0.2 gelu "$LEAKY")
 #    87.8, 89.1, 89.3%.
 fashion_mnist() {
     helu-train compare --config configs/fashion_mnist.yaml \
-        --activations relu gelu helu:0.01 helu:0.05 helu:0.2 helu:auto --seeds 5 \
+        --activations relu gelu helu:0.05 helu:0.2 helu:auto --seeds 5 \
         --output_dir runs/compare/fashion_mnist --int8_batches 4 --trainer.max_epochs 8 \
         --trainer.limit_train_batches 100 --trainer.limit_test_batches 1.0 \
         --model.init_args.lr_scheduler.init_args.T_max 8
@@ -89,10 +89,21 @@ depth_fashion_mnist() {
     depth_sweep configs/plain_mlp_fashion_mnist.yaml depth_fashion_mnist 8 4 12
 }
 
+# 7. The depth sweep's control for the signal scale: Fashion-MNIST at depths 8 and 12 as in 6, but with He's
+#    initialisation (std sqrt(2 / fan_in), zero bias), which keeps the pre-activations from shrinking layer by layer.
+depth_fashion_mnist_he() {
+    for depth in 8 12; do
+        helu-train compare --config configs/plain_mlp_fashion_mnist.yaml --activations "${PLAIN_ARMS[@]}" --seeds 5 \
+            --output_dir "runs/compare/depth_fashion_mnist_he_d${depth}" --int8_batches 2 \
+            --model.init_args.backbone_options.depth "$depth" --model.init_args.backbone_options.init kaiming
+    done
+}
+
 studies=("$@")
 [ ${#studies[@]} -eq 0 ] && studies=(fashion_mnist digits_high_lr text_bbc depth_digits text_relufication
-                                     text_relufication_distill depth_fashion_mnist)
+                                     text_relufication_distill depth_fashion_mnist
+                                     depth_fashion_mnist_he)
 for study in "${studies[@]}"; do
-    declare -F "$study" >/dev/null || { echo "unknown study $study; known: fashion_mnist digits_high_lr text_bbc depth_digits text_relufication text_relufication_distill depth_fashion_mnist" >&2; exit 2; }
+    declare -F "$study" >/dev/null || { echo "unknown study $study; known: fashion_mnist digits_high_lr text_bbc depth_digits text_relufication text_relufication_distill depth_fashion_mnist depth_fashion_mnist_he" >&2; exit 2; }
     "$study"
 done

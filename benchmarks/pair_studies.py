@@ -1,8 +1,12 @@
-"""Paired differences between two `helu-train compare` studies that ran the same seeds (e.g. with and without
-distillation): for each activation in both, the metric of study B minus study A over the seeds both completed,
-with the same paired t interval and p value as compare's own table.
+"""Paired differences between `helu-train compare` studies that ran the same seeds, with the same paired t interval
+and p value as compare's own table.
 
-    python benchmarks/pair_studies.py runs/compare/text_relufication runs/compare/text_relufication_distill
+Without ``--against``: for each activation in both studies, study B minus study A over the seeds both completed
+(e.g. with and without distillation). With ``--against LABEL``: every activation of study B minus activation LABEL
+of study A, seed by seed (e.g. each student against the GELU model it replaces; A and B may be the same study).
+
+    python benchmarks/pair_studies.py runs/compare/relufication runs/compare/relufication_distill
+    python benchmarks/pair_studies.py runs/compare/relufication runs/compare/relufication_distill --against gelu
 """
 
 from __future__ import annotations
@@ -25,21 +29,36 @@ def _values(folder: Path, study_name: str, metric: str) -> dict[str, dict[int, f
     return values
 
 
+def pairs(a: dict[str, dict[int, float]], b: dict[str, dict[int, float]],
+          against: str | None) -> list[tuple[str, dict[int, float], dict[int, float]]]:
+    """(label, B's values, A's values) for each row of the table."""
+    if against is None:
+        return [(label, b[label], a[label]) for label in a if label in b]
+    if against not in a:
+        raise SystemExit(f"--against {against!r} is not an activation of study A; it has: {', '.join(a) or 'none'}")
+    return [(label, b[label], a[against]) for label in b if b[label] is not a[against]]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("baseline", type=Path, help="study A (compare --output_dir)")
-    parser.add_argument("treatment", type=Path, help="study B (compare --output_dir)")
+    parser.add_argument("treatment", type=Path, help="study B (compare --output_dir; may be A)")
+    parser.add_argument("--against", default=None, help="pair every activation of B with this activation of A")
     parser.add_argument("--metric", default="test/acc")
     parser.add_argument("--study_name", default="helu-compare")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    a, b = _values(args.baseline, args.study_name, args.metric), _values(args.treatment, args.study_name, args.metric)
-    print(f"| activation | pairs | {args.metric} A (%) | B (%) | B − A [95% CI] (pts) | p |\n|---|---|---|---|---|---|")
-    for label in [k for k in a if k in b]:
-        paired = paired_difference(b[label], a[label])
-        seeds = sorted(set(a[label]) & set(b[label]))
-        mean_a = 100 * sum(a[label][s] for s in seeds) / max(len(seeds), 1)
-        mean_b = 100 * sum(b[label][s] for s in seeds) / max(len(seeds), 1)
+    a = _values(args.baseline, args.study_name, args.metric)
+    b = a if args.treatment.resolve() == args.baseline.resolve() else _values(args.treatment, args.study_name,
+                                                                               args.metric)
+    reference = "A" if args.against is None else f"A's {args.against}"
+    print(f"| activation | pairs | {args.metric} {reference} (%) | B (%) | B − {reference} [95% CI] (pts) | p |\n"
+          "|---|---|---|---|---|---|")
+    for label, treated, base in pairs(a, b, args.against):
+        paired = paired_difference(treated, base)
+        seeds = sorted(set(treated) & set(base))
+        mean_a = 100 * sum(base[s] for s in seeds) / max(len(seeds), 1)
+        mean_b = 100 * sum(treated[s] for s in seeds) / max(len(seeds), 1)
         ci = "" if paired.low != paired.low else f" [{100 * paired.low:+.2f}, {100 * paired.high:+.2f}]"
         p = "-" if paired.p_value != paired.p_value else f"{paired.p_value:.2g}"
         print(f"| {label} | {paired.n} | {mean_a:.2f} | {mean_b:.2f} | {100 * paired.mean:+.2f}{ci} | {p} |")

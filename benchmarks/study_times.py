@@ -1,0 +1,46 @@
+"""How long each `helu-train compare` study took, from its Optuna storage: wall time from the first run's start to
+the last run's end, the number of finished runs, the summed run time (over 1 worker: about the wall time; over 2
+workers: up to twice it) and the mean per run.
+
+    python benchmarks/study_times.py runs/compare/depth_fashion_mnist_d8 runs/compare/relufication ...
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import optuna
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def study_time(folder: Path, study_name: str = "helu-compare") -> dict[str, float]:
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{(folder / 'study.db').resolve()}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        return {"runs": 0, "wall": 0.0, "summed": 0.0}
+    start = min(t.datetime_start for t in done)
+    end = max(t.datetime_complete for t in done)
+    summed = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
+    return {"runs": len(done), "wall": (end - start).total_seconds(), "summed": summed}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", type=Path, nargs="+", help="compare --output_dir folders")
+    parser.add_argument("--study_name", default="helu-compare")
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print("| study | runs | wall | summed run time | per run |\n|---|---|---|---|---|")
+    for folder in args.folders:
+        times = study_time(folder, args.study_name)
+        per_run = f"{times['summed'] / times['runs']:.0f} s" if times["runs"] else "-"
+        print(f"| {folder.name} | {times['runs']} | {_minutes(times['wall'])} | {_minutes(times['summed'])} | "
+              f"{per_run} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""benchmarks/pair_studies.py: study B minus study A seed by seed, for the same activation or (--against) for one
+activation of A, with the paired t interval and p value checked against scipy by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import optuna
+import pytest
+from scipy import stats
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pair_studies.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("pair_studies", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _study(folder: Path, accuracies: dict[str, list[float]]) -> Path:
+    """A compare-shaped study: one completed trial per (activation, seed) with its test/acc."""
+    folder.mkdir()
+    study = optuna.create_study(study_name="helu-compare", storage=f"sqlite:///{folder / 'study.db'}",
+                                direction="maximize")
+    study.set_user_attr("grid", {"activation": list(accuracies), "seed": list(range(3))})
+    dist = {"activation": optuna.distributions.CategoricalDistribution(list(accuracies)),
+            "seed": optuna.distributions.CategoricalDistribution([0, 1, 2])}
+    for label, values in accuracies.items():
+        for seed, value in enumerate(values):
+            study.add_trial(optuna.trial.create_trial(
+                params={"activation": label, "seed": seed}, distributions=dist, value=value,
+                user_attrs={"evaluation": {"test": {"test/acc": value}}}))
+    return folder
+
+
+def _row(out: str, label: str) -> list[str]:
+    return [cell.strip() for cell in next(l for l in out.splitlines() if l.startswith(f"| {label} |")).split("|")[1:-1]]
+
+
+def _expected(b: list[float], a: list[float]) -> tuple[str, str]:
+    diff = [100 * (x - y) for x, y in zip(b, a)]
+    mean = sum(diff) / 3
+    half = stats.t.ppf(0.975, 2) * stats.tstd(diff) / 3 ** 0.5
+    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]", f"{stats.ttest_rel(b, a).pvalue:.2g}"
+
+
+def test_same_activation_across_two_studies(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a = _study(tmp_path / "a", {"relu": [0.80, 0.70, 0.75], "gelu": [0.90, 0.91, 0.92]})
+    b = _study(tmp_path / "b", {"relu": [0.82, 0.73, 0.76], "helu:0.05": [0.5, 0.5, 0.5]})
+    _module().main([str(a), str(b)])
+    out = capsys.readouterr().out
+    row = _row(out, "relu")
+    assert row[1:4] == ["3", "75.00", "77.00"] and (row[4], row[5]) == _expected([0.82, 0.73, 0.76], [0.80, 0.70, 0.75])
+    assert "| gelu |" not in out and "| helu:0.05 |" not in out  # only activations both studies ran
+
+
+def test_against_one_activation_within_and_across_studies(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a = _study(tmp_path / "a", {"relu": [0.80, 0.70, 0.75], "gelu": [0.90, 0.91, 0.92]})
+    b = _study(tmp_path / "b", {"relu": [0.82, 0.73, 0.76], "helu:0.05": [0.85, 0.86, 0.80]})
+    module = _module()
+    module.main([str(a), str(a), "--against", "gelu"])
+    out = capsys.readouterr().out
+    assert "| gelu |" not in out  # not paired with itself
+    assert _row(out, "relu")[4:] == list(_expected([0.80, 0.70, 0.75], [0.90, 0.91, 0.92]))
+    module.main([str(a), str(b), "--against", "gelu"])
+    out = capsys.readouterr().out
+    assert _row(out, "helu:0.05")[1:4] == ["3", "91.00", "83.67"]
+    assert _row(out, "helu:0.05")[4:] == list(_expected([0.85, 0.86, 0.80], [0.90, 0.91, 0.92]))
+    with pytest.raises(SystemExit, match="--against 'silu' is not an activation of study A; it has: relu, gelu"):
+        module.main([str(a), str(b), "--against", "silu"])
