@@ -21,6 +21,8 @@ from helu_lightning.compare.stats import PAIRED_TEST, paired_difference
 
 
 def _values(folder: Path, study_name: str, metric: str) -> dict[str, dict[int, float]]:
+    if not (folder / "study.db").is_file():  # never let SQLite create an empty one
+        raise SystemExit(f"{folder} holds no study.db: pass a helu-train compare --output_dir folder")
     study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{(folder / 'study.db').resolve()}")
     values: dict[str, dict[int, float]] = {}
     for row in run_rows(study):

@@ -18,6 +18,8 @@ def _minutes(seconds: float) -> str:
 
 
 def study_time(folder: Path, study_name: str = "helu-compare") -> dict[str, float]:
+    if not (folder / "study.db").is_file():  # never let SQLite create an empty one
+        raise SystemExit(f"{folder} holds no study.db: pass a helu-train compare --output_dir folder")
     study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{(folder / 'study.db').resolve()}")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:

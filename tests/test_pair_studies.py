@@ -71,3 +71,11 @@ def test_against_one_activation_within_and_across_studies(tmp_path: Path, capsys
     assert _row(out, "helu:0.05")[4:] == list(_expected([0.85, 0.86, 0.80], [0.90, 0.91, 0.92]))
     with pytest.raises(SystemExit, match="--against 'silu' is not an activation of study A; it has: relu, gelu"):
         module.main([str(a), str(b), "--against", "silu"])
+
+
+def test_a_folder_without_a_study_is_refused_and_left_alone(tmp_path: Path) -> None:
+    a = _study(tmp_path / "a", {"relu": [0.80, 0.70, 0.75]})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="empty holds no study.db"):
+        _module().main([str(a), str(tmp_path / "empty")])
+    assert list((tmp_path / "empty").iterdir()) == []

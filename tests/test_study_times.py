@@ -47,3 +47,9 @@ def test_wall_and_summed_time_by_hand(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_a_study_without_finished_runs_reports_zero(tmp_path: Path) -> None:
     optuna.create_study(study_name="helu-compare", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert _module().study_time(tmp_path) == {"runs": 0, "wall": 0.0, "summed": 0.0}
+
+
+def test_a_folder_without_a_study_is_refused_and_left_alone(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="holds no study.db: pass a helu-train compare --output_dir folder"):
+        _module().main([str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []
