@@ -3,6 +3,7 @@
 # Each writes results.md, runs.csv, report.json and plots/ under runs/compare/<name>/; re-running resumes.
 #   bash benchmarks/compare_evidence.sh                 # every study, one after another
 #   bash benchmarks/compare_evidence.sh depth_digits    # only the named ones (names below)
+#   bash benchmarks/compare_evidence.sh depth_tables    # the README's depth-sweep tables, from finished studies
 set -euo pipefail
 export OMP_NUM_THREADS=1
 LEAKY='{name: leaky_relu, negative_slope: 0.01}'
@@ -99,11 +100,32 @@ depth_fashion_mnist_he() {
     done
 }
 
+# 8. The budget check of the Fashion-MNIST depth sweep: depth 8, default initialisation, 20 epochs instead of 5
+#    (does ReLU leave the plateau given 4x the steps?).
+depth_fashion_mnist_long() {
+    helu-train compare --config configs/plain_mlp_fashion_mnist.yaml --activations "${PLAIN_ARMS[@]}" --seeds 5 \
+        --output_dir runs/compare/depth_fashion_mnist_d8_20epochs --int8_batches 2 \
+        --model.init_args.backbone_options.depth 8 --trainer.max_epochs 20
+}
+
+# The README's depth-sweep tables (accuracy, paired difference to ReLU, dead units), from the finished studies above.
+depth_tables() {
+    local r=runs/compare
+    python benchmarks/sweep_table.py "digits, depth 4=$r/depth_digits_d4" "digits, depth 8=$r/depth_digits_d8" \
+        "digits, depth 12=$r/depth_digits_d12" "digits, depth 8, BatchNorm=$r/depth_digits_d8_batchnorm" \
+        "Fashion-MNIST, depth 4=$r/depth_fashion_mnist_d4" "Fashion-MNIST, depth 8=$r/depth_fashion_mnist_d8" \
+        "Fashion-MNIST, depth 12=$r/depth_fashion_mnist_d12" \
+        "Fashion-MNIST, depth 8, 20 epochs=$r/depth_fashion_mnist_d8_20epochs" \
+        "Fashion-MNIST, depth 8, BatchNorm=$r/depth_fashion_mnist_d8_batchnorm" \
+        "Fashion-MNIST, depth 8, He init=$r/depth_fashion_mnist_he_d8" \
+        "Fashion-MNIST, depth 12, He init=$r/depth_fashion_mnist_he_d12"
+}
+
 studies=("$@")
 [ ${#studies[@]} -eq 0 ] && studies=(fashion_mnist digits_high_lr text_bbc depth_digits text_relufication
                                      text_relufication_distill depth_fashion_mnist
-                                     depth_fashion_mnist_he)
+                                     depth_fashion_mnist_he depth_fashion_mnist_long)
 for study in "${studies[@]}"; do
-    declare -F "$study" >/dev/null || { echo "unknown study $study; known: fashion_mnist digits_high_lr text_bbc depth_digits text_relufication text_relufication_distill depth_fashion_mnist depth_fashion_mnist_he" >&2; exit 2; }
+    declare -F "$study" >/dev/null || { echo "unknown study $study; known: fashion_mnist digits_high_lr text_bbc depth_digits text_relufication text_relufication_distill depth_fashion_mnist depth_fashion_mnist_he depth_fashion_mnist_long depth_tables" >&2; exit 2; }
     "$study"
 done

@@ -60,7 +60,7 @@ RULES: list[tuple[str, list[str]]] = [
     (r"^compare ", ["--seeds", "2", "--int8_batches", "1", "--trainer.max_epochs", "1", "--trainer.limit_train_batches",
                     "2", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
                     "--trainer.enable_progress_bar", "false"]),
-    (r"configs/fashion_mnist\.yaml", ["--data.init_args.data_dir", "data/fashion-mnist",
+    (r"configs/(plain_mlp_)?fashion_mnist\.yaml", ["--data.init_args.data_dir", "data/fashion-mnist",
                                       "--data.init_args.batch_size", "8"]),
 ]
 
