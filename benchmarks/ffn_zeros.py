@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not (args.folder / "study.db").is_file():  # never let SQLite create an empty one
+        raise SystemExit(f"{args.folder} holds no study.db: pass a helu-train compare --output_dir folder")
     study = optuna.load_study(study_name=args.study_name, storage=f"sqlite:///{(args.folder / 'study.db').resolve()}")
     rows, test_batches = [], None
     for run in run_rows(study):

@@ -37,3 +37,12 @@ def test_zero_share_counts_real_tokens_by_hand() -> None:
     assert total == 2 * 9 * 24 and 0 < zeros < total
     share = module.ffn_zero_share(model, [{"input_ids": ids, "attention_mask": mask}])
     assert share == pytest.approx(zeros / total)
+
+
+def test_a_folder_without_a_study_is_refused_and_left_alone(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("ffn_zeros", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit, match="holds no study.db: pass a helu-train compare --output_dir folder"):
+        module.main([str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []
