@@ -27,6 +27,8 @@ from torch import nn
 
 from helu_lightning.cli import cli
 from helu_lightning.compare.report import run_rows
+from helu_lightning.compare.snapshot import read_study
+from helu_lightning.errors import UserError
 from helu_lightning.export import load_task, to_relu
 from helu_lightning.surgery import default_targets
 
@@ -65,11 +67,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if not (args.folder / "study.db").is_file():  # never let SQLite create an empty one
-        raise SystemExit(f"{args.folder} holds no study.db: pass a helu-train compare --output_dir folder")
-    study = optuna.load_study(study_name=args.study_name, storage=f"sqlite:///{(args.folder / 'study.db').resolve()}")
+    try:
+        with read_study(args.folder, args.study_name) as study:
+            runs = run_rows(study)
+    except UserError as err:
+        raise SystemExit(f"ffn_zeros.py: {err}") from None
     rows, test_batches = [], None
-    for run in run_rows(study):
+    for run in runs:
         trial = args.folder / "trials" / str(run["trial"])
         record = json.loads((trial / "record.json").read_text())
         if test_batches is None:  # every run of a study shares the data config and split

@@ -17,15 +17,20 @@ from pathlib import Path
 import optuna
 
 from helu_lightning.compare.report import run_rows
+from helu_lightning.compare.snapshot import read_study
 from helu_lightning.compare.stats import PAIRED_TEST, paired_difference
+from helu_lightning.errors import UserError
 
 
 def _values(folder: Path, study_name: str, metric: str) -> dict[str, dict[int, float]]:
-    if not (folder / "study.db").is_file():  # never let SQLite create an empty one
-        raise SystemExit(f"{folder} holds no study.db: pass a helu-train compare --output_dir folder")
-    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{(folder / 'study.db').resolve()}")
+    """Per activation, seed -> ``metric`` of each completed run of ``folder``'s study (read from a copy)."""
+    try:
+        with read_study(folder, study_name) as study:
+            rows = run_rows(study)
+    except UserError as err:
+        raise SystemExit(f"pair_studies.py: {err}") from None
     values: dict[str, dict[int, float]] = {}
-    for row in run_rows(study):
+    for row in rows:
         if row.get(metric) is not None:
             values.setdefault(row["activation"], {})[row["seed"]] = row[metric]
     return values

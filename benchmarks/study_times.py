@@ -12,16 +12,18 @@ from pathlib import Path
 
 import optuna
 
+from helu_lightning.compare.snapshot import read_study
+from helu_lightning.errors import UserError
+
 
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
 def study_time(folder: Path, study_name: str = "helu-compare") -> dict[str, float]:
-    if not (folder / "study.db").is_file():  # never let SQLite create an empty one
-        raise SystemExit(f"{folder} holds no study.db: pass a helu-train compare --output_dir folder")
-    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{(folder / 'study.db').resolve()}")
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    """Runs, wall and summed seconds of the completed runs of ``folder``'s study (read from a copy of study.db)."""
+    with read_study(folder, study_name) as study:
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
         return {"runs": 0, "wall": 0.0, "summed": 0.0}
     start = min(t.datetime_start for t in done)
@@ -36,9 +38,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--study_name", default="helu-compare")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        rows = [(folder, study_time(folder, args.study_name)) for folder in args.folders]
+    except UserError as err:
+        raise SystemExit(f"study_times.py: {err}") from None
     print("| study | runs | wall | summed run time | per run |\n|---|---|---|---|---|")
-    for folder in args.folders:
-        times = study_time(folder, args.study_name)
+    for folder, times in rows:
         per_run = f"{times['summed'] / times['runs']:.0f} s" if times["runs"] else "-"
         print(f"| {folder.name} | {times['runs']} | {_minutes(times['wall'])} | {_minutes(times['summed'])} | "
               f"{per_run} |")

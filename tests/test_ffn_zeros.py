@@ -43,6 +43,6 @@ def test_a_folder_without_a_study_is_refused_and_left_alone(tmp_path: Path) -> N
     spec = importlib.util.spec_from_file_location("ffn_zeros", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    with pytest.raises(SystemExit, match="holds no study.db: pass a helu-train compare --output_dir folder"):
+    with pytest.raises(SystemExit, match="study.db does not exist; pass a helu-train compare --output_dir folder"):
         module.main([str(tmp_path)])
     assert list(tmp_path.iterdir()) == []

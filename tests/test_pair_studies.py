@@ -4,6 +4,7 @@ activation of A, with the paired t interval and p value checked against scipy by
 from __future__ import annotations
 
 import importlib.util
+import sqlite3
 from pathlib import Path
 
 import optuna
@@ -76,6 +77,22 @@ def test_against_one_activation_within_and_across_studies(tmp_path: Path, capsys
 def test_a_folder_without_a_study_is_refused_and_left_alone(tmp_path: Path) -> None:
     a = _study(tmp_path / "a", {"relu": [0.80, 0.70, 0.75]})
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="empty holds no study.db"):
+    with pytest.raises(SystemExit, match="empty/study.db does not exist; pass a helu-train compare"):
         _module().main([str(a), str(tmp_path / "empty")])
     assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_an_sqlite_file_of_another_program_is_refused_and_left_unchanged(tmp_path: Path) -> None:
+    """Optuna creates its tables in any database it connects to: the script reads a copy."""
+    a = _study(tmp_path / "a", {"relu": [0.80, 0.70, 0.75]})
+    (tmp_path / "other").mkdir()
+    connection = sqlite3.connect(tmp_path / "other" / "study.db")
+    connection.execute("CREATE TABLE notes (x)")
+    connection.commit()
+    connection.close()
+    before = (tmp_path / "other" / "study.db").read_bytes()
+    with pytest.raises(SystemExit, match="other/study.db is not an Optuna study database"):
+        _module().main([str(a), str(tmp_path / "other")])
+    assert (tmp_path / "other" / "study.db").read_bytes() == before
+    with pytest.raises(SystemExit, match="holds no study named 'nope'; pass --study_name with one of: helu-compare"):
+        _module().main([str(a), str(a), "--study_name", "nope"])

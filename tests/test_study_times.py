@@ -4,8 +4,11 @@ and the summed run time counts only finished runs (two workers overlap, so it ca
 from __future__ import annotations
 
 import importlib.util
+import os
+import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -50,6 +53,46 @@ def test_a_study_without_finished_runs_reports_zero(tmp_path: Path) -> None:
 
 
 def test_a_folder_without_a_study_is_refused_and_left_alone(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="holds no study.db: pass a helu-train compare --output_dir folder"):
+    with pytest.raises(SystemExit, match="study.db does not exist; pass a helu-train compare --output_dir folder"):
         _module().main([str(tmp_path)])
     assert list(tmp_path.iterdir()) == []
+
+
+def _foreign(folder: Path) -> None:
+    folder.mkdir()
+    connection = sqlite3.connect(folder / "study.db")
+    connection.execute("CREATE TABLE notes (x)")
+    connection.commit()
+    connection.close()
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (_foreign, "is not an Optuna study database"),
+    (lambda f: (f.mkdir(), (f / "study.db").write_bytes(b"")), "is not an Optuna study database"),
+    (lambda f: (f.mkdir(), (f / "study.db").write_text("{}")), "cannot be read as an SQLite database"),
+    (lambda f: (f.mkdir(), os.mkfifo(f / "study.db")), "is not a regular file: it is a pipe"),
+    (lambda f: (f.mkdir(), (f / "study.db").mkdir()), "is not a regular file: it is a folder"),
+    (lambda f: (_foreign(f.parent / "elsewhere"), f.mkdir(), (f / "study.db").symlink_to(f.parent / "elsewhere" /
+                                                                                          "study.db")),
+     "is not an Optuna study database"),
+    (lambda f: (f.mkdir(), optuna.create_study(study_name="other", storage=f"sqlite:///{f / 'study.db'}")),
+     "holds no study named 'helu-compare'; pass --study_name with one of: other"),
+])
+def test_a_file_that_is_no_compare_study_is_refused_in_one_line_and_left_unchanged(
+        tmp_path: Path, make: Any, message: str) -> None:
+    """SQLite creates and Optuna migrates tables on connect: the script must read a copy, never the file."""
+    make(tmp_path / "study")
+    before = {p: (p.read_bytes() if p.is_file() and not p.is_symlink() else None) for p in tmp_path.rglob("*")}
+    with pytest.raises(SystemExit, match=message) as raised:
+        _module().main([str(tmp_path / "study")])
+    assert "\n" not in str(raised.value)
+    assert {p: (p.read_bytes() if p.is_file() and not p.is_symlink() else None) for p in tmp_path.rglob("*")} == before
+
+
+def test_a_wal_mode_study_is_read_without_creating_its_wal_and_shm_files(tmp_path: Path) -> None:
+    optuna.create_study(study_name="helu-compare", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    connection = sqlite3.connect(tmp_path / "study.db")
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.close()
+    assert _module().study_time(tmp_path)["runs"] == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["study.db"]
