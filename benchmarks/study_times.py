@@ -8,6 +8,7 @@ workers: up to twice it) and the mean per run.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import optuna
@@ -23,7 +24,11 @@ def _minutes(seconds: float) -> str:
 def study_time(folder: Path, study_name: str = "helu-compare") -> dict[str, float]:
     """Runs, wall and summed seconds of the completed runs of ``folder``'s study (read from a copy of study.db)."""
     with read_study(folder, study_name) as study:
-        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    done = [t for t in complete if t.datetime_start is not None and t.datetime_complete is not None]
+    if len(done) < len(complete):
+        print(f"study_times.py: {len(complete) - len(done)} completed runs of {folder} have no start or end time "
+              "and are left out", file=sys.stderr)
     if not done:
         return {"runs": 0, "wall": 0.0, "summed": 0.0}
     start = min(t.datetime_start for t in done)

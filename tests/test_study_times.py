@@ -96,3 +96,19 @@ def test_a_wal_mode_study_is_read_without_creating_its_wal_and_shm_files(tmp_pat
     connection.close()
     assert _module().study_time(tmp_path)["runs"] == 0
     assert [p.name for p in tmp_path.iterdir()] == ["study.db"]
+
+
+def test_runs_without_start_or_end_time_are_left_out_with_a_note(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """Optuna refuses such trials, but a study.db edited by hand (or by another program) can hold them."""
+    study = optuna.create_study(study_name="helu-compare", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    t0 = datetime(2026, 1, 1, 12, 0)
+    for minutes in (10, 20, 30):
+        study.add_trial(_trial(t0, minutes, optuna.trial.TrialState.COMPLETE))
+    connection = sqlite3.connect(tmp_path / "study.db")
+    connection.execute("UPDATE trials SET datetime_start = NULL WHERE number = 1")
+    connection.execute("UPDATE trials SET datetime_complete = NULL WHERE number = 2")
+    connection.commit()
+    connection.close()
+    assert _module().study_time(tmp_path) == {"runs": 1, "wall": 10 * 60.0, "summed": 10 * 60.0}
+    assert "2 completed runs of" in capsys.readouterr().err
