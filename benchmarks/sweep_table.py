@@ -10,36 +10,76 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+from helu_lightning.errors import UserError
+from helu_lightning.io import read_utf8, regular_file
+
+
+FIX = "pass a finished helu-train compare --output_dir folder (or run compare there again to rewrite its report)"
+NUMBERS = ("runs", "mean", "std", "diff", "ci_low", "ci_high", "p_value", "val_dead_fraction")
+
 
 def _study(argument: str) -> tuple[str, Path]:
-    label, sep, folder = argument.rpartition("=")
-    return (label, Path(folder)) if sep else (Path(folder).name, Path(folder))
+    """(label, folder) of a LABEL=FOLDER or FOLDER argument. A folder name may hold '=': an argument that is an
+    existing folder is one, else the label ends at the first '=' whose rest is an existing folder (else the last)."""
+    if Path(argument).is_dir() or "=" not in argument:
+        return Path(argument).name, Path(argument)
+    splits = [i for i, char in enumerate(argument) if char == "="]
+    at = next((i for i in splits if Path(argument[i + 1:]).is_dir()), splits[-1])
+    return argument[:at] or Path(argument[at + 1:]).name, Path(argument[at + 1:])
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float; None for a missing, NaN or infinite one (no runs, or one run's spread)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        else None
 
 
 def _report(folder: Path) -> dict[str, Any]:
-    path = folder / "report.json"
-    if not path.is_file():
-        raise SystemExit(f"{folder} holds no report.json: pass a finished helu-train compare --output_dir folder")
-    return json.loads(path.read_text())
+    """``folder``'s report.json, checked to be a compare report: a metric name and a summary row per activation."""
+    try:
+        path = regular_file(folder / "report.json", fix=FIX)
+        report = json.loads(read_utf8(path))
+    except UserError as err:
+        raise SystemExit(f"sweep_table.py: {err}") from None
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"sweep_table.py: {path} is not JSON (line {err.lineno}: {err.msg}); {FIX}") from None
+    summary = report.get("summary") if isinstance(report, dict) else None
+    if not isinstance(report.get("metric") if isinstance(report, dict) else None, str) or \
+            not isinstance(summary, list) or \
+            not all(isinstance(row, dict) and isinstance(row.get("activation"), str) for row in summary):
+        raise SystemExit(f"sweep_table.py: {path} is not a helu-train compare report (it needs a metric name and a "
+                         f"summary list of rows with an activation); {FIX}")
+    for row in summary:
+        for key in NUMBERS:
+            value = row.get(key)
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                raise SystemExit(f"sweep_table.py: {path}: {key} of {row['activation']} is {value!r}, not a number; "
+                                 f"{FIX}")
+    return report
 
 
 def _cell(row: dict[str, Any] | None, scale: float) -> tuple[str, str, str]:
     """(mean ± std, difference [CI] p, dead units) of one activation in one study; '-' where missing."""
     if row is None:
         return "-", "-", "-"
-    spread = f" ± {scale * row['std']:.1f}" if row.get("std") == row.get("std") and row.get("runs", 0) > 1 else ""
-    accuracy = f"{scale * row['mean']:.1f}{spread}"
+    mean, std, runs = _number(row.get("mean")), _number(row.get("std")), _number(row.get("runs")) or 0
+    spread = f" ± {scale * std:.1f}" if std is not None and runs > 1 else ""
+    accuracy = "-" if mean is None else f"{scale * mean:.1f}{spread}"
+    diff, low, high, p = (_number(row.get(key)) for key in ("diff", "ci_low", "ci_high", "p_value"))
     if "diff" not in row:
         difference = "baseline"
-    elif row.get("ci_low") != row.get("ci_low") or row.get("ci_low") is None:
-        difference = f"{scale * row['diff']:+.1f}"
+    elif diff is None:
+        difference = "-"
+    elif low is None or high is None:
+        difference = f"{scale * diff:+.1f}"
     else:
-        difference = (f"{scale * row['diff']:+.1f} [{scale * row['ci_low']:+.1f}, {scale * row['ci_high']:+.1f}], "
-                      f"p {row['p_value']:.2g}")
-    dead = row.get("val_dead_fraction")
+        difference = f"{scale * diff:+.1f} [{scale * low:+.1f}, {scale * high:+.1f}]" + \
+            ("" if p is None else f", p {p:.2g}")
+    dead = _number(row.get("val_dead_fraction"))
     return accuracy, difference, "-" if dead is None else f"{dead:.2f}"
 
 
@@ -69,6 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=float, default=100.0, help="multiply the metric (100: accuracy in %%)")
     args = parser.parse_args(argv)
     studies = [(label, _report(folder)) for label, folder in map(_study, args.studies)]
+    for key in ("metric", "baseline"):
+        values = {label: report.get(key) for label, report in studies}
+        if len(set(map(str, values.values()))) > 1:
+            raise SystemExit(f"sweep_table.py: the studies differ in their {key} ({values}), so one table would mix "
+                             f"them; pass studies that share it, one table per {key}")
     print(tables(studies, args.scale))
 
 

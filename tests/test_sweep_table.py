@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -44,5 +45,67 @@ def test_cells_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
 
 def test_a_folder_without_a_report_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="holds no report.json: pass a finished helu-train compare"):
+    with pytest.raises(SystemExit, match="report.json does not exist; pass a finished helu-train compare"):
         _module().main([str(tmp_path)])
+
+
+def _raw(folder: Path, text: str) -> Path:
+    folder.mkdir()
+    (folder / "report.json").write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("nope", "report.json is not JSON \\(line 1: Expecting value\\)"),
+    ("[1, 2]", "report.json is not a helu-train compare report"),
+    ('{"metric": "test/acc"}', "report.json is not a helu-train compare report"),
+    ('{"summary": []}', "report.json is not a helu-train compare report"),
+    ('{"metric": "m", "summary": [1]}', "report.json is not a helu-train compare report"),
+    ('{"metric": "m", "summary": [{"mean": 0.5}]}', "report.json is not a helu-train compare report"),
+    ('{"metric": "m", "summary": [{"activation": "relu", "mean": "0.5"}]}', "mean of relu is '0.5', not a number"),
+    ('{"metric": "m", "summary": [{"activation": "relu", "runs": true}]}', "runs of relu is True, not a number"),
+])
+def test_a_report_that_is_not_a_compare_report_is_refused_in_one_line(tmp_path: Path, text: str,
+                                                                      message: str) -> None:
+    with pytest.raises(SystemExit, match=message) as raised:
+        _module().main([str(_raw(tmp_path / "a", text))])
+    assert "\n" not in str(raised.value) and "pass a finished helu-train compare" in str(raised.value)
+
+
+def test_a_pipe_or_device_in_place_of_the_report_is_refused_without_reading_it(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    os.mkfifo(tmp_path / "a" / "report.json")
+    with pytest.raises(SystemExit, match="report.json is not a regular file: it is a pipe"):
+        _module().main([str(tmp_path / "a")])
+
+
+def test_missing_nan_and_infinite_numbers_show_as_dashes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An activation without finished runs has a NaN mean; a single run has a NaN spread and interval."""
+    a = _report(tmp_path / "a", [
+        {"activation": "relu", "runs": 0, "mean": math.nan, "std": math.nan, "val_dead_fraction": None},
+        {"activation": "gelu", "runs": 1, "mean": 0.5, "std": math.inf, "diff": math.nan, "ci_low": None,
+         "ci_high": None, "p_value": math.nan, "val_dead_fraction": math.nan},
+        {"activation": "helu:0.05", "runs": 3, "mean": 0.6, "std": 0.01, "diff": 0.1, "ci_low": 0.05,
+         "ci_high": 0.15, "p_value": math.nan}])
+    _module().main([str(a)])
+    lines = capsys.readouterr().out.splitlines()
+    assert "| a | - | 50.0 | 60.0 ± 1.0 |" in lines
+    assert "| a | baseline | - | +10.0 [+5.0, +15.0] |" in lines
+    assert "| a | - | - | - |" in lines
+    assert "nan" not in "\n".join(lines) and "inf" not in "\n".join(lines)
+
+
+def test_a_folder_name_with_an_equals_sign(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = _report(tmp_path / "lr=0.5", [{"activation": "relu", "runs": 1, "mean": 0.9, "std": math.nan}])
+    label = _report(tmp_path / "x", [{"activation": "relu", "runs": 1, "mean": 0.8, "std": math.nan}])
+    _module().main([str(folder), f"alpha=0.05, lr=0.5={folder}", f"a=b={label}"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "| lr=0.5 | 90.0 |" in lines and "| alpha=0.05, lr=0.5 | 90.0 |" in lines and "| a=b | 80.0 |" in lines
+
+
+def test_studies_of_different_metrics_are_not_mixed_in_one_table(tmp_path: Path) -> None:
+    a = _report(tmp_path / "a", [{"activation": "relu", "runs": 1, "mean": 0.9}])
+    b = _raw(tmp_path / "b", json.dumps({"metric": "monitor_last", "baseline": "relu",
+                                         "summary": [{"activation": "relu", "runs": 1, "mean": 0.3}]}))
+    with pytest.raises(SystemExit, match="the studies differ in their metric"):
+        _module().main([str(a), str(b)])
