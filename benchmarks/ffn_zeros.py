@@ -16,6 +16,7 @@ import csv
 import io
 import itertools
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ from helu_lightning.compare.report import run_rows
 from helu_lightning.compare.snapshot import read_study
 from helu_lightning.errors import UserError
 from helu_lightning.export import load_task, to_relu
+from helu_lightning.io import atomic_write_text
 from helu_lightning.surgery import default_targets
 
 
@@ -59,6 +61,21 @@ def ffn_zero_share(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> 
     return zeros / total
 
 
+OUTPUTS = ("ffn_zeros.csv", "ffn_zeros.md")
+
+
+def check_outputs(folder: Path) -> None:
+    """Refuse, before any work, an output path that is a link or not a regular file: writing would go through
+    the link to a file this script does not own, or fail on a folder at the end of the run."""
+    for name in OUTPUTS:
+        path = folder / name
+        if path.is_symlink():
+            raise SystemExit(f"ffn_zeros.py: {path} is a link (to {os.readlink(path)}), not a file this script wrote; "
+                             "remove the link and run again")
+        if path.exists() and not path.is_file():
+            raise SystemExit(f"ffn_zeros.py: {path} exists and is not a regular file; move it away and run again")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="a helu-train compare --output_dir")
@@ -67,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_outputs(args.folder)
     try:
         with read_study(args.folder, args.study_name) as study:
             runs = run_rows(study)
@@ -90,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     writer = csv.DictWriter(buffer, fieldnames=["activation", "seed", "ffn_zero_share"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    (args.folder / "ffn_zeros.csv").write_text(buffer.getvalue())
+    atomic_write_text(args.folder / "ffn_zeros.csv", buffer.getvalue())
     lines = ["| activation | runs | exact zeros in FFN activations (%) mean ± std |", "|---|---|---|"]
     for label in dict.fromkeys(r["activation"] for r in rows):
         values = [100 * r["ffn_zero_share"] for r in rows if r["activation"] == label]
@@ -98,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {label} | {len(values)} | {statistics.mean(values):.2f}{spread} |")
     table = "\n".join(lines)
     table += f"\n\nOver the real tokens of {args.batches} test batches, exported model (HeLU as ReLU).\n"
-    (args.folder / "ffn_zeros.md").write_text(table)
+    atomic_write_text(args.folder / "ffn_zeros.md", table)
     print(table)
 
 

@@ -46,3 +46,22 @@ def test_a_folder_without_a_study_is_refused_and_left_alone(tmp_path: Path) -> N
     with pytest.raises(SystemExit, match="study.db does not exist; pass a helu-train compare --output_dir folder"):
         module.main([str(tmp_path)])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["ffn_zeros.csv", "ffn_zeros.md"])
+def test_a_planted_link_in_place_of_an_output_is_refused_before_any_work(tmp_path: Path, name: str) -> None:
+    """The script writes into someone else's folder: a link there must not redirect the write to its target."""
+    spec = importlib.util.spec_from_file_location("ffn_zeros", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / name).symlink_to(target)
+    with pytest.raises(SystemExit, match=f"{name} is a link \\(to .*precious.txt\\), not a file this script wrote"):
+        module.main([str(tmp_path / "study")])
+    assert target.read_text() == "keep me"
+    (tmp_path / "study" / name).unlink()
+    (tmp_path / "study" / name).mkdir()
+    with pytest.raises(SystemExit, match=f"{name} exists and is not a regular file"):
+        module.main([str(tmp_path / "study")])
