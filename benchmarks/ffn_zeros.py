@@ -29,9 +29,9 @@ from torch import nn
 from helu_lightning.cli import cli
 from helu_lightning.compare.report import run_rows
 from helu_lightning.compare.snapshot import read_study
-from helu_lightning.errors import UserError
+from helu_lightning.errors import DataError, UserError
 from helu_lightning.export import load_task, to_relu
-from helu_lightning.io import atomic_write_text
+from helu_lightning.io import atomic_write_text, read_utf8, regular_file
 from helu_lightning.surgery import default_targets
 
 
@@ -62,6 +62,19 @@ def ffn_zero_share(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> 
 
 
 OUTPUTS = ("ffn_zeros.csv", "ffn_zeros.md")
+FIX = "run helu-train compare on the folder again to rewrite it, or pass its --study_name"
+
+
+def _record(trial: Path) -> dict[str, Any]:
+    """A run's record.json, checked to name its best checkpoint (raises UserError naming the file)."""
+    path = regular_file(trial / "record.json", fix=FIX)
+    try:
+        record = json.loads(read_utf8(path))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path} is not JSON (line {err.lineno}: {err.msg}); {FIX}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("best_checkpoint"), str):
+        raise DataError(f"{path} names no best_checkpoint; {FIX}")
+    return record
 
 
 def check_outputs(folder: Path) -> None:
@@ -76,10 +89,17 @@ def check_outputs(folder: Path) -> None:
             raise SystemExit(f"ffn_zeros.py: {path} exists and is not a regular file; move it away and run again")
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number >= 1 (no batches would leave nothing to count)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1; pass e.g. --batches 4")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="a helu-train compare --output_dir")
-    parser.add_argument("--batches", type=int, default=4, help="test batches per run (default 4)")
+    parser.add_argument("--batches", type=_positive, default=4, help="test batches per run (default 4)")
     parser.add_argument("--study_name", default="helu-compare")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -93,13 +113,17 @@ def main(argv: list[str] | None = None) -> None:
     rows, test_batches = [], None
     for run in runs:
         trial = args.folder / "trials" / str(run["trial"])
-        record = json.loads((trial / "record.json").read_text())
-        if test_batches is None:  # every run of a study shares the data config and split
-            built = cli(args=["--config", str(trial / "config.yaml"), f"--trainer.default_root_dir={trial}"],
-                        run=False, trainer_defaults={"logger": False})
-            built.datamodule.setup("test")
-            test_batches = list(itertools.islice(built.datamodule.test_dataloader(), args.batches))
-        task = load_task(record["best_checkpoint"])[0]
+        try:
+            record = _record(trial)
+            if test_batches is None:  # every run of a study shares the data config and split
+                config = regular_file(trial / "config.yaml", fix=FIX)
+                built = cli(args=["--config", str(config), f"--trainer.default_root_dir={trial}"],
+                            run=False, trainer_defaults={"logger": False})
+                built.datamodule.setup("test")
+                test_batches = list(itertools.islice(built.datamodule.test_dataloader(), args.batches))
+            task = load_task(record["best_checkpoint"])[0]
+        except UserError as err:
+            raise SystemExit(f"ffn_zeros.py: {err}") from None
         exported, _ = to_relu(task.model)
         share = ffn_zero_share(exported.eval(), test_batches)
         rows.append({"activation": run["activation"], "seed": run["seed"], "ffn_zero_share": share})

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
+from typing import Any
 
+import optuna
 import pytest
 import torch
 
@@ -65,3 +68,44 @@ def test_a_planted_link_in_place_of_an_output_is_refused_before_any_work(tmp_pat
     (tmp_path / "study" / name).mkdir()
     with pytest.raises(SystemExit, match=f"{name} exists and is not a regular file"):
         module.main([str(tmp_path / "study")])
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("ffn_zeros", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _one_run_study(folder: Path) -> Path:
+    """A compare-shaped study with one completed run (trial 0) and its trials/0 folder."""
+    folder.mkdir()
+    study = optuna.create_study(study_name="helu-compare", storage=f"sqlite:///{folder / 'study.db'}")
+    dist = {"activation": optuna.distributions.CategoricalDistribution(["relu"]),
+            "seed": optuna.distributions.CategoricalDistribution([0])}
+    study.add_trial(optuna.trial.create_trial(params={"activation": "relu", "seed": 0}, distributions=dist, value=1))
+    (folder / "trials" / "0").mkdir(parents=True)
+    return folder
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda record: None, "record.json does not exist"),
+    (lambda record: os.mkfifo(record), "record.json is not a regular file: it is a pipe"),
+    (lambda record: record.write_text("{"), "record.json is not JSON \\(line 1"),
+    (lambda record: record.write_text("[]"), "record.json names no best_checkpoint"),
+    (lambda record: record.write_text('{"best_checkpoint": 3}'), "record.json names no best_checkpoint"),
+    (lambda record: record.write_text('{"best_checkpoint": "x.ckpt"}'), "config.yaml does not exist"),
+])
+def test_a_broken_run_folder_is_refused_in_one_line(tmp_path: Path, make: Any, message: str) -> None:
+    folder = _one_run_study(tmp_path / "study")
+    make(folder / "trials" / "0" / "record.json")
+    with pytest.raises(SystemExit, match=message) as raised:
+        _module().main([str(folder)])
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("batches", ["0", "-1", "two"])
+def test_batches_must_be_a_positive_count(batches: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        _module().main(["anywhere", "--batches", batches])
+    assert "is not a whole number >= 1; pass e.g. --batches 4" in capsys.readouterr().err
