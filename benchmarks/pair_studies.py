@@ -12,6 +12,7 @@ of study A, seed by seed (e.g. each student against the GELU model it replaces; 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import optuna
@@ -31,8 +32,19 @@ def _values(folder: Path, study_name: str, metric: str) -> dict[str, dict[int, f
         raise SystemExit(f"pair_studies.py: {err}") from None
     values: dict[str, dict[int, float]] = {}
     for row in rows:
-        if row.get(metric) is not None:
-            values.setdefault(row["activation"], {})[row["seed"]] = row[metric]
+        value = row.get(metric)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise SystemExit(f"pair_studies.py: {folder}/study.db: run {row['trial']} has {metric} = {value!r}, not "
+                             "a number; run helu-train compare there again or pass another --metric")
+        runs = values.setdefault(row["activation"], {})
+        if value is not None and math.isfinite(value):  # as compare itself, a NaN or infinite value is no result
+            runs[row["seed"]] = value
+    if not any(values.values()):
+        present = sorted({k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and not
+                          isinstance(v, bool) and k not in ("seed", "trial", "alpha", "epochs")})
+        raise SystemExit(f"pair_studies.py: no completed run of {folder} has a finite {metric}; "
+                         + (f"pass --metric with one of: {', '.join(present)}" if rows else
+                            "the study has no completed runs yet"))
     return values
 
 
@@ -64,8 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     for label, treated, base in pairs(a, b, args.against):
         paired = paired_difference(treated, base)
         seeds = sorted(set(treated) & set(base))
-        mean_a = 100 * sum(base[s] for s in seeds) / max(len(seeds), 1)
-        mean_b = 100 * sum(treated[s] for s in seeds) / max(len(seeds), 1)
+        if not seeds:
+            print(f"| {label} | 0 | - | - | - (no seed in both) | - |")
+            continue
+        mean_a = 100 * sum(base[s] for s in seeds) / len(seeds)
+        mean_b = 100 * sum(treated[s] for s in seeds) / len(seeds)
         ci = "" if paired.low != paired.low else f" [{100 * paired.low:+.2f}, {100 * paired.high:+.2f}]"
         p = "-" if paired.p_value != paired.p_value else f"{paired.p_value:.2g}"
         print(f"| {label} | {paired.n} | {mean_a:.2f} | {mean_b:.2f} | {100 * paired.mean:+.2f}{ci} | {p} |")

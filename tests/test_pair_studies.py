@@ -4,6 +4,7 @@ activation of A, with the paired t interval and p value checked against scipy by
 from __future__ import annotations
 
 import importlib.util
+import math
 import sqlite3
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def _study(folder: Path, accuracies: dict[str, list[float]]) -> Path:
     for label, values in accuracies.items():
         for seed, value in enumerate(values):
             study.add_trial(optuna.trial.create_trial(
-                params={"activation": label, "seed": seed}, distributions=dist, value=value,
+                params={"activation": label, "seed": seed}, distributions=dist,
+                value=value if isinstance(value, float) and math.isfinite(value) else 0.0,
                 user_attrs={"evaluation": {"test": {"test/acc": value}}}))
     return folder
 
@@ -96,3 +98,20 @@ def test_an_sqlite_file_of_another_program_is_refused_and_left_unchanged(tmp_pat
     assert (tmp_path / "other" / "study.db").read_bytes() == before
     with pytest.raises(SystemExit, match="holds no study named 'nope'; pass --study_name with one of: helu-compare"):
         _module().main([str(a), str(a), "--study_name", "nope"])
+
+
+def test_no_shared_seed_non_finite_and_non_numeric_values(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a = _study(tmp_path / "a", {"relu": [0.80, 0.70, 0.75]})
+    b = _study(tmp_path / "b", {"relu": [float("nan"), 0.72, 0.77]})
+    module = _module()
+    module.main([str(a), str(b)])
+    assert _row(capsys.readouterr().out, "relu")[1:4] == ["2", "72.50", "74.50"]  # the NaN run is no result
+    c = _study(tmp_path / "c", {"relu": [float("nan"), float("nan"), float("nan")], "gelu": [0.9, 0.9, 0.9]})
+    module.main([str(a), str(c)])
+    assert _row(capsys.readouterr().out, "relu")[1:5] == ["0", "-", "-", "- (no seed in both)"]
+    d = _study(tmp_path / "d", {"relu": ["0.8", 0.7, 0.75]})
+    with pytest.raises(SystemExit, match="d/study.db: run 0 has test/acc = '0.8', not a number"):
+        module.main([str(a), str(d)])
+    with pytest.raises(SystemExit, match="no completed run of .*a has a finite test/f1; pass --metric with one of: "
+                                         "monitor_last, test/acc"):
+        module.main([str(a), str(a), "--metric", "test/f1"])
