@@ -62,13 +62,20 @@ def _report(folder: Path) -> dict[str, Any]:
     return report
 
 
-def _cell(row: dict[str, Any] | None, scale: float) -> tuple[str, str, str]:
-    """(mean ± std, difference [CI] p, dead units) of one activation in one study; '-' where missing."""
+def _runs(report: dict[str, Any]) -> dict[str, int]:
+    """Completed runs per activation of a report."""
+    return {row["activation"]: int(_number(row.get("runs")) or 0) for row in report["summary"]}
+
+
+def _cell(row: dict[str, Any] | None, scale: float, full: int = 0) -> tuple[str, str, str]:
+    """(mean ± std, difference [CI] p, dead units) of one activation in one study; '-' where missing; an activation
+    with fewer runs than ``full`` (its study's most) is marked (n=runs)."""
     if row is None:
         return "-", "-", "-"
     mean, std, runs = _number(row.get("mean")), _number(row.get("std")), _number(row.get("runs")) or 0
     spread = f" ± {scale * std:.1f}" if std is not None and runs > 1 else ""
-    accuracy = "-" if mean is None else f"{scale * mean:.1f}{spread}"
+    short = f" (n={runs:.0f})" if runs < full else ""
+    accuracy = "-" + short if mean is None else f"{scale * mean:.1f}{spread}{short}"
     diff, low, high, p = (_number(row.get(key)) for key in ("diff", "ci_low", "ci_high", "p_value"))
     if "diff" not in row:
         difference = "baseline"
@@ -97,8 +104,9 @@ def tables(studies: list[tuple[str, dict[str, Any]]], scale: float = 100.0) -> s
     for title, index in parts:
         out.append(f"{title}:\n\n{header}")
         for label, report in studies:
-            by_name = {r["activation"]: r for r in report["summary"]}
-            out.append(f"| {label} | " + " | ".join(_cell(by_name.get(a), scale)[index] for a in activations) + " |")
+            by_name, full = {r["activation"]: r for r in report["summary"]}, max(_runs(report).values(), default=0)
+            out.append(f"| {label} | " + " | ".join(_cell(by_name.get(a), scale, full)[index] for a in activations)
+                       + " |")
         out.append("")
     return "\n".join(out)
 
@@ -107,8 +115,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("studies", nargs="+", help="LABEL=FOLDER (or FOLDER) of each compare study, in row order")
     parser.add_argument("--scale", type=float, default=100.0, help="multiply the metric (100: accuracy in %%)")
+    parser.add_argument("--partial", action="store_true",
+                        help="tabulate studies whose activations have unequal run counts, marking them (n=runs)")
     args = parser.parse_args(argv)
-    studies = [(label, _report(folder)) for label, folder in map(_study, args.studies)]
+    studies = []
+    for label, folder in map(_study, args.studies):
+        report = _report(folder)
+        runs = _runs(report)
+        short = {name: n for name, n in runs.items() if n < max(runs.values())}
+        if short and not args.partial:
+            raise SystemExit(f"sweep_table.py: {folder} is unfinished or lost runs: "
+                             f"{', '.join(f'{name} has {n}' for name, n in short.items())} of "
+                             f"{max(runs.values())}; let helu-train compare finish there (rerun it to complete the "
+                             "grid), or pass --partial to tabulate it with those cells marked (n=runs)")
+        studies.append((label, report))
     for key in ("metric", "baseline"):
         values = {label: report.get(key) for label, report in studies}
         if len(set(map(str, values.values()))) > 1:

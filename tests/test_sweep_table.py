@@ -87,9 +87,9 @@ def test_missing_nan_and_infinite_numbers_show_as_dashes(tmp_path: Path, capsys:
          "ci_high": None, "p_value": math.nan, "val_dead_fraction": math.nan},
         {"activation": "helu:0.05", "runs": 3, "mean": 0.6, "std": 0.01, "diff": 0.1, "ci_low": 0.05,
          "ci_high": 0.15, "p_value": math.nan}])
-    _module().main([str(a)])
+    _module().main([str(a), "--partial"])
     lines = capsys.readouterr().out.splitlines()
-    assert "| a | - | 50.0 | 60.0 ± 1.0 |" in lines
+    assert "| a | - (n=0) | 50.0 (n=1) | 60.0 ± 1.0 |" in lines
     assert "| a | baseline | - | +10.0 [+5.0, +15.0] |" in lines
     assert "| a | - | - | - |" in lines
     assert "nan" not in "\n".join(lines) and "inf" not in "\n".join(lines)
@@ -109,3 +109,17 @@ def test_studies_of_different_metrics_are_not_mixed_in_one_table(tmp_path: Path)
                                          "summary": [{"activation": "relu", "runs": 1, "mean": 0.3}]}))
     with pytest.raises(SystemExit, match="the studies differ in their metric"):
         _module().main([str(a), str(b)])
+
+
+def test_an_unfinished_study_is_refused_unless_partial_and_then_marked(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """compare writes report.json when its worker is done, while another worker may still be running a trial."""
+    a = _report(tmp_path / "a", [
+        {"activation": "relu", "runs": 5, "mean": 0.5, "std": 0.1},
+        {"activation": "gelu", "runs": 4, "mean": 0.6, "std": 0.1, "diff": 0.1},
+        {"activation": "helu:0.05", "runs": 0, "mean": math.nan, "std": math.nan}])
+    with pytest.raises(SystemExit, match="a is unfinished or lost runs: gelu has 4, helu:0.05 has 0 of 5; let "
+                                         "helu-train compare finish there"):
+        _module().main([str(a)])
+    _module().main([str(a), "--partial"])
+    assert "| a | 50.0 ± 10.0 | 60.0 ± 10.0 (n=4) | - (n=0) |" in capsys.readouterr().out.splitlines()
