@@ -121,11 +121,19 @@ depth_tables() {
         "Fashion-MNIST, depth 12, He init=$r/depth_fashion_mnist_he_d12"
 }
 
+STUDIES=(fashion_mnist digits_high_lr text_bbc depth_digits text_relufication text_relufication_distill
+         depth_fashion_mnist depth_fashion_mnist_he depth_fashion_mnist_long)
+KNOWN=("${STUDIES[@]}" text_teacher depth_tables)
 studies=("$@")
-[ ${#studies[@]} -eq 0 ] && studies=(fashion_mnist digits_high_lr text_bbc depth_digits text_relufication
-                                     text_relufication_distill depth_fashion_mnist
-                                     depth_fashion_mnist_he depth_fashion_mnist_long)
+[ ${#studies[@]} -eq 0 ] && studies=("${STUDIES[@]}")
+is_known() {
+    local name
+    for name in "${KNOWN[@]}"; do [ "$name" = "$1" ] && return 0; done
+    return 1
+}
+for study in "${studies[@]}"; do  # every name checked before hours of work, and helpers such as depth_sweep refused
+    is_known "$study" || { echo "unknown study '$study'; known: ${KNOWN[*]}" >&2; exit 2; }
+done
 for study in "${studies[@]}"; do
-    declare -F "$study" >/dev/null || { echo "unknown study $study; known: fashion_mnist digits_high_lr text_bbc depth_digits text_relufication text_relufication_distill depth_fashion_mnist depth_fashion_mnist_he depth_fashion_mnist_long depth_tables" >&2; exit 2; }
     "$study"
 done
