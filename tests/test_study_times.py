@@ -75,6 +75,8 @@ def _foreign(folder: Path) -> None:
     (lambda f: (_foreign(f.parent / "elsewhere"), f.mkdir(), (f / "study.db").symlink_to(f.parent / "elsewhere" /
                                                                                           "study.db")),
      "is not an Optuna study database"),
+    (lambda f: (f.mkdir(), sqlite3.connect(f / "study.db").execute("CREATE TABLE studies (a)").connection.commit()),
+     "cannot be read by Optuna .*no such column"),
     (lambda f: (f.mkdir(), optuna.create_study(study_name="other", storage=f"sqlite:///{f / 'study.db'}")),
      "holds no study named 'helu-compare'; pass --study_name with one of: other"),
 ])

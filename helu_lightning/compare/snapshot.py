@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 
 from helu_lightning.errors import DataError
 from helu_lightning.io import regular_file
@@ -60,10 +61,12 @@ def read_study(folder: str | Path, study_name: str = "helu-compare") -> Iterator
         storage = f"sqlite:///{copy}"
         try:
             study = optuna.load_study(study_name=study_name, storage=storage)
+            study.get_trials(deepcopy=False), study.user_attrs  # read now: a foreign schema fails here, not later
         except KeyError:
             names = optuna.get_all_study_names(storage)
             raise DataError(f"{path} holds no study named {study_name!r}; pass --study_name with one of: "
                             f"{', '.join(names) or 'none (the database holds no study)'}") from None
-        except RuntimeError as err:  # a schema from another Optuna version
-            raise DataError(f"{path} cannot be read by Optuna {optuna.__version__}: {err}") from None
+        except (RuntimeError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as err:
+            reason = str(err.__cause__ or err).splitlines()[0]  # a schema of another Optuna version or program
+            raise DataError(f"{path} cannot be read by Optuna {optuna.__version__}: {reason}; {FIX}") from None
         yield study
