@@ -61,7 +61,7 @@ def read_study(folder: str | Path, study_name: str = "helu-compare") -> Iterator
         storage = f"sqlite:///{copy}"
         try:
             study = optuna.load_study(study_name=study_name, storage=storage)
-            study.get_trials(deepcopy=False), study.user_attrs  # read now: a foreign schema fails here, not later
+            study.get_trials(deepcopy=False)  # read now: a foreign schema fails here, not in the caller
         except KeyError:
             names = optuna.get_all_study_names(storage)
             raise DataError(f"{path} holds no study named {study_name!r}; pass --study_name with one of: "
