@@ -28,8 +28,21 @@ def _study(argument: str) -> tuple[str, Path]:
     if Path(argument).is_dir() or "=" not in argument:
         return Path(argument).name, Path(argument)
     splits = [i for i, char in enumerate(argument) if char == "="]
-    at = next((i for i in splits if Path(argument[i + 1:]).is_dir()), splits[-1])
+    at = next((i for i in splits if argument[i + 1:] and Path(argument[i + 1:]).is_dir()), splits[-1])
+    if not argument[at + 1:]:
+        raise SystemExit(f"sweep_table.py: {argument!r} names no folder after '='; pass LABEL=FOLDER")
     return argument[:at] or Path(argument[at + 1:]).name, Path(argument[at + 1:])
+
+
+def _scale(text: str) -> float:
+    """An argparse type: a finite, non-zero factor for the metric."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite non-zero number; pass e.g. --scale 100 (%) or 1")
+    return value
 
 
 def _number(value: Any) -> float | None:
@@ -114,7 +127,7 @@ def tables(studies: list[tuple[str, dict[str, Any]]], scale: float = 100.0) -> s
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("studies", nargs="+", help="LABEL=FOLDER (or FOLDER) of each compare study, in row order")
-    parser.add_argument("--scale", type=float, default=100.0, help="multiply the metric (100: accuracy in %%)")
+    parser.add_argument("--scale", type=_scale, default=100.0, help="multiply the metric (100: accuracy in %%)")
     parser.add_argument("--partial", action="store_true",
                         help="tabulate studies whose activations have unequal run counts, marking them (n=runs)")
     args = parser.parse_args(argv)

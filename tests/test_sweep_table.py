@@ -123,3 +123,14 @@ def test_an_unfinished_study_is_refused_unless_partial_and_then_marked(tmp_path:
         _module().main([str(a)])
     _module().main([str(a), "--partial"])
     assert "| a | 50.0 ± 10.0 | 60.0 ± 10.0 (n=4) | - (n=0) |" in capsys.readouterr().out.splitlines()
+
+
+def test_an_empty_folder_after_the_label_and_a_bad_scale_are_refused(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """'depth 8=' would otherwise read report.json of the working directory."""
+    with pytest.raises(SystemExit, match="'depth 8=' names no folder after '='; pass LABEL=FOLDER"):
+        _module().main(["depth 8="])
+    for scale in ("nan", "inf", "0", "x"):
+        with pytest.raises(SystemExit):
+            _module().main([str(tmp_path), "--scale", scale])
+        assert "is not a finite non-zero number; pass e.g. --scale 100" in capsys.readouterr().err
