@@ -1,6 +1,7 @@
 """One Markdown table over several `helu-train compare` studies of the same activations (a sweep): a row per study,
 and per activation the test metric's mean ± std over seeds, then the paired difference to the baseline with its
-95% interval and p value, and the share of dead units at the end. Reads each folder's report.json.
+95% interval and p value, and the share of dead units at the end. Reads each folder's report.json; a study whose
+activations have unequal run counts (unfinished, or runs lost) is refused unless --partial marks it (n=runs).
 
     python benchmarks/sweep_table.py "digits, depth 4=runs/compare/depth_digits_d4" \\
         "digits, depth 8=runs/compare/depth_digits_d8"
