@@ -18,7 +18,6 @@ from typing import Any
 from helu_lightning.errors import UserError
 from helu_lightning.io import read_utf8, regular_file
 
-
 FIX = "pass a finished helu-train compare --output_dir folder (or run compare there again to rewrite its report)"
 NUMBERS = ("runs", "mean", "std", "diff", "ci_low", "ci_high", "p_value", "val_dead_fraction")
 

@@ -40,7 +40,8 @@ def _study(folder: Path, accuracies: dict[str, list[float]]) -> Path:
 
 
 def _row(out: str, label: str) -> list[str]:
-    return [cell.strip() for cell in next(l for l in out.splitlines() if l.startswith(f"| {label} |")).split("|")[1:-1]]
+    row = next(line for line in out.splitlines() if line.startswith(f"| {label} |"))
+    return [cell.strip() for cell in row.split("|")[1:-1]]
 
 
 def _expected(b: list[float], a: list[float]) -> tuple[str, str]:

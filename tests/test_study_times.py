@@ -25,7 +25,8 @@ def _module():
 
 def _trial(start: datetime, minutes: float | None, state: optuna.trial.TrialState) -> optuna.trial.FrozenTrial:
     return optuna.trial.FrozenTrial(
-        number=0, trial_id=0, state=state, value=0.5 if state == optuna.trial.TrialState.COMPLETE else None, values=None,
+        number=0, trial_id=0, state=state, values=None,
+        value=0.5 if state == optuna.trial.TrialState.COMPLETE else None,
         datetime_start=start, datetime_complete=start + timedelta(minutes=minutes) if minutes is not None else None,
         params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={})
 
