@@ -55,3 +55,17 @@ def test_depth_tables_stops_in_one_line_on_an_unfinished_study(tmp_path: Path) -
     (tmp_path / "runs" / "compare" / "depth_fashion_mnist_he_d12" / "report.json").unlink()
     done = _run(tmp_path, "depth_tables")
     assert done.returncode == 1 and "depth_fashion_mnist_he_d12/report.json does not exist" in done.stderr
+
+
+def test_readme_depth_tables_are_the_committed_reports() -> None:
+    # The README's sweep tables are printed, not typed: regenerate them from docs/results/*/report.json.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RESULTS": "docs/results",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(SCRIPT), "depth_tables"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    tables = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert len(tables) == 3 * 12  # three tables of a header and 11 studies
+    readme = (ROOT / "README.md").read_text().splitlines()
+    missing = [line for line in tables if line not in readme]
+    assert not missing, f"README rows that differ from the committed reports: {missing}"
