@@ -97,10 +97,11 @@ def _positive(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="a helu-train compare --output_dir")
     parser.add_argument("--batches", type=_positive, default=4, help="test batches per run (default 4)")
-    parser.add_argument("--study_name", default="helu-compare")
+    parser.add_argument("--study_name", default="helu-compare",
+                        help="the Optuna study in the folder's study.db (compare's default: helu-compare)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

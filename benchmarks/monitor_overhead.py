@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace, activation: str, monitor: ActivationMonitor |
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="small_cnn")
     parser.add_argument("--image_size", type=int, default=16)
     parser.add_argument("--batch_size", type=int, default=64)

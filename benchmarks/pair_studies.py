@@ -59,12 +59,13 @@ def pairs(a: dict[str, dict[int, float]], b: dict[str, dict[int, float]],
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("baseline", type=Path, help="study A (compare --output_dir)")
     parser.add_argument("treatment", type=Path, help="study B (compare --output_dir; may be A)")
     parser.add_argument("--against", default=None, help="pair every activation of B with this activation of A")
-    parser.add_argument("--metric", default="test/acc")
-    parser.add_argument("--study_name", default="helu-compare")
+    parser.add_argument("--metric", default="test/acc", help="the runs.csv column to pair (default test/acc)")
+    parser.add_argument("--study_name", default="helu-compare",
+                        help="the Optuna study in the folder's study.db (compare's default: helu-compare)")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     a = _values(args.baseline, args.study_name, args.metric)

@@ -38,9 +38,10 @@ def study_time(folder: Path, study_name: str = "helu-compare") -> dict[str, floa
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", type=Path, nargs="+", help="compare --output_dir folders")
-    parser.add_argument("--study_name", default="helu-compare")
+    parser.add_argument("--study_name", default="helu-compare",
+                        help="the Optuna study in the folder's study.db (compare's default: helu-compare)")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

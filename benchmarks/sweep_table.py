@@ -96,6 +96,8 @@ def _cell(row: dict[str, Any] | None, scale: float, full: int = 0) -> tuple[str,
         difference = "-"
     elif low is None or high is None:
         difference = f"{scale * diff:+.1f}"
+    elif low == high:  # every seed gave the same difference: no spread, so no interval and no test
+        difference = f"{scale * diff:+.1f} in every seed"
     else:
         difference = f"{scale * diff:+.1f} [{scale * low:+.1f}, {scale * high:+.1f}]" + \
             ("" if p is None else f", p {p:.2g}")
@@ -125,7 +127,7 @@ def tables(studies: list[tuple[str, dict[str, Any]]], scale: float = 100.0) -> s
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("studies", nargs="+", help="LABEL=FOLDER (or FOLDER) of each compare study, in row order")
     parser.add_argument("--scale", type=_scale, default=100.0, help="multiply the metric (100: accuracy in %%)")
     parser.add_argument("--partial", action="store_true",

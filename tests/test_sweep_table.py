@@ -44,6 +44,19 @@ def test_cells_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "| digits, depth 8 | 0.30 | 0.06 |" in lines and "| b | - | - |" in lines
 
 
+def test_a_difference_without_spread_has_no_interval_or_test(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Every seed gave the same difference (at depth 12 every arm predicts the same class): compare stores the
+    # value as a zero-width interval with p 1 (0 when non-zero); the table says so instead of a t-test's p.
+    a = _report(tmp_path / "a", [
+        {"activation": "relu", "runs": 5, "mean": 0.0874, "std": 0.0081},
+        {"activation": "helu:0.2", "runs": 5, "mean": 0.0874, "std": 0.0081, "diff": 0.0, "ci_low": 0.0,
+         "ci_high": 0.0, "p_value": 1.0},
+        {"activation": "gelu", "runs": 5, "mean": 0.0974, "std": 0.0081, "diff": 0.01, "ci_low": 0.01,
+         "ci_high": 0.01, "p_value": 0.0}])
+    _module().main([f"d12={a}"])
+    assert "| d12 | baseline | +0.0 in every seed | +1.0 in every seed |" in capsys.readouterr().out.splitlines()
+
+
 def test_a_folder_without_a_report_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="report.json does not exist; pass a finished helu-train compare"):
         _module().main([str(tmp_path)])
