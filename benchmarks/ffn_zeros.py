@@ -99,7 +99,8 @@ def _positive(text: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="a helu-train compare --output_dir")
-    parser.add_argument("--batches", type=_positive, default=4, help="test batches per run (default 4)")
+    parser.add_argument("--batches", type=_positive, default=4,
+                        help="test batches per run (default 4; more than the test set holds: all of it)")
     parser.add_argument("--study_name", default="helu-compare",
                         help="the Optuna study in the folder's study.db (compare's default: helu-compare)")
     args = parser.parse_args(argv)
@@ -140,7 +141,9 @@ def main(argv: list[str] | None = None) -> None:
         spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
         lines.append(f"| {label} | {len(values)} | {statistics.mean(values):.2f}{spread} |")
     table = "\n".join(lines)
-    table += f"\n\nOver the real tokens of {args.batches} test batches, exported model (HeLU as ReLU).\n"
+    examples = sum(len(batch["input_ids"]) for batch in test_batches or [])
+    table += (f"\n\nOver the real tokens of {examples} test examples ({len(test_batches or [])} batches; --batches "
+              f"{args.batches}), exported model (HeLU as ReLU).\n")
     atomic_write_text(args.folder / "ffn_zeros.md", table)
     print(table)
 
