@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -10,10 +9,10 @@ from typing import Any
 import optuna
 import pytest
 import torch
+from benchmark_scripts import load
 
 from helu_lightning.tasks.glue import GlueClassifier
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ffn_zeros.py"
 TINY = {"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
         "intermediate_size": 24, "max_position_embeddings": 32, "vocab_size": 100}
 
@@ -21,9 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_zero_share_counts_real_tokens_by_hand() -> None:
-    spec = importlib.util.spec_from_file_location("ffn_zeros", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load("ffn_zeros")
     model = GlueClassifier(task="sst2", model_config=TINY, activation={"name": "relu"}).model.eval()
     ids = torch.randint(0, 100, (2, 6))
     mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
@@ -43,9 +40,7 @@ def test_zero_share_counts_real_tokens_by_hand() -> None:
 
 
 def test_a_folder_without_a_study_is_refused_and_left_alone(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("ffn_zeros", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load("ffn_zeros")
     with pytest.raises(SystemExit, match="study.db does not exist; pass a helu-train compare --output_dir folder"):
         module.main([str(tmp_path)])
     assert list(tmp_path.iterdir()) == []
@@ -54,9 +49,7 @@ def test_a_folder_without_a_study_is_refused_and_left_alone(tmp_path: Path) -> N
 @pytest.mark.parametrize("name", ["ffn_zeros.csv", "ffn_zeros.md"])
 def test_a_planted_link_in_place_of_an_output_is_refused_before_any_work(tmp_path: Path, name: str) -> None:
     """The script writes into someone else's folder: a link there must not redirect the write to its target."""
-    spec = importlib.util.spec_from_file_location("ffn_zeros", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load("ffn_zeros")
     target = tmp_path / "precious.txt"
     target.write_text("keep me")
     (tmp_path / "study").mkdir()
@@ -71,9 +64,7 @@ def test_a_planted_link_in_place_of_an_output_is_refused_before_any_work(tmp_pat
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("ffn_zeros", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load("ffn_zeros")
     return module
 
 

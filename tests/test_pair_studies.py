@@ -3,23 +3,18 @@ activation of A, with the paired t interval and p value checked against scipy by
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sqlite3
 from pathlib import Path
 
 import optuna
 import pytest
+from benchmark_scripts import load
 from scipy import stats
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pair_studies.py"
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("pair_studies", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("pair_studies")
 
 
 def _study(folder: Path, accuracies: dict[str, list[float]]) -> Path:

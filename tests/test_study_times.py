@@ -3,7 +3,6 @@ and the summed run time counts only finished runs (two workers overlap, so it ca
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sqlite3
 from datetime import datetime, timedelta
@@ -12,15 +11,11 @@ from typing import Any
 
 import optuna
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "study_times.py"
+from benchmark_scripts import load
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("study_times", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("study_times")
 
 
 def _trial(start: datetime, minutes: float | None, state: optuna.trial.TrialState) -> optuna.trial.FrozenTrial:

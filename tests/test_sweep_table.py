@@ -3,22 +3,17 @@ activation shows '-', and a folder without a finished report is refused."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sweep_table.py"
+from benchmark_scripts import load
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("sweep_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("sweep_table")
 
 
 def _report(folder: Path, summary: list[dict]) -> Path:
