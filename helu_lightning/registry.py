@@ -17,7 +17,6 @@ from functools import partial
 from types import ModuleType
 from typing import Any
 
-import wrapt
 from torch import nn
 
 from .op import HeLU
@@ -29,8 +28,6 @@ __all__ = [
     "ActivationSpec",
     "activation_factory",
     "available_activations",
-    "install_hf_hooks",
-    "install_timm_hook",
     "make_activation",
     "register_activation",
     "register_hf_activations",
@@ -100,8 +97,9 @@ def register_activation(name: str, cls: Callable[..., nn.Module], overwrite: boo
 def register_hf_activations(hf: ModuleType | None = None) -> None:
     """Make every registry name valid as a Hugging Face ``config.hidden_act`` (``ACT2CLS`` / ``ACT2FN``).
 
-    Runs by itself when ``transformers.activations`` is imported (see ``install_hf_hooks``); call it directly
-    only after registering names while transformers is loaded, which ``register_activation`` already does.
+    Runs by itself when ``transformers.activations`` is imported (a hook that ``import helu_lightning``
+    installs); call it directly only after registering names while transformers is loaded, which
+    ``register_activation`` already does.
     """
     if hf is None:
         from transformers import activations as hf
@@ -141,18 +139,6 @@ def register_timm_activations() -> None:
     from timm.layers import create_act
 
     _register_into_timm(create_act)
-
-
-def install_timm_hook() -> None:
-    """Register with timm whenever ``timm.layers.create_act`` gets imported (at once if it already is)."""
-    wrapt.register_post_import_hook(_register_into_timm, "timm.layers.create_act")
-
-
-def install_hf_hooks() -> None:
-    """Register the names in transformers and fix missing alphas whenever transformers gets imported (at once
-    if it already is), without importing it."""
-    wrapt.register_post_import_hook(register_hf_activations, "transformers.activations")
-    wrapt.register_post_import_hook(_reset_missing_alpha, "transformers.modeling_utils")
 
 
 @dataclass
