@@ -16,7 +16,7 @@ from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
-from .checkpoints import CheckpointError, read_checkpoint
+from .checkpoints import CheckpointError, forget_parsed_checkpoint, read_checkpoint
 from .restored_state import checkpoint_folders, clean_callback_states
 from .run_paths import outside_reason
 
@@ -51,6 +51,7 @@ class CheckedCheckpointIO(CheckpointIO):
         trusted = self.trusted or weights_only is False
         ckpt = read_checkpoint(path, weights_only=not trusted, trusted=trusted, unsafe_flag="--weights_only false",
                                trust_flag="--trust_checkpoint true")
+        forget_parsed_checkpoint()  # the restore is the command's last reader of this file
         trainer = self._trainer()
         if trainer is not None:
             self.owned |= clean_callback_states(ckpt, trainer, path)

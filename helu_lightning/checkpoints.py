@@ -6,10 +6,15 @@ path its hyper-parameters name (``class_path``, ``_class_path``, ``_instantiator
 jsonargparse could import, at any depth) must resolve to an allowed class: this package's tasks, DataModules,
 callbacks and modules, ``torch.optim`` optimizers and LR schedulers, ``torch.nn`` modules and Lightning callbacks.
 Anything else stops with an error naming the key, unless the caller opts in to trusting the file.
+
+A command parses a checkpoint file once: the reader keeps the last file it parsed (known by its inode, size and
+modification time) and hands each later caller (argument parsing, the finished-run check, Lightning's restore,
+``load_from_checkpoint``) its own copy of the containers, sharing the tensors.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import inspect
@@ -160,6 +165,34 @@ def check_trusted(ckpt: Mapping[str, Any], source: Any, trust_flag: str) -> None
         )
 
 
+# The last checkpoint file parsed: (file identity, parsed with weights_only, the checkpoint), or None.
+_last_parsed: tuple[tuple[Any, ...], bool, dict[str, Any]] | None = None
+
+
+def _file_identity(path: Path) -> tuple[Any, ...]:
+    status = path.stat()
+    return (os.path.realpath(path), status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def copy_containers(value: Any) -> Any:
+    """``value`` with every dict and list copied (their types and attributes, e.g. a state dict's ``_metadata``,
+    kept) and everything else, tensors included, shared: a caller may pop and add keys without touching others."""
+    if isinstance(value, dict):
+        copied = copy.copy(value)
+        for key, item in copied.items():
+            copied[key] = copy_containers(item)
+        return copied
+    if isinstance(value, list):
+        return [copy_containers(item) for item in value]
+    return value
+
+
+def forget_parsed_checkpoint() -> None:
+    """Drop the kept checkpoint (its last reader is done with it), so its tensors can be freed."""
+    global _last_parsed
+    _last_parsed = None
+
+
 def read_checkpoint(
     path: str | Path, weights_only: bool = True, unsafe_flag: str = "weights_only=False", data: bytes | None = None,
     trusted: bool = False, trust_flag: str | None = None,
@@ -168,12 +201,21 @@ def read_checkpoint(
     or memory-mapped from ``path``, and check its import paths unless ``trusted``.
 
     ``weights_only`` refuses pickled Python objects; the errors name ``unsafe_flag``, the caller's opt-in switch
-    for pickles, and ``trust_flag`` (default: the same) for import paths.
+    for pickles, and ``trust_flag`` (default: the same) for import paths. A file read by path is parsed once per
+    process while it stays unchanged (see the module doc); each call still runs its own checks.
     """
+    global _last_parsed
     path = Path(path)
     if data is None and not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist{' (it is a directory)' if path.is_dir() else ''}; "
                               "pass --ckpt_path with a .ckpt file written by Lightning")
+    identity = _file_identity(path) if data is None else None
+    if identity is not None and _last_parsed is not None and _last_parsed[0] == identity \
+            and (_last_parsed[1] or not weights_only):  # a pickle-free parse serves any caller; a trusted one not
+        ckpt = copy_containers(_last_parsed[2])
+        if not trusted:
+            check_trusted(ckpt, path, trust_flag or unsafe_flag)
+        return ckpt
     if not zipfile.is_zipfile(io.BytesIO(data) if data is not None else path):
         size = len(data) if data is not None else path.stat().st_size
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated: torch.save and Lightning write a zip "
@@ -198,19 +240,12 @@ def read_checkpoint(
         if ckpt.get(section) is not None and not isinstance(ckpt[section], Mapping):
             raise CheckpointError(f"{path} is not a Lightning checkpoint: its {section!r} is a "
                                   f"{type(ckpt[section]).__name__}, not a mapping; pass a .ckpt written by Lightning")
+    if identity is not None:
+        _last_parsed = (identity, weights_only, ckpt)
+        ckpt = copy_containers(ckpt)
     if not trusted:
         check_trusted(ckpt, path, trust_flag or unsafe_flag)
     return ckpt
-
-
-def _read_source(source: str | os.PathLike | IO[bytes]) -> tuple[bytes, str]:
-    """The bytes of a local checkpoint path or open binary file, and a name for messages."""
-    if hasattr(source, "read"):
-        return source.read(), getattr(source, "name", "<file object>")
-    path = Path(source)
-    if not path.is_file():
-        read_checkpoint(path)  # raises the missing-file error
-    return path.read_bytes(), str(path)
 
 
 # DataModule arguments that say where to write (a token cache, an output file): a checkpoint never chooses them.
@@ -248,30 +283,68 @@ class TrustedLoading:
         """Lightning's ``load_from_checkpoint`` on a checkpoint read once and checked first (see the module doc)."""
         if isinstance(checkpoint_path, str) and "://" in checkpoint_path:
             raise CheckpointError(f"{checkpoint_path} is a URL; download it and pass the local file")
-        data, name = _read_source(checkpoint_path)
         trusted = trust_checkpoint or weights_only is False
+        if hasattr(checkpoint_path, "read"):
+            data, name = checkpoint_path.read(), getattr(checkpoint_path, "name", "<file object>")
+        else:
+            data, name = None, str(checkpoint_path)
         ckpt = read_checkpoint(name, weights_only=not trusted, data=data, trusted=trusted,
                                unsafe_flag="trust_checkpoint=True")
-        if isinstance(cls, type) and issubclass(cls, LightningDataModule):
-            _keep_writes_local(cls, ckpt, name, kwargs)
-        if hparams_file is not None and not trusted:
-            from lightning.pytorch.core.saving import load_hparams_from_tags_csv, load_hparams_from_yaml
+        if map_location is None and torch.cuda.is_available():  # Lightning puts tensors back where they were saved
+            return super().load_from_checkpoint(  # type: ignore[misc]
+                io.BytesIO(data if data is not None else Path(name).read_bytes()), hparams_file=hparams_file,
+                weights_only=weights_only if weights_only is not None else not trusted,
+                **({"strict": strict} if strict is not None else {}),
+                **cls._checked_arguments(ckpt, name, hparams_file, trusted, kwargs)[1])
+        return cls.from_checkpoint_dict(ckpt, name, map_location, hparams_file, strict, trusted, **kwargs)
 
-            csv = str(hparams_file).lower().endswith(".csv")
-            if not csv and os.path.isfile(hparams_file):
-                # Lightning reads the file with yaml.full_load, which turns "!!python/name:os.system" into the
-                # function itself: a value no string check sees. Refuse any tag that safe_load does not know.
-                try:
-                    with open(hparams_file, encoding="utf-8") as handle:
-                        yaml.safe_load(handle)
-                except (yaml.YAMLError, UnicodeDecodeError) as err:
-                    raise CheckpointError(f"hparams_file {hparams_file} is not plain YAML ({str(err).splitlines()[0]}"
-                                          "); loading it could build Python objects. If you trust this file, pass "
-                                          "trust_checkpoint=True") from err
-            hparams = (load_hparams_from_tags_csv if csv else load_hparams_from_yaml)(hparams_file)
-            check_trusted({"hyper_parameters": hparams}, hparams_file, "trust_checkpoint=True")
-        if strict is not None:  # LightningModule's argument; a DataModule's load_from_checkpoint has none
-            kwargs["strict"] = strict
-        return super().load_from_checkpoint(  # type: ignore[misc]
-            io.BytesIO(data), map_location=map_location, hparams_file=hparams_file,
-            weights_only=weights_only if weights_only is not None else not trusted, **kwargs)
+    @classmethod
+    def from_checkpoint_dict(cls, ckpt: Mapping[str, Any], source: str, map_location: Any = None,
+                             hparams_file: str | os.PathLike | None = None, strict: bool | None = None,
+                             trusted: bool = False, **kwargs: Any) -> Any:
+        """The module or DataModule of a checkpoint :func:`read_checkpoint` already parsed and checked (Lightning's
+        ``load_from_checkpoint`` without its own ``torch.load``): hyper-parameters from the checkpoint, or from
+        ``hparams_file``, updated by ``kwargs``; a module's weights loaded ``strict``ly unless told otherwise, on
+        the CPU or ``map_location`` (a device or its name)."""
+        from lightning.pytorch.core.saving import _load_state
+        from lightning.pytorch.utilities.migration.utils import _pl_migrate_checkpoint
+
+        hparams, kwargs = cls._checked_arguments(ckpt, source, hparams_file, trusted, kwargs)
+        checkpoint = _pl_migrate_checkpoint(copy_containers(dict(ckpt)))
+        if hparams is not None:
+            checkpoint[cls.CHECKPOINT_HYPER_PARAMS_KEY] = hparams  # type: ignore[attr-defined]
+        checkpoint.setdefault(cls.CHECKPOINT_HYPER_PARAMS_KEY, {}).update(kwargs)  # type: ignore[attr-defined]
+        if issubclass(cls, LightningDataModule):
+            return _load_state(cls, checkpoint, **kwargs)
+        model = _load_state(cls, checkpoint, strict=strict, **kwargs)
+        return model.to(torch.device(map_location)) if isinstance(map_location, (str, torch.device)) else model
+
+    @classmethod
+    def _checked_arguments(cls, ckpt: Mapping[str, Any], source: str, hparams_file: str | os.PathLike | None,
+                           trusted: bool, kwargs: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """The hyper-parameters of ``hparams_file`` (None without one), checked like the checkpoint's unless
+        ``trusted``, and ``kwargs`` with a DataModule's no-write arguments added."""
+        kwargs = dict(kwargs)
+        if isinstance(cls, type) and issubclass(cls, LightningDataModule):
+            _keep_writes_local(cls, ckpt, source, kwargs)
+        if hparams_file is None:
+            return None, kwargs
+        from lightning.pytorch.core.saving import load_hparams_from_tags_csv, load_hparams_from_yaml
+
+        extension = str(hparams_file).rsplit(".", 1)[-1].lower()
+        if extension not in ("csv", "yml", "yaml"):
+            raise CheckpointError(f"hparams_file {hparams_file} must be a .csv, .yml or .yaml file")
+        if extension != "csv" and os.path.isfile(hparams_file) and not trusted:
+            # Lightning reads the file with yaml.full_load, which turns "!!python/name:os.system" into the
+            # function itself: a value no string check sees. Refuse any tag that safe_load does not know.
+            try:
+                with open(hparams_file, encoding="utf-8") as handle:
+                    yaml.safe_load(handle)
+            except (yaml.YAMLError, UnicodeDecodeError) as err:
+                raise CheckpointError(f"hparams_file {hparams_file} is not plain YAML ({str(err).splitlines()[0]}"
+                                      "); loading it could build Python objects. If you trust this file, pass "
+                                      "trust_checkpoint=True") from err
+        hparams = (load_hparams_from_tags_csv if extension == "csv" else load_hparams_from_yaml)(hparams_file)
+        if not trusted:
+            check_trusted({"hyper_parameters": hparams}, str(hparams_file), "trust_checkpoint=True")
+        return hparams, kwargs

@@ -13,7 +13,7 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch import nn
 
-from ..checkpoints import CheckpointError, is_allowed_import_path, read_checkpoint
+from ..checkpoints import CheckpointError, TrustedLoading, is_allowed_import_path, read_checkpoint
 
 __all__ = ["TRUST_FLAG", "load_checkpoint", "load_datamodule", "load_task", "val_loader"]
 
@@ -69,12 +69,12 @@ def _guess_task(hparams: Mapping[str, Any], source: Path) -> str:
     return matches[0]
 
 
-def _rebuild(cls: type, data: bytes, trusted: bool) -> Any:
-    """``cls.load_from_checkpoint`` on bytes already checked; classes without the trust mixin get plain Lightning."""
-    kwargs: dict[str, Any] = {"map_location": "cpu", "weights_only": not trusted}
-    if "trust_checkpoint" in inspect.signature(cls.load_from_checkpoint).parameters:
-        kwargs["trust_checkpoint"] = trusted
-    return cls.load_from_checkpoint(io.BytesIO(data), **kwargs)
+def _rebuild(cls: type, ckpt: Mapping[str, Any], data: bytes, source: Path, trusted: bool) -> Any:
+    """The class rebuilt from the checkpoint already read and checked (no second parse); classes without the
+    trust mixin get plain Lightning on the same bytes."""
+    if isinstance(cls, type) and issubclass(cls, TrustedLoading):
+        return cls.from_checkpoint_dict(ckpt, str(source), map_location="cpu", trusted=trusted)
+    return cls.load_from_checkpoint(io.BytesIO(data), map_location="cpu", weights_only=not trusted)
 
 
 def load_task(ckpt_path: str | Path, task: str | None = None, trust_checkpoint: bool = False
@@ -86,7 +86,7 @@ def load_task(ckpt_path: str | Path, task: str | None = None, trust_checkpoint: 
     class_path = task or hparams.get("_class_path") or _guess_task(hparams, path)
     cls = _import_class(str(class_path), LightningModule, path, trusted=trust_checkpoint or bool(task))
     try:
-        module = _rebuild(cls, data, trust_checkpoint)
+        module = _rebuild(cls, ckpt, data, path, trust_checkpoint)
     except CheckpointError:
         raise
     except Exception as err:  # any rebuild failure is reported with the class and file it concerns
@@ -107,7 +107,7 @@ def load_datamodule(data: bytes, ckpt: Mapping[str, Any], explicit: str | None, 
         return None, "the checkpoint names no DataModule class; pass --data package.module.DataModuleClass"
     cls = _import_class(str(class_path), LightningDataModule, source, trusted=trust_checkpoint or bool(explicit))
     try:
-        dm = _rebuild(cls, data, trust_checkpoint)
+        dm = _rebuild(cls, ckpt, data, source, trust_checkpoint)
         dm.setup("validate")
         next(iter(val_loader(dm)))
     except CheckpointError:
