@@ -100,17 +100,71 @@ def planned(words: list[str]) -> tuple[list[str], str | None]:
     return [*words, *extra], None
 
 
+# Paths under these folders link commands: a command that names one depends on the earlier command that writes it.
+RUN_PATH = re.compile(r"(?:runs|exported)/[^\s,'\"}]+")
+
+
+def _option(words: list[str], name: str) -> str | None:
+    """The last value given to ``--name`` (``--name value`` or ``--name=value``), or None."""
+    value = None
+    for i, word in enumerate(words):
+        if word == name and i + 1 < len(words):
+            value = words[i + 1]
+        elif word.startswith(name + "="):
+            value = word.split("=", 1)[1]
+    return value
+
+
+def written_folders(words: list[str]) -> set[str]:
+    """The run or export folders a README command writes: its output folder, else its configs' default root."""
+    written = {value for name in ("--trainer.default_root_dir", "--output_dir") if (value := _option(words, name))}
+    if not written and words[0] in ("fit", "validate", "test", "predict"):
+        for i, word in enumerate(words):
+            config = ROOT / words[i + 1] if word in ("--config", "-c") and i + 1 < len(words) else None
+            if config is not None and config.is_file():
+                written |= set(re.findall(r"^\s+default_root_dir:\s*(\S+)", config.read_text(), flags=re.M))
+    return written
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def command_chains() -> list[list[list[str]]]:
+    """The README's commands in independent chains, each in README order: a command joins the chain of every
+    earlier command whose run or export folder it names (a test or export of a fit's checkpoint, a distillation
+    teacher, a plot of runs, a fit of search's best.yaml). Chains share nothing, so each runs as its own test and
+    pytest-xdist spreads them over the cores."""
+    commands = readme_commands()
+    chain_of = list(range(len(commands)))
+
+    def root(i: int) -> int:
+        while chain_of[i] != i:
+            i = chain_of[i]
+        return i
+
+    for i, words in enumerate(commands):
+        named = {path for word in words for path in RUN_PATH.findall(word)}
+        for j in range(i):
+            if any(_within(path, folder) or _within(folder, path) for path in named
+                   for folder in written_folders(commands[j])):
+                chain_of[root(i)] = root(j)
+    chains: dict[int, list[list[str]]] = {}
+    for i, words in enumerate(commands):
+        chains.setdefault(root(i), []).append(words)
+    return list(chains.values())
+
+
 @pytest.fixture(scope="module")
-def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A working folder like a user's checkout: configs/ and the data sets the configs name, as fixtures."""
-    root = tmp_path_factory.mktemp("readme")
-    (root / "configs").symlink_to(ROOT / "configs")
-    write_cifar10(root / "data" / "cifar10", n_per_split=20)
-    write_cifar100(root / "data" / "cifar100", n_per_split=100)
-    write_imagenette(root / "data" / "imagenette2-160", classes=[f"n0{i:07d}" for i in range(10)], n_per_class=2)
-    write_glue(root / "data" / "glue", n=6)
-    write_fashion_mnist_idx(root / "data" / "fashion-mnist", n=40, gzipped=True)
-    return root
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data sets the configs name, in their real formats as tiny fixtures (once per test process)."""
+    data = tmp_path_factory.mktemp("readme-data")
+    write_cifar10(data / "cifar10", n_per_split=20)
+    write_cifar100(data / "cifar100", n_per_split=100)
+    write_imagenette(data / "imagenette2-160", classes=[f"n0{i:07d}" for i in range(10)], n_per_class=2)
+    write_glue(data / "glue", n=6)
+    write_fashion_mnist_idx(data / "fashion-mnist", n=40, gzipped=True)
+    return data
 
 
 def test_readme_commands_are_found_and_mostly_run() -> None:
@@ -120,16 +174,39 @@ def test_readme_commands_are_found_and_mostly_run() -> None:
     assert len(skipped) <= len(commands) // 4, f"too many README commands skipped: {skipped}"
 
 
+def test_chains_keep_every_command_once_and_after_what_it_reads() -> None:
+    commands = readme_commands()
+    chains = command_chains()
+    assert sorted(map(tuple, (c for chain in chains for c in chain))) == sorted(map(tuple, commands))
+    assert len(chains) > 4, "the README's commands should split into independent chains"
+    chain_with = {tuple(words): chain for chain in chains for words in chain}
+    checkpoint = ["export", "--ckpt_path", "runs/offline/checkpoints/last.ckpt"]
+    export = next(c for c in commands if c[:3] == checkpoint)
+    chain = chain_with[tuple(export)]
+    assert ["fit", "--config", "configs/offline.yaml"] in chain[: chain.index(export)]
+    best = next(c for c in commands if c[:3] == ["fit", "--config", "runs/search/best.yaml"])
+    assert any(c[0] == "search" and _option(c, "--output_dir") == "runs/search" for c in chain_with[tuple(best)])
+
+
+def _chain_id(chain: list[list[str]]) -> str:
+    return f"{len(chain)}:" + "_".join(chain[0][:3]).replace("/", "-")
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("chain", command_chains(), ids=_chain_id)
 def test_every_readme_command_runs(
-    scratch: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    chain: list[list[str]], datasets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture
 ) -> None:
-    # In this process, one after another (a fresh interpreter per command costs ~20 s of imports on 2 busy cores).
-    monkeypatch.chdir(scratch)
+    # In this process, one after another (a fresh interpreter per command costs ~20 s of imports on 2 busy cores),
+    # in a working folder like a user's checkout: configs/ and the data sets the configs name.
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    (tmp_path / "data").symlink_to(datasets)
+    monkeypatch.chdir(tmp_path)
     for name in ("HELU_DEBUG", "TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS"):
         monkeypatch.delenv(name, raising=False)
     failures, times = [], []
-    for words in readme_commands():
+    for words in chain:
         args, reason = planned(words)
         if reason is not None:
             continue
