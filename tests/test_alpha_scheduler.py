@@ -387,3 +387,9 @@ def test_an_exponential_that_stops_short_of_end_warns_with_the_gamma_that_ends_t
     spec = {"name": "exponential", "start": 0.1, "gamma": 0.9, "end": 0.01}
     with pytest.warns(UserWarning, match=r"reaches 0\.05314 at the last step \(6\), not end=0\.01.*gamma=0\.681292"):
         _trainer(tmp_path, [AlphaScheduler(spec)], max_steps=7).fit(TinyNet())
+
+
+def test_an_explicit_total_longer_than_the_run_warns_where_alpha_stops(tmp_path):
+    spec = {"name": "linear", "start": 0.1, "end": 0.02, "total": 11}
+    with pytest.warns(UserWarning, match=r"total=11 steps is longer than the run's 6, so alpha stops at 0\.06, short"):
+        _trainer(tmp_path, [AlphaScheduler(spec)], max_steps=6).fit(TinyNet())

@@ -147,9 +147,16 @@ class AlphaScheduler(Callback):
                 group.total = self._loaded_totals[group.name]
                 continue
             group.total = group.schedule.total
+            length = self._run_length(trainer) if length is None else length
             if group.total is None:
-                length = self._run_length(trainer) if length is None else length
                 group.total = length
+            elif length is not None and group.total > length and group.schedule.name in ("linear", "cosine",
+                                                                                          "warmup"):
+                rank_zero_warn(
+                    f"AlphaScheduler group {group.name!r}: total={group.total} {self.interval}s is longer than the "
+                    f"run's {length}, so alpha stops at {group.schedule(length - 1, group.total):.4g}, short of its "
+                    f"end; drop 'total' to end with the run, or give total <= {length}"
+                )
             if group.total is None and group.schedule.name not in ("constant", "step", "exponential"):
                 raise UserError(
                     f"AlphaScheduler group {group.name!r}: the run has no fixed length (max_steps/max_epochs), so "
