@@ -393,3 +393,18 @@ def test_an_explicit_total_longer_than_the_run_warns_where_alpha_stops(tmp_path)
     spec = {"name": "linear", "start": 0.1, "end": 0.02, "total": 11}
     with pytest.warns(UserWarning, match=r"total=11 steps is longer than the run's 6, so alpha stops at 0\.06, short"):
         _trainer(tmp_path, [AlphaScheduler(spec)], max_steps=6).fit(TinyNet())
+
+
+def test_a_run_resumed_from_a_mid_epoch_checkpoint_ends_exactly_at_end(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    spec = _END_SPECS["cosine"]
+    every_4 = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    _trainer(tmp_path, [AlphaScheduler(spec), every_4], max_epochs=3, limit_train_batches=3,
+             enable_checkpointing=True).fit(TinyNet())
+    resumed = StepRecorder()
+    _trainer(tmp_path, [AlphaScheduler(spec), resumed], max_epochs=3, limit_train_batches=3).fit(
+        TinyNet(), ckpt_path=tmp_path / "ckpt" / "epoch=1-step=4.ckpt")  # saved after step 3, mid epoch 1
+    assert sorted(resumed.used) == [4, 5, 6, 7, 8]
+    assert [resumed.used[t] for t in range(4, 9)] == pytest.approx([_by_hand("cosine", t, 9) for t in range(4, 9)])
+    assert resumed.used[8] == 0.02
