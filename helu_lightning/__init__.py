@@ -49,7 +49,7 @@ __all__ = [
 # "helu" as a Hugging Face hidden_act and as timm's act_layer, registered when those libraries are imported
 # (at once if they already are); the registry, and with it torch, is imported only then.
 wrapt.register_post_import_hook("helu_lightning.registry:register_hf_activations", "transformers.activations")
-wrapt.register_post_import_hook("helu_lightning.registry:_reset_missing_alpha", "transformers.modeling_utils")
+wrapt.register_post_import_hook("helu_lightning.registry:_patch_modeling_utils", "transformers.modeling_utils")
 wrapt.register_post_import_hook("helu_lightning.registry:_register_into_timm", "timm.layers.create_act")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
@@ -24,6 +24,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.model_registry import _is_registry
 
 from .callbacks.last import LastCheckpoint
+from .callbacks.progress import VersionedRichProgressBar
 from .checkpoint_io import install_checked_io, refuse_url
 from .checkpoints import CheckpointError, read_checkpoint
 from .errors import UserError, shown_path
@@ -143,6 +144,9 @@ class HeluCLI(LightningCLI):
         for callback in trainer.callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = os.path.abspath(os.path.join(trainer.default_root_dir, "checkpoints"))
+        for callback in trainer.callbacks:
+            if type(callback) is RichProgressBar:  # the default bar (or one configured plainly): no state to lose
+                callback.__class__ = VersionedRichProgressBar
         refuse_linked_folders(trainer)
         trainer.callbacks.extend(latest_checkpoints(trainer))
         install_checked_io(trainer, trusted=self._trusted())

@@ -4,8 +4,10 @@ runs (e.g. ReLU vs HeLU) overlaid.
     helu-train plot runs/relu runs/helu --labels ReLU HeLU --output_dir plots
 
 A run directory is a CSVLogger version directory holding ``metrics.csv`` or any parent of one (the newest
-``metrics.csv`` below it is used). Written: ``alpha.png`` and ``<stage>_<stat>.png`` for stage train (x: step) and
-val (x: epoch), stat dead_fraction, band_fraction, pre_mean, pre_std; one panel per layer plus "all layers".
+``metrics.csv`` below it is used). Written: ``alpha.png`` when a run trained HeLU (the logged ``alpha`` of an
+AlphaScheduler run; a run without one is drawn at its fixed alpha, read from the ``hparams.yaml`` beside
+``metrics.csv``) and ``<stage>_<stat>.png`` for stage train (x: step) and val (x: epoch), stat dead_fraction,
+band_fraction, pre_mean, pre_std; one panel per layer plus "all layers".
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from .callbacks.monitor import STATS
 from .errors import DataError, MissingDataError, UserError
 from .io import read_utf8
 from .owned_files import write_owned
 
-__all__ = ["build_parser", "find_metrics_csv", "main", "plot_runs", "read_metrics", "run"]
+__all__ = ["build_parser", "constant_alpha", "find_metrics_csv", "main", "plot_runs", "read_metrics", "run"]
 
 Series = dict[str, list[tuple[float, float]]]  # metric name -> [(x, value)]
 
@@ -77,6 +81,25 @@ def read_metrics(path: str | Path) -> tuple[Series, Series]:
     return dict(by_step), dict(by_epoch)
 
 
+def constant_alpha(metrics_csv: str | Path) -> float | None:
+    """The fixed alpha of a run that trained HeLU, from the ``hparams.yaml`` the CSVLogger writes beside
+    ``metrics.csv`` (``activation: helu`` means the default alpha); None for another activation, or when the file
+    is missing or does not name an activation."""
+    from .op import DEFAULT_ALPHA
+    from .registry import ActivationFactory, activation_factory
+
+    path = Path(metrics_csv).with_name("hparams.yaml")
+    try:
+        hparams = yaml.safe_load(read_utf8(path)) if path.is_file() else None
+        spec = hparams.get("activation") if isinstance(hparams, dict) else None
+        factory = activation_factory(spec) if spec is not None else None
+    except (OSError, ValueError, TypeError, yaml.YAMLError):
+        return None
+    if not isinstance(factory, ActivationFactory) or not factory.name.startswith("helu"):
+        return None
+    return float(factory.kwargs.get("alpha", DEFAULT_ALPHA))
+
+
 def _number(text: str, path: str | Path, line: int, column: str) -> float | None:
     """A cell's finite value, None for an empty or non-finite cell; DataError for text that is not a number."""
     if text == "":
@@ -113,10 +136,16 @@ def _panel_grid(count: int, title: str):
     return fig, axes
 
 
-def _plot_alpha(runs: list[tuple[str, dict[str, Series]]], output_dir: Path) -> list[Path]:
-    """``alpha.png``: every run's alpha (and per-group alphas) over steps; nothing when no run logged alpha."""
+def _plot_alpha(runs: list[tuple[str, dict[str, Series]]], constants: list[float | None],
+                output_dir: Path) -> list[Path]:
+    """``alpha.png``: every run's logged alpha (and per-group alphas) over steps, and the fixed alpha of a HeLU run
+    that logged none as a flat line over its steps; nothing when no run trained HeLU."""
     alpha_keys = sorted({k for _, s in runs for k in s["step"] if k == "alpha" or k.startswith("alpha/")})
-    if not alpha_keys:
+    flat = [(label, alpha, [x for points in series["step"].values() for x, _ in points])
+            for (label, series), alpha in zip(runs, constants)
+            if alpha is not None and not any(k == "alpha" or k.startswith("alpha/") for k in series["step"])]
+    flat = [(label, alpha, steps) for label, alpha, steps in flat if steps]
+    if not alpha_keys and not flat:
         return []
     fig, (ax,) = _panel_grid(1, "HeLU alpha over training")
     for label, series in runs:
@@ -124,6 +153,8 @@ def _plot_alpha(runs: list[tuple[str, dict[str, Series]]], output_dir: Path) -> 
             if key in series["step"]:
                 xs, ys = zip(*series["step"][key])
                 ax.plot(xs, ys, label=label if key == "alpha" else f"{label} {key[6:]}")
+    for label, alpha, steps in flat:
+        ax.plot([min(steps), max(steps)], [alpha, alpha], label=f"{label} (fixed {alpha:g})")
     ax.set_xlabel("step")
     ax.set_ylabel("alpha")
     ax.legend(fontsize="small")
@@ -163,10 +194,10 @@ def plot_runs(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = Non
     labels = list(labels) if labels else [Path(d).resolve().name for d in run_dirs]
     if len(labels) != len(run_dirs):
         raise UserError(f"got {len(labels)} labels {labels} for {len(run_dirs)} run directories; give one per run")
-    runs = [(label, dict(zip(("step", "epoch"), read_metrics(find_metrics_csv(d))))) for label, d in
-            zip(labels, run_dirs)]
+    csvs = [find_metrics_csv(d) for d in run_dirs]
+    runs = [(label, dict(zip(("step", "epoch"), read_metrics(path)))) for label, path in zip(labels, csvs)]
     output_dir = Path(output_dir)
-    written = _plot_alpha(runs, output_dir) + _plot_monitor(runs, output_dir)
+    written = _plot_alpha(runs, [constant_alpha(path) for path in csvs], output_dir) + _plot_monitor(runs, output_dir)
     if not written:
         raise UserError(
             f"no alpha or monitor metrics in {[str(d) for d in run_dirs]}; train with the AlphaScheduler and/or "

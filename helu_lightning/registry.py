@@ -32,6 +32,7 @@ __all__ = [
     "register_activation",
     "register_hf_activations",
     "register_timm_activations",
+    "registry_name",
     "require_factory",
 ]
 
@@ -51,6 +52,11 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
 def available_activations() -> list[str]:
     """The names ``make_activation`` accepts, sorted."""
     return sorted(_REGISTRY)
+
+
+def registry_name(builder: object) -> str | None:
+    """The registry name under which exactly ``builder`` (a class such as ``HeLU``) is registered, else None."""
+    return next((key for key, value in _REGISTRY.items() if value is builder), None)
 
 
 def _normalise(name: str) -> str:
@@ -127,6 +133,31 @@ def _reset_missing_alpha(modeling_utils: ModuleType) -> None:
 
     _initialize_weights.resets_helu_alpha = True  # type: ignore[attr-defined]
     model_class._initialize_weights = _initialize_weights
+
+
+def _warn_on_lossy_save(modeling_utils: ModuleType) -> None:
+    """Make ``PreTrainedModel.save_pretrained`` warn when the saved config would rebuild a model holding HeLU
+    modules with other activations (see ``helu_lightning.hf_config``); the save itself is unchanged."""
+    model_class = modeling_utils.PreTrainedModel
+    original = model_class.save_pretrained
+    if getattr(original, "checks_helu_config", False):
+        return
+
+    def save_pretrained(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if any(isinstance(m, (HeLU, NaiveHeLU)) for m in self.modules()):
+            from .hf_config import warn_on_mismatches
+
+            warn_on_mismatches(self, "save_pretrained")
+        return original(self, *args, **kwargs)
+
+    save_pretrained.checks_helu_config = True  # type: ignore[attr-defined]
+    save_pretrained.__doc__ = original.__doc__
+    model_class.save_pretrained = save_pretrained
+
+
+def _patch_modeling_utils(modeling_utils: ModuleType) -> None:
+    _reset_missing_alpha(modeling_utils)
+    _warn_on_lossy_save(modeling_utils)
 
 
 def _register_into_timm(create_act: ModuleType) -> None:

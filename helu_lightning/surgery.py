@@ -1,5 +1,6 @@
 """Model surgery: swap the activation modules of any model (torchvision, timm-style, Hugging Face) for fresh
-modules from an activation factory."""
+modules from an activation factory; a Hugging Face model's config is updated to match, so that
+``save_pretrained`` / ``from_pretrained`` rebuild the new activations."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from collections.abc import Callable, Iterable
 
 from torch import nn
 
+from . import hf_config
 from .op import HeLU
 from .reference import NaiveHeLU
-from .registry import activation_factory
+from .registry import ActivationFactory, activation_factory, registry_name
 
 __all__ = ["default_targets", "find_activations", "replace_activations"]
 
@@ -63,6 +65,13 @@ def replace_activations(
     (A module *called* twice from one forward, like torchvision's ``BasicBlock.relu``, keeps one name and so
     one new module; that is correct, as activations hold no per-call state.) Returns the replaced names.
     Raises ValueError when nothing matches, unless ``strict=False``.
+
+    In a Hugging Face model (``model`` itself or any submodule), the config keys that built the replaced
+    activations (``hidden_act``, ``activation``, ``activation_function``, ``feed_forward_proj``...) are set to
+    the factory's registry name and ``config.helu_activation`` records its settings, so ``save_pretrained`` /
+    ``from_pretrained`` (with helu_lightning imported) rebuild the same modules; each HeLU's alpha travels in the
+    weights. Where the config cannot say it (a factory with no registry name, a key that also feeds modules left
+    alone), a ``LossyActivationConfigWarning`` lists the modules, now and again at ``save_pretrained``.
     """
     make = activation_factory(factory)
     types = _target_types(targets)
@@ -74,6 +83,7 @@ def replace_activations(
             f"{'; it has ' + ', '.join(present) if present else ''}. Pass targets=(...) with the classes to "
             "replace, or strict=False to allow a model without them."
         )
+    old_types = {name: type(model.get_submodule(name)) for name in names}
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -81,7 +91,30 @@ def replace_activations(
         if not isinstance(new, nn.Module):
             raise TypeError(f"the activation factory returned {type(new).__name__}, not an nn.Module")
         setattr(parent, child, new)
+    for prefix, hf_model in _hf_models(model):
+        replaced = {t for name, t in old_types.items() if not prefix or name.startswith(prefix + ".")}
+        if replaced:
+            _sync_config(hf_model, make, replaced)
     return names
+
+
+def _hf_models(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The outermost Hugging Face models in ``model`` (itself included), with their dotted names."""
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if hf_config.is_hf_model(module) and not any(not p or name.startswith(p + ".") for p, _ in found):
+            found.append((name, module))
+    return found
+
+
+def _sync_config(model: nn.Module, make: Callable[[], nn.Module], replaced: set[type[nn.Module]]) -> None:
+    """Name the new activation in the config where a registry name exists, then warn about whatever the config
+    still would not rebuild."""
+    name = make.name if isinstance(make, ActivationFactory) else registry_name(make)
+    if name is not None:
+        settings = make.to_dict() if isinstance(make, ActivationFactory) else {"name": name}
+        hf_config.sync_activation_config(model, name, replaced, settings)
+    hf_config.warn_on_mismatches(model, "replace_activations")
 
 
 def _looks_like_activation(module: nn.Module) -> bool:

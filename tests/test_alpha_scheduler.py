@@ -72,11 +72,13 @@ def _trainer(tmp_path, callbacks, **kwargs) -> pl.Trainer:
     ("spec", "t", "total", "expected"),
     [
         ({"name": "constant", "value": 0.03}, 7, 10, 0.03),
-        ({"name": "linear", "start": 0.1, "end": 0.01}, 5, 10, 0.055),
+        ({"name": "linear", "start": 0.1, "end": 0.01}, 3, 10, 0.1 - 0.09 * 3 / 9),
+        ({"name": "linear", "start": 0.1, "end": 0.01}, 9, 10, 0.01),  # the last of 10 steps ends at end
         ({"name": "linear", "start": 0.1, "end": 0.01}, 25, 10, 0.01),
         ({"name": "cosine", "start": 0.1, "end": 0.01}, 0, 8, 0.1),
-        ({"name": "cosine", "start": 0.1, "end": 0.01}, 2, 8, 0.01 + 0.09 * (1 + math.cos(math.pi / 4)) / 2),
-        ({"name": "cosine", "start": 0.1, "end": 0.01}, 8, 8, 0.01),
+        ({"name": "cosine", "start": 0.1, "end": 0.01}, 2, 8, 0.01 + 0.09 * (1 + math.cos(math.pi * 2 / 7)) / 2),
+        ({"name": "cosine", "start": 0.1, "end": 0.01}, 7, 8, 0.01),
+        ({"name": "cosine", "start": 0.1, "end": 0.01}, 0, 1, 0.01),  # a one-step run: its only step is the last
         ({"name": "exponential", "start": 0.1, "gamma": 0.5, "end": 0.02}, 1, 0, 0.05),
         ({"name": "exponential", "start": 0.1, "gamma": 0.5, "end": 0.02}, 2, 0, 0.025),
         ({"name": "exponential", "start": 0.1, "gamma": 0.5, "end": 0.02}, 3, 0, 0.02),
@@ -84,9 +86,12 @@ def _trainer(tmp_path, callbacks, **kwargs) -> pl.Trainer:
         ({"name": "step", "values": [0.1, 0.05, 0.01], "milestones": [3, 6]}, 3, 0, 0.05),
         ({"name": "step", "values": [0.1, 0.05, 0.01], "milestones": [3, 6]}, 9, 0, 0.01),
         ({"name": "warmup", "start": 0.01, "peak": 0.1, "end": 0.02, "warmup": 4, "decay": "linear"}, 2, 12, 0.055),
-        ({"name": "warmup", "start": 0.01, "peak": 0.1, "end": 0.02, "warmup": 4, "decay": "linear"}, 8, 12, 0.06),
-        ({"name": "warmup", "start": 0.01, "peak": 0.1, "end": 0.02, "warmup": 4}, 8, 12, 0.06),
-        ({"name": "warmup", "start": 0.01, "peak": 0.1, "end": 0.02, "warmup": 4}, 12, 12, 0.02),
+        ({"name": "warmup", "start": 0.01, "peak": 0.1, "end": 0.02, "warmup": 4, "decay": "linear"}, 8, 12,
+         0.1 - 0.08 * 4 / 7),
+        ({"name": "warmup", "start": 0.01, "peak": 0.1, "end": 0.02, "warmup": 4, "decay": "linear"}, 11, 12, 0.02),
+        ({"name": "warmup", "start": 0.01, "peak": 0.1, "end": 0.02, "warmup": 4}, 8, 12,
+         0.02 + 0.08 * (1 + math.cos(math.pi * 4 / 7)) / 2),
+        ({"name": "warmup", "start": 0.01, "peak": 0.1, "end": 0.02, "warmup": 4}, 11, 12, 0.02),
         ({"name": "callable", "fn": f"{__name__}.halving", "kwargs": {"start": 0.4}}, 3, 0, 0.05),
         (halving, 2, 0, 0.05),
     ],
@@ -158,9 +163,9 @@ def test_per_step_groups_follow_their_schedules_and_log(tmp_path):
     assert [t for t, _ in recorder.trace] == list(range(8))
     for t, (first, second) in recorder.trace:
         assert first == pytest.approx(0.3 if t < 3 else 0.2)
-        assert second == pytest.approx(0.1 + (0.02 - 0.1) * t / 8, rel=1e-6)
+        assert second == pytest.approx(0.1 + (0.02 - 0.1) * t / 7, rel=1e-6)
     assert float(trainer.callback_metrics["alpha/first"]) == pytest.approx(0.2)
-    assert float(trainer.callback_metrics["alpha/default"]) == pytest.approx(0.1 - 0.08 * 7 / 8, rel=1e-6)
+    assert float(trainer.callback_metrics["alpha/default"]) == pytest.approx(0.02, rel=1e-6)
 
 
 def test_per_epoch_interval(tmp_path):
@@ -191,6 +196,7 @@ def test_resume_continues_the_schedule_exactly(tmp_path):
     _trainer(tmp_path / "part", [AlphaScheduler(spec), second], max_steps=12).fit(TinyNet(), ckpt_path=ckpt)
     assert [t for t, _ in first.trace] == [0, 1, 2, 3, 4]
     assert first.trace + second.trace == full.trace
+    assert full.trace[-1] == (11, (0.01, 0.01))
 
     # A resumed run that trains longer keeps the schedule length it started with: alpha stays at the end value.
     longer = Recorder()
@@ -258,8 +264,8 @@ def test_an_explicit_total_wins_over_the_run_length_per_group(tmp_path):
     trainer = _trainer(tmp_path, [scheduler, recorder], max_steps=8)
     trainer.fit(TinyNet())
     for t, (short, whole) in recorder.trace:
-        assert short == pytest.approx(0.3 - 0.2 * min(t, 4) / 4, rel=1e-6)
-        assert whole == pytest.approx(0.1 - 0.08 * t / 8, rel=1e-6)
+        assert short == pytest.approx(0.3 - 0.2 * min(t, 3) / 3, rel=1e-6)  # its 4 steps are 0..3
+        assert whole == pytest.approx(0.1 - 0.08 * t / 7, rel=1e-6)
 
 
 @pytest.mark.parametrize(("spec", "ok"), [({"name": "constant", "value": 0.1}, True),
@@ -285,3 +291,120 @@ def test_a_shrinking_exponential_without_end_levels_off_above_zero():
     assert schedule(3, 0) == pytest.approx(0.0125)
     assert all(0 < schedule(t, 0) <= 0.1 for t in (1_000, 1_100, 10**6))
     HeLU(schedule(10**6, 0))  # a valid alpha: ReLU's gradient in practice
+
+
+def _by_hand(name: str, t: int, total: int) -> float:
+    """The schedules of the end-exact tests written out: 0.1 -> 0.02 over steps (or epochs) 0 .. total-1."""
+    p = t / (total - 1)
+    if name == "linear":
+        return 0.1 + (0.02 - 0.1) * p
+    if name == "cosine":
+        return 0.02 + (0.1 - 0.02) * (1 + math.cos(math.pi * p)) / 2
+    if t < 1:  # warmup: 0.05 -> 0.1 over step 0, then linear decay to 0.02 over steps 1 .. total-1
+        return 0.05
+    return 0.1 + (0.02 - 0.1) * (t - 1) / (total - 2)
+
+
+_END_SPECS = {"linear": {"name": "linear", "start": 0.1, "end": 0.02},
+              "cosine": {"name": "cosine", "start": 0.1, "end": 0.02},
+              "warmup": {"name": "warmup", "start": 0.05, "peak": 0.1, "end": 0.02, "warmup": 1, "decay": "linear"}}
+
+
+class StepRecorder(pl.Callback):
+    """The alpha each optimizer step (or epoch) used: read at the batch where it steps, after the scheduler ran."""
+
+    def __init__(self) -> None:
+        self.used: dict[int, float] = {}
+        self.epochs: dict[int, float] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        alpha = float(next(m for m in pl_module.modules() if isinstance(m, HeLU)).alpha)
+        self.used.setdefault(trainer.global_step, alpha)
+        assert self.used[trainer.global_step] == alpha  # every micro-batch of an accumulated step: one alpha
+        self.epochs.setdefault(trainer.current_epoch, alpha)
+
+
+# (interval, Trainer options, the run's length in that unit counted by hand; TinyNet has 8 batches per epoch)
+_RUNS = [
+    ("step", {"max_steps": 7}, 7),
+    ("step", {"max_epochs": 2, "limit_train_batches": 3, "accumulate_grad_batches": 2}, 4),  # ceil(3/2) per epoch
+    ("step", {"max_epochs": 3, "accumulate_grad_batches": 3}, 9),
+    ("step", {"max_epochs": 5, "max_steps": 6, "limit_train_batches": 4}, 6),  # max_steps ends the run first
+    ("epoch", {"max_epochs": 4, "limit_train_batches": 2}, 4),
+    ("epoch", {"max_epochs": 10, "max_steps": 5, "limit_train_batches": 2}, 3),  # epochs 0, 1, 2 (one step)
+    ("epoch", {"max_epochs": 3, "limit_train_batches": 3, "accumulate_grad_batches": 2}, 3),
+]
+
+
+@pytest.mark.parametrize("name", list(_END_SPECS))
+@pytest.mark.parametrize(("interval", "options", "length"), _RUNS)
+def test_every_step_matches_the_hand_computed_schedule_and_the_last_uses_end_exactly(
+        tmp_path, name, interval, options, length):
+    recorder = StepRecorder()
+    trainer = _trainer(tmp_path, [AlphaScheduler(_END_SPECS[name], interval=interval), recorder], **options)
+    trainer.fit(TinyNet())
+    used = recorder.used if interval == "step" else recorder.epochs
+    assert sorted(used) == list(range(length))
+    assert [used[t] for t in range(length)] == pytest.approx([_by_hand(name, t, length) for t in range(length)],
+                                                             rel=1e-12)
+    assert used[length - 1] == 0.02  # exactly end, not 0.0104 or 0.026
+    ckpt = tmp_path / "done.ckpt"
+    trainer.save_checkpoint(ckpt)
+    saved = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert [float(saved[k]) for k in saved if k.endswith("alpha")] == [0.02, 0.02]  # what export records
+
+
+def test_the_manifest_records_the_alpha_the_last_step_used(tmp_path):
+    from helu_lightning.export.manifest import _alphas
+
+    module = TinyNet()
+    _trainer(tmp_path, [AlphaScheduler({"name": "linear", "start": 0.1, "end": 0.02})], max_steps=10).fit(module)
+    assert _alphas(module) == 0.02
+
+
+def test_a_run_resumed_mid_schedule_ends_exactly_at_end(tmp_path):
+    spec = _END_SPECS["cosine"]
+    first = Recorder(stop_at=3)  # at the end of epoch 0 (a stop mid-epoch makes Lightning resume at the next one)
+    trainer = _trainer(tmp_path, [AlphaScheduler(spec), first], max_epochs=3, limit_train_batches=3)
+    trainer.fit(TinyNet())
+    ckpt = tmp_path / "stopped.ckpt"
+    trainer.save_checkpoint(ckpt)
+    second = StepRecorder()
+    _trainer(tmp_path, [AlphaScheduler(spec), second], max_epochs=3, limit_train_batches=3).fit(
+        TinyNet(), ckpt_path=ckpt)
+    assert sorted(second.used) == [3, 4, 5, 6, 7, 8]
+    assert [second.used[t] for t in range(3, 9)] == pytest.approx([_by_hand("cosine", t, 9) for t in range(3, 9)])
+    assert second.used[8] == 0.02
+
+
+def test_a_warmup_as_long_as_the_run_is_refused(tmp_path):
+    spec = {"name": "warmup", "start": 0.01, "peak": 0.1, "end": 0.02, "warmup": 6}
+    with pytest.raises(UserError, match="warmup=6 steps leaves no decay in a run of 6 steps.*at most 5"):
+        _trainer(tmp_path, [AlphaScheduler(spec)], max_steps=6).fit(TinyNet())
+
+
+def test_an_exponential_that_stops_short_of_end_warns_with_the_gamma_that_ends_there(tmp_path):
+    spec = {"name": "exponential", "start": 0.1, "gamma": 0.9, "end": 0.01}
+    with pytest.warns(UserWarning, match=r"reaches 0\.05314 at the last step \(6\), not end=0\.01.*gamma=0\.681292"):
+        _trainer(tmp_path, [AlphaScheduler(spec)], max_steps=7).fit(TinyNet())
+
+
+def test_an_explicit_total_longer_than_the_run_warns_where_alpha_stops(tmp_path):
+    spec = {"name": "linear", "start": 0.1, "end": 0.02, "total": 11}
+    with pytest.warns(UserWarning, match=r"total=11 steps is longer than the run's 6, so alpha stops at 0\.06, short"):
+        _trainer(tmp_path, [AlphaScheduler(spec)], max_steps=6).fit(TinyNet())
+
+
+def test_a_run_resumed_from_a_mid_epoch_checkpoint_ends_exactly_at_end(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    spec = _END_SPECS["cosine"]
+    every_4 = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+    _trainer(tmp_path, [AlphaScheduler(spec), every_4], max_epochs=3, limit_train_batches=3,
+             enable_checkpointing=True).fit(TinyNet())
+    resumed = StepRecorder()
+    _trainer(tmp_path, [AlphaScheduler(spec), resumed], max_epochs=3, limit_train_batches=3).fit(
+        TinyNet(), ckpt_path=tmp_path / "ckpt" / "epoch=1-step=4.ckpt")  # saved after step 3, mid epoch 1
+    assert sorted(resumed.used) == [4, 5, 6, 7, 8]
+    assert [resumed.used[t] for t in range(4, 9)] == pytest.approx([_by_hand("cosine", t, 9) for t in range(4, 9)])
+    assert resumed.used[8] == 0.02

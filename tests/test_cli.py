@@ -368,3 +368,13 @@ def test_an_abbreviated_option_is_a_typo_not_a_prefix(tmp_path: Path, capsys: py
     assert stop.value.code == 2
     assert "unrecognized arguments: --trainer.max_epoch 1" in capsys.readouterr().err
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_progress_bar_shows_the_logger_version_as_a_whole_number(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    parsed = cli(["--config", str(root / "configs/offline.yaml"), "--config", str(root / "configs/monitor.yaml"),
+                  f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}"],
+                 run=False)
+    bar = parsed.trainer.progress_bar_callback
+    shown = bar.get_metrics(parsed.trainer, parsed.model)
+    assert shown["v_num"] == "0"  # the rich bar prints str as it is; the int 0 read "v_num: 0.000"

@@ -65,6 +65,40 @@ def test_plot_runs_overlays_runs_and_writes_pngs(tmp_path):
         _check_png(path)
 
 
+def _write_hparams(directory, activation) -> None:
+    """hparams.yaml beside metrics.csv, as the CSVLogger writes a model's saved hyperparameters."""
+    from lightning.pytorch.core.saving import save_hparams_to_yaml
+
+    save_hparams_to_yaml(directory / "hparams.yaml", {"activation": activation, "num_classes": 10})
+
+
+def test_a_run_without_a_scheduler_is_drawn_at_its_fixed_alpha(tmp_path, monkeypatch):
+    from helu_lightning import plots
+
+    for name, activation in (("relu", "relu"), ("helu", {"name": "helu", "alpha": 0.2}), ("default", "helu")):
+        _write_run(tmp_path / name, with_alpha=False)
+        _write_hparams(tmp_path / name, activation)
+    _write_run(tmp_path / "cosine", with_alpha=True)
+    drawn = {}
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.setdefault(path.name, fig) and save(fig, path))
+    paths = plot_runs([tmp_path / n for n in ("relu", "helu", "default", "cosine")],
+                      ["ReLU", "HeLU", "HeLU default", "HeLU cosine"], tmp_path / "plots")
+    assert "alpha.png" in {p.name for p in paths}
+    _check_png(tmp_path / "plots" / "alpha.png")
+    lines = {line.get_label(): line for line in drawn["alpha.png"].axes[0].get_lines()}
+    assert set(lines) == {"HeLU (fixed 0.2)", "HeLU default (fixed 0.05)", "HeLU cosine"}  # ReLU has no alpha
+    assert list(lines["HeLU (fixed 0.2)"].get_xdata()) == [0, 39] and list(lines["HeLU (fixed 0.2)"].get_ydata()) \
+        == [0.2, 0.2]
+
+
+def test_relu_runs_alone_write_no_alpha_png(tmp_path):
+    _write_run(tmp_path / "relu", with_alpha=False)
+    _write_hparams(tmp_path / "relu", "relu")
+    paths = plot_runs([tmp_path / "relu"], ["ReLU"], tmp_path / "plots")
+    assert "alpha.png" not in {p.name for p in paths} and paths
+
+
 def test_plot_command_through_helu_train(tmp_path, capsys):
     _write_run(tmp_path / "helu", with_alpha=True)
     out = tmp_path / "out"

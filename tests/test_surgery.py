@@ -155,3 +155,108 @@ def test_a_module_registered_twice_is_found_under_both_names():
     shared = nn.ReLU()
     model = nn.Sequential(nn.Linear(2, 2), shared, shared)
     assert find_activations(model) == ["1", "2"]
+
+
+def _tiny_hf(family: str) -> tuple[nn.Module, str]:
+    """A seeded tiny model of ``family`` built locally (no download), and the config key naming its activation."""
+    import transformers as tf
+
+    torch.manual_seed(0)
+    attention = {"num_attention_heads": 2, "vocab_size": 40}
+    if family == "bert/minilm":  # MiniLM checkpoints are BertModel with hidden_act
+        return tf.BertModel(tf.BertConfig(hidden_size=16, num_hidden_layers=2, intermediate_size=20,
+                                          **attention)), "hidden_act"
+    if family == "distilbert":
+        return tf.DistilBertModel(tf.DistilBertConfig(dim=16, n_layers=2, n_heads=2, hidden_dim=20,
+                                                      vocab_size=40)), "activation"
+    if family == "gpt2":
+        return tf.GPT2Model(tf.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=40, n_positions=16,
+                                          bos_token_id=0, eos_token_id=0)), "activation_function"
+    if family in ("t5", "t5-gated"):
+        proj = "gated-gelu" if family == "t5-gated" else "relu"
+        return tf.T5EncoderModel(tf.T5Config(d_model=16, d_ff=20, d_kv=8, num_layers=2, num_heads=2, vocab_size=40,
+                                             feed_forward_proj=proj)), "dense_act_fn"
+    if family == "bart":
+        return tf.BartModel(tf.BartConfig(d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                                          decoder_attention_heads=2, encoder_ffn_dim=20, decoder_ffn_dim=20,
+                                          vocab_size=40, max_position_embeddings=32)), "activation_function"
+    raise ValueError(family)
+
+
+def _hf_outputs(model: nn.Module, input_ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The last hidden state and every parameter's gradient of its sum of squares (model in eval: no dropout)."""
+    model.eval().zero_grad()
+    out = model(input_ids=input_ids, decoder_input_ids=input_ids) if "Bart" in type(model).__name__ else \
+        model(input_ids=input_ids)
+    out.last_hidden_state.square().sum().backward()
+    return out.last_hidden_state.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                            if p.grad is not None}
+
+
+@pytest.mark.parametrize("family", ["bert/minilm", "distilbert", "gpt2", "t5", "t5-gated", "bart"])
+def test_hf_round_trip_rebuilds_helu_with_each_modules_alpha(family, tmp_path, recwarn):
+    from helu_lightning.hf_config import LossyActivationConfigWarning
+
+    model, key = _tiny_hf(family)
+    names = replace_activations(model, {"name": "helu", "alpha": 0.05})
+    helus = [model.get_submodule(n) for n in names]
+    for i, module in enumerate(helus):  # distinct alphas, as an AlphaScheduler with groups leaves them
+        module.set_alpha(0.05 * (i + 1))
+    assert getattr(model.config, key).endswith("helu")
+    assert model.config.helu_activation == {"name": "helu", "alpha": 0.05}
+    model.save_pretrained(tmp_path)
+    assert not [w for w in recwarn if issubclass(w.category, LossyActivationConfigWarning)]
+
+    loaded = type(model).from_pretrained(tmp_path)
+    assert [n for n, m in loaded.named_modules() if isinstance(m, HeLU)] == names
+    assert [float(loaded.get_submodule(n).alpha) for n in names] == [float(m.alpha) for m in helus]
+    input_ids = torch.randint(0, 40, (2, 6), generator=torch.Generator().manual_seed(1))
+    out, grads = _hf_outputs(model, input_ids)
+    out_loaded, grads_loaded = _hf_outputs(loaded, input_ids)
+    assert torch.equal(out, out_loaded)
+    assert grads.keys() == grads_loaded.keys()
+    assert all(torch.equal(grads[n], grads_loaded[n]) for n in grads)
+    # HeLU's gradient: it passes where -alpha < x < 0, where ReLU's (and so the model before surgery) is zero.
+    act = loaded.get_submodule(names[-1])
+    x = torch.tensor([-2.0, -0.04, 0.5], requires_grad=True)
+    act(x).sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_hf_surgery_with_an_unnamed_factory_warns_now_and_at_save(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from helu_lightning.hf_config import LossyActivationConfigWarning
+
+    model = BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=20,
+                                 vocab_size=40))
+    lost = r"encoder\.layer\.0\.intermediate\.intermediate_act_fn: NaiveHeLU\(alpha=0\.05\) here, GELUActivation"
+    with pytest.warns(LossyActivationConfigWarning, match="^replace_activations: .*" + lost):
+        replace_activations(model, lambda: NaiveHeLU(0.05))
+    assert model.config.hidden_act == "gelu"
+    with pytest.warns(LossyActivationConfigWarning, match="^save_pretrained: .*" + lost + ".*replace_activations"):
+        model.save_pretrained(tmp_path)
+
+
+def test_hf_surgery_on_the_body_only_warns_at_save_that_the_head_would_change(tmp_path):
+    from transformers import BertConfig, BertForMaskedLM
+
+    from helu_lightning.hf_config import LossyActivationConfigWarning
+
+    model = BertForMaskedLM(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=20, vocab_size=40))
+    replace_activations(model.bert, "helu")  # the MLM head's transform_act_fn also reads hidden_act
+    assert model.config.hidden_act == "helu"
+    with pytest.warns(LossyActivationConfigWarning,
+                      match=r"cls\.predictions\.transform\.transform_act_fn: GELUActivation\(\) here, HeLU after"):
+        model.save_pretrained(tmp_path)
+
+
+def test_hf_model_inside_a_wrapper_gets_its_config_updated():
+    from transformers import DistilBertConfig, DistilBertModel
+
+    wrapper = nn.ModuleDict({"body": DistilBertModel(DistilBertConfig(dim=16, n_layers=1, n_heads=2, hidden_dim=20,
+                                                                      vocab_size=40))})
+    replace_activations(wrapper, "relu")
+    assert wrapper["body"].config.activation == "relu"
+    assert not hasattr(wrapper["body"].config, "helu_activation")

@@ -9,7 +9,8 @@ decay, or your own function), per step or per epoch, for all HeLU modules or for
             interval: step
 
 alpha is a pure function of the optimizer step (``trainer.global_step``) or the epoch, so every DDP rank sets the
-same value without communicating, and a resumed run continues the same trajectory.
+same value without communicating, and a resumed run continues the same trajectory. The run's last optimizer step
+(or epoch) uses the schedule's ``end`` exactly, so the alpha a checkpoint or export records is ``end``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 
 from ..activations import HeLU, check_alpha
 from ..errors import UserError
@@ -124,10 +126,19 @@ class AlphaScheduler(Callback):
                 )
 
     def _run_length(self, trainer: pl.Trainer) -> int | None:
-        if self.interval == "epoch":
-            return trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
-        steps = trainer.estimated_stepping_batches
-        return int(steps) if math.isfinite(steps) else None
+        """Optimizer steps (after limit_train_batches, accumulate_grad_batches, max_steps) or epochs the run
+        takes, so that the last one is ``total - 1``; None when the run has no fixed length."""
+        stepping = trainer.estimated_stepping_batches
+        steps = int(stepping) if math.isfinite(stepping) else None
+        if self.interval == "step":
+            return steps
+        epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
+        batches = trainer.num_training_batches
+        if trainer.max_steps is not None and trainer.max_steps > 0 and math.isfinite(batches) and batches > 0:
+            per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)  # a short last group still steps
+            by_steps = math.ceil(trainer.max_steps / per_epoch)  # max_steps may end the run before max_epochs
+            epochs = by_steps if epochs is None else min(epochs, by_steps)
+        return epochs
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         length = None
@@ -136,14 +147,24 @@ class AlphaScheduler(Callback):
                 group.total = self._loaded_totals[group.name]
                 continue
             group.total = group.schedule.total
+            length = self._run_length(trainer) if length is None else length
             if group.total is None:
-                length = self._run_length(trainer) if length is None else length
                 group.total = length
+            elif length is not None and group.total > length and group.schedule.name in ("linear", "cosine",
+                                                                                          "warmup"):
+                rank_zero_warn(
+                    f"AlphaScheduler group {group.name!r}: total={group.total} {self.interval}s is longer than the "
+                    f"run's {length}, so alpha stops at {group.schedule(length - 1, group.total):.4g}, short of its "
+                    f"end; drop 'total' to end with the run, or give total <= {length}"
+                )
             if group.total is None and group.schedule.name not in ("constant", "step", "exponential"):
                 raise UserError(
                     f"AlphaScheduler group {group.name!r}: the run has no fixed length (max_steps/max_epochs), so "
                     f"give the schedule a 'total' in {self.interval}s"
                 )
+            short = group.schedule.check_length(group.total, self.interval)
+            if short is not None:
+                rank_zero_warn(f"AlphaScheduler group {group.name!r}: {short}")
         self._last_t = None
         self._apply(pl_module, trainer.global_step if self.interval == "step" else trainer.current_epoch)
 

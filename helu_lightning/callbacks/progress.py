@@ -1,5 +1,7 @@
 """``EpochProgress``: one line per epoch for fits that run without a progress bar (each run of a search or a
-comparison), so a long study shows it is moving: the epoch, the monitored metric and the epoch's seconds."""
+comparison), so a long study shows it is moving: the epoch, the monitored metric and the epoch's seconds. And
+``VersionedRichProgressBar``, the default bar of ``helu-train`` fits: Lightning's rich bar with the logger's
+version shown as the whole number it is."""
 
 from __future__ import annotations
 
@@ -7,11 +9,11 @@ import math
 import time
 from typing import Any
 
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, RichProgressBar
 
 from .record import finite_number
 
-__all__ = ["EpochProgress"]
+__all__ = ["EpochProgress", "VersionedRichProgressBar"]
 
 
 class EpochProgress(Callback):
@@ -34,3 +36,14 @@ class EpochProgress(Callback):
         shown = f": {', '.join(metrics)}" if metrics else ""
         print(f"{self.indent}epoch {trainer.current_epoch + 1}/{total}{shown} ({seconds:.1f} s)", flush=True)
 
+
+
+class VersionedRichProgressBar(RichProgressBar):
+    """``RichProgressBar`` that shows ``v_num: 0``: the rich bar formats every number with ``.3f``, so the logger
+    version 0 read ``v_num: 0.000`` as if it were a metric."""
+
+    def get_metrics(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        if "v_num" in items:
+            items["v_num"] = str(items["v_num"])
+        return items

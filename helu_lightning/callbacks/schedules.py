@@ -41,11 +41,18 @@ def _count(schedule: str, key: str, value: Any, minimum: int = 0) -> int:
 
 
 def _progress(t: int, total: int) -> float:
-    return min(max(t / total, 0.0), 1.0) if total > 0 else 1.0
+    """How far step ``t`` is through a run of ``total`` steps numbered 0 .. total-1: 0.0 at the first step, 1.0
+    exactly at the last (so a schedule's last step uses its ``end``), clamped outside the run."""
+    return min(max(t / (total - 1), 0.0), 1.0) if total > 1 else 1.0
+
+
+def _between(start: float, end: float, weight: float) -> float:
+    """``start`` at weight 1, ``end`` at weight 0, exactly: no rounding leaves the last step at end + 4e-18."""
+    return start * weight + end * (1.0 - weight)
 
 
 def _cosine(start: float, end: float, p: float) -> float:
-    return end + (start - end) * (1.0 + math.cos(math.pi * p)) / 2.0
+    return _between(start, end, (1.0 + math.cos(math.pi * p)) / 2.0)
 
 
 def _constant_at(t: int, total: int, value: float) -> float:
@@ -53,7 +60,7 @@ def _constant_at(t: int, total: int, value: float) -> float:
 
 
 def _linear_at(t: int, total: int, start: float, end: float) -> float:
-    return start + (end - start) * _progress(t, total)
+    return _between(start, end, 1.0 - _progress(t, total))
 
 
 def _cosine_at(t: int, total: int, start: float, end: float) -> float:
@@ -75,9 +82,9 @@ def _step_at(t: int, total: int, values: list[float], milestones: list[int]) -> 
 
 def _warmup_at(t: int, total: int, start: float, peak: float, end: float, warmup: int, decay: str) -> float:
     if t < warmup:
-        return start + (peak - start) * t / warmup
-    p = _progress(t - warmup, total - warmup)
-    return _cosine(peak, end, p) if decay == "cosine" else peak + (end - peak) * p
+        return _between(start, peak, 1.0 - t / warmup)
+    p = _progress(t - warmup, total - warmup)  # the decay's steps are warmup .. total-1
+    return _cosine(peak, end, p) if decay == "cosine" else _between(peak, end, 1.0 - p)
 
 
 def _callable_at(t: int, total: int, fn: Callable[..., float], kwargs: dict[str, Any]) -> float:
@@ -178,11 +185,32 @@ class Schedule:
     def __call__(self, t: int, total: int) -> float:
         return self.fn(t, total)
 
+    def check_length(self, total: int | None, unit: str) -> str | None:
+        """Refuse a run too short for the schedule to reach its ``end`` (a warm-up as long as the run); return a
+        warning when an exponential's ``end`` is a bound it does not reach by the last step, else None."""
+        params = getattr(self.fn, "keywords", {})
+        if total is None:
+            return None
+        if self.name == "warmup" and params["warmup"] >= total:
+            raise ScheduleError(
+                f"schedule 'warmup': warmup={params['warmup']} {unit}s leaves no decay in a run of {total} {unit}s, "
+                f"so alpha never reaches end={params['end']}; make warmup at most {total - 1}"
+            )
+        if self.name == "exponential" and params["end"] is not None:
+            last = _exponential_at(total - 1, total, params["start"], params["gamma"], params["end"])
+            if last != params["end"]:
+                gamma = (params["end"] / params["start"]) ** (1 / (total - 1)) if total > 1 else params["gamma"]
+                return (f"schedule 'exponential': start={params['start']} * gamma={params['gamma']}**t reaches "
+                        f"{last:.4g} at the last {unit} ({total - 1}), not end={params['end']} (a bound, not a "
+                        f"target); gamma={gamma:.6g} ends exactly there")
+        return None
+
 
 def make_schedule(spec: Mapping[str, Any] | ScheduleFn) -> Schedule:
     """Build a schedule from ``{name: cosine, start: 0.1, end: 0.01, total: 1000}`` or a function ``f(t, total)``.
 
-    Parameters per name (``total`` is optional for all; it defaults to the run's length in the interval unit):
+    Parameters per name (``total`` is optional for all; it defaults to the run's length in the interval unit;
+    steps or epochs are numbered 0 .. total-1, and linear, cosine and warmup give ``end`` exactly at total-1):
     constant(value); linear(start, end); cosine(start, end); exponential(start, gamma, end=None) = start*gamma**t
     bounded by end; step(values, milestones); warmup(start, peak, end, warmup, decay='cosine'|'linear');
     callable(fn: 'pkg.module.function', kwargs={}) calling fn(t, total, **kwargs).

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from ..activations import ActivationFactory, HeLU, NaiveHeLU
+from ..activations import HeLU, NaiveHeLU
 from ..pretrained import LOCAL_MODELS, resolve_pretrained
 from ..registry import require_factory
 from ..surgery import default_targets, replace_activations
@@ -58,9 +58,9 @@ def build_sequence_classifier(
     scratch, from ``model_config`` (``{"model_type": "bert", "hidden_size": 256, ...}``); then every activation
     module of the transformer body (BERT: the FFN ``intermediate_act_fn``) is replaced by a fresh
     ``activation()`` (a zero-argument factory, e.g. ``activation_factory(spec)``). ``activation=None`` keeps the
-    model's own (GELU for BERT). For a registry activation, ``config.hidden_act`` is set to its name, so
-    ``save_pretrained`` and reload keep it (with helu_lightning imported); its kwargs go to
-    ``config.helu_activation``.
+    model's own (GELU for BERT). ``replace_activations`` sets the config key that names the activation
+    (``hidden_act``, DistilBERT's ``activation``...) to its registry name, so ``save_pretrained`` and reload keep
+    it (with helu_lightning imported); HeLU's settings go to ``config.helu_activation``.
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -89,7 +89,4 @@ def build_sequence_classifier(
         factory = require_factory(activation, "build_sequence_classifier")
         targets = (*default_targets(), HeLU, NaiveHeLU)
         replace_activations(model.base_model, factory, targets=targets)
-        if isinstance(factory, ActivationFactory) and hasattr(model.config, "hidden_act"):
-            model.config.hidden_act = factory.name
-            model.config.helu_activation = factory.to_dict()
     return model.train()  # from_pretrained returns eval mode; Lightning keeps modes as found, dropout off
