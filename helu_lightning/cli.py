@@ -29,6 +29,7 @@ from .checkpoint_io import install_checked_io, refuse_url
 from .checkpoints import CheckpointError, read_checkpoint
 from .errors import UserError, shown_path
 from .finished import refuse_a_finished_run
+from .local_paths import refuse_linked_run_folders, refuse_remote_config
 from .run_lock import is_launching_process, run_lock
 from .threads import apply_threads
 
@@ -132,6 +133,8 @@ class HeluCLI(LightningCLI):
         # Checkpoints may come from others: unless --weights_only false is given, load tensors and plain values
         # only. Lightning would otherwise unpickle http(s) --ckpt_path URLs with weights_only=False.
         config = self.config[self.subcommand] if self.subcommand else self.config
+        refuse_remote_config(config)  # file:// or s3:// folders: refused before any class sees (or resolves) them
+        refuse_linked_run_folders(config)
         if "weights_only" in config and config["weights_only"] is None:
             config["weights_only"] = True
         if "threads" in config:  # the count used, saved in the run's config.yaml and printed in its header
@@ -155,7 +158,7 @@ class HeluCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         # fit (with test_after_fit) holds <default_root_dir>/.helu-train.lock: a second fit into the folder refuses.
         folder = str(self.trainer.default_root_dir)
-        if subcommand != "fit" or "://" in folder or not is_launching_process():
+        if subcommand != "fit" or not is_launching_process():
             super()._run_subcommand(subcommand)
             return
         with run_lock(folder):

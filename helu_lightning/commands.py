@@ -26,6 +26,7 @@ from jsonargparse import DefaultHelpFormatter
 
 from .console import quiet_console
 from .errors import UserError
+from .local_paths import refuse_remote_options
 
 # name -> module exposing build_parser() -> ArgumentParser and run(args); an older module with only main(argv)
 # still works. Modules are imported only when their command runs (or for --help).
@@ -70,7 +71,9 @@ def run_command(name: str, argv: list[str]) -> Any:
     parser = command_parser(name, module)
     if parser is None:
         return module.main(argv)
-    return module.run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    refuse_remote_options(args)  # every path option is a local path, for every command alike
+    return module.run(args)
 
 
 def describe_commands() -> str:

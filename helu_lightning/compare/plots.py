@@ -81,7 +81,7 @@ def _paired(rows: list[dict[str, Any]], summary: list[dict[str, Any]], labels: S
                   and value.get((baseline, s)) is not None]
         differences = [value[(row["activation"], s)] - value[(baseline, s)] for s in paired]
         right.scatter([i] * len(differences), differences, alpha=0.6, c=[colour[s] for s in paired])
-        if not np.isnan(row["ci_low"]):
+        if row["diff"] is not None and row["ci_low"] is not None and row["ci_high"] is not None:
             error = [[row["diff"] - row["ci_low"]], [row["ci_high"] - row["diff"]]]
             right.errorbar([i + 0.15], [row["diff"]], yerr=error, fmt="s", color="black", capsize=4)
     right.axhline(0.0, color="grey", linewidth=1)

@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import TrialState
 
 from helu_lightning.compare.stats import PAIRED_TEST, mean_std, paired_difference
+from helu_lightning.finite import defined, non_finite_at, refuse_non_finite
 
 __all__ = ["CURVES", "compared_metric", "run_rows", "summary_rows", "to_csv", "to_markdown", "to_table"]
 
@@ -63,7 +64,25 @@ def run_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "curve": curve,
             **{name: _curve(record, key) for name, key in CURVES.items()},
         })
+        _undefine_non_finite(rows[-1])
     return sorted(rows, key=lambda r: (order.get(r["activation"], len(order)), r["seed"]))
+
+
+def _undefine_non_finite(row: dict[str, Any]) -> None:
+    """Replace a run's NaN or inf values (a diverged run's test loss) by None, named in its ``errors`` column: the
+    report shows them as missing instead of refusing to be written."""
+    broken = []
+    for key, value in row.items():
+        if isinstance(value, list):
+            if any(non_finite_at(v) for v in value):
+                row[key] = [defined(v) if isinstance(v, float) else v for v in value]
+                broken.append(key)
+        elif isinstance(value, float) and defined(value) is None:
+            row[key] = None
+            broken.append(key)
+    if broken:
+        note = f"not finite: {', '.join(broken)}"
+        row["errors"] = f"{row['errors']}; {note}" if row.get("errors") else note
 
 
 def compared_metric(rows: list[dict[str, Any]], monitor: str, requested: str | None) -> str:
@@ -87,18 +106,18 @@ def summary_rows(rows: list[dict[str, Any]], labels: Sequence[str], baseline: st
         values = {r["seed"]: r[metric] for r in runs if r.get(metric) is not None}
         mean, std = mean_std(list(values.values()))
         delta_mean, delta_std = mean_std([r["int8_delta"] for r in runs if r["int8_delta"] is not None])
-        row = {"activation": label, "runs": len(runs), "mean": mean, "std": std}
+        row = {"activation": label, "runs": len(runs), "mean": defined(mean), "std": defined(std)}
         if baseline is not None and label != baseline:
             paired = paired_difference(values, base)
-            row.update({"diff": paired.mean, "ci_low": paired.low, "ci_high": paired.high,
-                        "p_value": paired.p_value, "pairs": paired.n, "significant": paired.significant})
+            row.update({"diff": defined(paired.mean), "ci_low": defined(paired.low), "ci_high": defined(paired.high),
+                        "p_value": defined(paired.p_value), "pairs": paired.n, "significant": paired.significant})
         alphas = [r["alpha"] for r in runs if r["alpha"] is not None]
         row.update({
             "alpha": _mean(alphas),
             "seconds_per_epoch": _mean([r["seconds_per_epoch"] for r in runs]),
             "val_dead_fraction": _mean([r["val_dead_fraction"] for r in runs]),
             "val_band_fraction": _mean([r["val_band_fraction"] for r in runs]),
-            "int8_delta_mean": delta_mean, "int8_delta_std": delta_std,
+            "int8_delta_mean": defined(delta_mean), "int8_delta_std": defined(delta_std),
         })
         summary.append(row)
     return summary
@@ -112,8 +131,9 @@ def _cell(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    """CSV of rows (lists as JSON), the union of their keys as header."""
+def to_csv(rows: list[dict[str, Any]], target: str = "the CSV") -> str:
+    """CSV of rows (lists as JSON), the union of their keys as header; UserError for a NaN or inf cell."""
+    refuse_non_finite(rows, target)
     header = list(dict.fromkeys(key for row in rows for key in row)) or ["activation"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
@@ -123,22 +143,25 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def _pm(mean: float | None, std: float | None, scale: float = 1.0) -> str:
-    if mean is None or math.isnan(mean):
+    if mean is None:
         return "-"
-    if std is None or math.isnan(std):
+    if std is None:
         return f"{mean * scale:.2f}"
     return f"{mean * scale:.2f} ± {std * scale:.2f}"
 
 
 def to_markdown(summary: list[dict[str, Any]], metric: str, baseline: str | None, percent: bool) -> str:
-    """The per-activation table, ready to paste into a README (metric in % when ``percent``)."""
+    """The per-activation table, ready to paste into a README (metric in % when ``percent``); UserError for a NaN
+    or inf value."""
+    refuse_non_finite(summary, "results.md")
     scale = 100.0 if percent else 1.0
     unit = " (%)" if percent else ""
     lines = [f"| activation | runs | {metric}{unit} mean ± std | Δ vs {baseline or '-'} [95% CI] | p | "
              "val dead units | val band | s/epoch | INT8 Δ (pts) |", "|" + "---|" * 9]
     for row in summary:
-        if "diff" in row and not math.isnan(row["diff"]):
-            ci = "" if math.isnan(row["ci_low"]) else f" [{row['ci_low'] * scale:+.2f}, {row['ci_high'] * scale:+.2f}]"
+        if row.get("diff") is not None:
+            low, high = row["ci_low"], row["ci_high"]
+            ci = "" if low is None or high is None else f" [{low * scale:+.2f}, {high * scale:+.2f}]"
             diff, p = f"{row['diff'] * scale:+.2f}{ci}", _cell(row["p_value"], 2)
         else:
             diff, p = ("baseline" if row["activation"] == baseline else "-"), "-"

@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from ..activations import HeLU, NaiveHeLU
-from ..pretrained import LOCAL_MODELS, resolve_pretrained
+from ..pretrained import LOCAL_MODELS, from_pretrained, resolve_pretrained
 from ..registry import require_factory
 from ..surgery import default_targets, replace_activations
 
@@ -79,7 +79,8 @@ def build_sequence_classifier(
         head["label2id"] = {name: i for i, name in enumerate(label_names)}
     if pretrained is not None:
         with _new_head_report_dropped():
-            model = AutoModelForSequenceClassification.from_pretrained(resolve_pretrained(pretrained), **head)
+            model = from_pretrained(AutoModelForSequenceClassification, resolve_pretrained(pretrained), "pretrained",
+                                    **head)
     else:
         options = dict(model_config)
         model_type = options.pop("model_type", "bert")

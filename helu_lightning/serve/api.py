@@ -125,6 +125,8 @@ class ExportAPI(ls.LitAPI):
             return Rejected(400, 'send non-empty text: the body as UTF-8, or JSON {"text": "..."}')
         if pair is not None and not isinstance(pair, str):
             return Rejected(400, f"text_pair must be a string, got {type(pair).__name__}")
+        if pair is not None and not self.folder.contract.get("text_pair"):
+            return Rejected(422, 'this model reads one sentence, not a pair; send JSON {"text": "..."} only')
         if self.folder.contract.get("text_pair") and pair is None:
             return Rejected(400, 'this model reads a sentence pair; send JSON {"text": "...", "text_pair": "..."}')
         return (text, pair) if pair is not None else text

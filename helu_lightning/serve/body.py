@@ -9,7 +9,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["RequestBody", "reject"]
+__all__ = ["RequestBody", "is_json", "model_fields", "reject"]
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -17,6 +17,21 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 FIELDS = {"image": ("image",), "text": ("text", "text_pair")}  # what decode_request reads, per input kind
+INPUT_FIELDS = ("image", "text", "text_pair")  # every input any served model reads
+
+
+def model_fields(contract: dict[str, Any]) -> tuple[str, ...]:
+    """The request fields the exported model was trained on: ``image``; ``text``; or ``text`` and ``text_pair``."""
+    if contract["kind"] == "image":
+        return ("image",)
+    return ("text", "text_pair") if contract.get("text_pair") else ("text",)
+
+
+def is_json(content_type: str) -> bool:
+    """Whether a media type says JSON (``application/json``, ``application/<x>+json``); only then is a body parsed
+    as JSON: a news item starting "[Reuters]" sent as text is text."""
+    return content_type == "application/json" or (content_type.startswith("application/")
+                                                  and content_type.endswith("+json"))
 DRAIN_LIMIT = 256 * 2**20  # read (and drop) at most this much of a body that is too large, so the client gets the 413
 
 
@@ -29,11 +44,15 @@ async def reject(send: Send, status: int, reason: str) -> None:
 
 
 class RequestBody:
-    """ASGI middleware for POST ``path``: a body of at most ``max_bytes``; JSON objects pass as they are, anything
-    else is image bytes (``{"image": base64}``) for an image model or UTF-8 text (``{"text": ...}``) for a text one."""
+    """ASGI middleware for POST ``path``: a body of at most ``max_bytes``. A body whose Content-Type says JSON must be
+    an object holding the model's ``fields`` and nothing else (a field the model was not trained on gets 422); any
+    other body is image bytes (``{"image": base64}``) for an image model or UTF-8 text (``{"text": ...}``) for a
+    text one, whatever its first byte."""
 
-    def __init__(self, app: Callable, *, kind: str, path: str, max_bytes: int) -> None:
+    def __init__(self, app: Callable, *, kind: str, path: str, max_bytes: int,
+                 fields: tuple[str, ...] | None = None) -> None:
         self.app, self.kind, self.path, self.max_bytes = app, kind, path, max_bytes
+        self.fields = tuple(fields) if fields is not None else FIELDS[kind]
 
     async def _read(self, receive: Receive) -> bytes | None:
         """The whole body, or None when it is over ``max_bytes`` (what is left of it is drained, up to a limit)."""
@@ -55,8 +74,18 @@ class RequestBody:
     def _fields(self, value: dict[str, Any]) -> tuple[bytes | None, int, str]:
         """Only the fields the model reads, each a string of valid Unicode; any other value (a list nested 900 deep,
         a number, a lone surrogate that would fail the tokenizer) is refused here, before it reaches a batch."""
+        foreign = [key for key in INPUT_FIELDS if key in value and key not in self.fields]
+        if foreign:
+            return None, 422, f"this model was not trained on {foreign[0]!r}; it reads only " \
+                              f"{' and '.join(repr(f) for f in self.fields)}: send JSON {{\"{self.fields[0]}\": ...}}"
+        if self.fields[0] not in value:
+            return None, 400, f"the JSON body has no {self.fields[0]!r} field; send JSON {{\"{self.fields[0]}\": ...}}"
+        unknown = sorted(str(key) for key in value if key not in self.fields)
+        if unknown:
+            return None, 422, f"this model reads only {' and '.join(repr(f) for f in self.fields)}; the field " \
+                              f"{unknown[0][:40]!r} is not one of them: leave it out"
         fields = {}
-        for key in FIELDS[self.kind]:
+        for key in self.fields:
             field = value.get(key)
             if field is None:
                 continue
@@ -74,7 +103,7 @@ class RequestBody:
         if not body:
             what = "image bytes (PNG or JPEG)" if self.kind == "image" else "UTF-8 text"
             return None, 400, f"empty request body; send {what}, or JSON {{\"{self.kind}\": ...}}"
-        if content_type == "application/json" or body[:1] in (b"{", b"[") and content_type != "text/plain":
+        if is_json(content_type):
             try:
                 value = json.loads(body)
             except (ValueError, RecursionError, MemoryError, OverflowError, TypeError) as err:

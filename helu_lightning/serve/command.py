@@ -97,7 +97,7 @@ def serve(args: argparse.Namespace, api: Any = None) -> None:
     import litserve as ls
 
     from .api import ExportAPI
-    from .body import RequestBody
+    from .body import RequestBody, model_fields
 
     if not args.batch_timeout >= 0:
         raise UserError(f"--batch_timeout must be >= 0 seconds, got {args.batch_timeout}")
@@ -111,7 +111,8 @@ def serve(args: argparse.Namespace, api: Any = None) -> None:
     if api is None:
         api = ExportAPI(folder, args.top_k, args.max_batch_size, args.batch_timeout, args.device, args.threads)
     accelerator = "cpu" if args.device == "cpu" else "auto"
-    middleware = (RequestBody, {"kind": folder.kind, "path": PREDICT_PATH, "max_bytes": args.max_body_mb * 2**20})
+    middleware = (RequestBody, {"kind": folder.kind, "path": PREDICT_PATH, "max_bytes": args.max_body_mb * 2**20,
+                                "fields": model_fields(folder.contract)})
     server = ls.LitServer(api, accelerator=accelerator, devices=1, workers_per_device=args.workers,
                           timeout=args.timeout, middlewares=[middleware], model_metadata=folder.contract)
     print(f"serve: {folder.model_path} ({folder.kind}, {args.model}) on http://{args.host}:{args.port}{PREDICT_PATH}"

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..checkpoints import CheckpointError
 from ..errors import UserError
+from ..pretrained import from_pretrained
 
 __all__ = ["DISTILL_DEFAULTS", "DistillError", "check_distill", "check_teacher", "distillation_loss", "load_teacher",
            "teacher_logits"]
@@ -70,18 +71,19 @@ def load_teacher(path: str, task_class: Any) -> nn.Module:
         from transformers import AutoModelForSequenceClassification
 
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(str(location), local_files_only=True,
-                                                                       trust_remote_code=False)
-        except (OSError, ValueError) as err:
-            raise DistillError(f"distill.teacher {path} cannot be read as a Hugging Face sequence classifier: "
-                               f"{str(err).splitlines()[0]}") from None
+            model = from_pretrained(AutoModelForSequenceClassification, str(location), "distill.teacher",
+                                    local_files_only=True, trust_remote_code=False)
+        except UserError as err:
+            raise DistillError(str(err)) from None
     elif location.is_file():
         try:
             model = task_class.load_from_checkpoint(location, map_location="cpu", distill=None).model
         except CheckpointError:
             raise  # names the untrusted import path: a teacher never runs code from its file
-        except (TypeError, KeyError, ValueError) as err:
-            raise DistillError(f"distill.teacher {path} is not a text-classifier checkpoint ({err!r}); give a "
+        except (TypeError, KeyError, ValueError, RuntimeError) as err:
+            reason = (str(err).strip().splitlines() or [""])[0][:200]
+            raise DistillError(f"distill.teacher {path} is not a text-classifier checkpoint ({type(err).__name__}: "
+                               f"{reason}); give a "
                                "GlueClassifier .ckpt or a Hugging Face model folder") from None
     else:
         raise DistillError(f"distill.teacher {path} does not exist; give the local path of a Hugging Face model "
