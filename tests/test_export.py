@@ -434,7 +434,8 @@ def test_int8_export_of_a_conv_net_is_static_qdq_calibrated_on_its_training_batc
         assert produced[conv.input[0]].op_type == "DequantizeLinear"  # activations quantized too
     quantization = manifest["quantization"]
     assert quantization["method"] == "static" and quantization["format"] == "QDQ"
-    assert quantization["weights"] == "int8 per channel" and quantization["activations"] == "uint8 per tensor"
+    assert quantization["weights"] == "int8 per channel, 7-bit range"
+    assert quantization["activations"] == "uint8 per tensor"
     assert quantization["preprocessed"] == "onnxruntime.quantization.quant_pre_process"
     assert quantization["calibration"] == {"method": "MinMax", "split": "train", "batches": 3, "samples": 192}
     assert quantization["chosen_by"].startswith("auto: static")

@@ -90,7 +90,7 @@ def write_int8(fp32: Path, int8: Path, method: str, names: Sequence[str], calibr
     """Write ``int8`` from the ONNX file ``fp32`` with ``method``; return what the manifest records of it.
 
     Static: onnxruntime's pre-processing (shape inference, graph optimisation), then QDQ with int8 per-channel
-    weights and uint8 activations whose ranges come from ``calibration`` (MinMax). Dynamic: int8 weights,
+    weights (7-bit range) and uint8 activations whose ranges come from ``calibration`` (MinMax). Dynamic: int8 weights,
     activations quantized per batch at run time."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -123,11 +123,13 @@ def write_int8(fp32: Path, int8: Path, method: str, names: Sequence[str], calibr
     with tempfile.TemporaryDirectory(prefix="helu-int8-", dir=int8.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared))
+        # reduce_range: 7-bit weights, so uint8 x int8 products cannot saturate on CPUs without VNNI (AVX2): on
+        # the digits CNN full-range weights lost 0.74 points there, 7-bit ones none.
         quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
     return {"method": "static", "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-            "preprocessed": "onnxruntime.quantization.quant_pre_process", "weights": "int8 per channel",
+            "preprocessed": "onnxruntime.quantization.quant_pre_process", "weights": "int8 per channel, 7-bit range",
             "activations": "uint8 per tensor"}
 
 
