@@ -122,7 +122,9 @@ def write_int8(fp32: Path, int8: Path, method: str, names: Sequence[str], calibr
 
     with tempfile.TemporaryDirectory(prefix="helu-int8-", dir=int8.parent) as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared))
+        # ONNX shape inference and graph optimisation only: onnxruntime's symbolic shape inference gives up on the
+        # dynamo-exported transformers (and leaves a temporary file in the working directory when it does).
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         # reduce_range: 7-bit weights, so uint8 x int8 products cannot saturate on CPUs without VNNI (AVX2): on
         # the digits CNN full-range weights lost 0.74 points there, 7-bit ones none.
         quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
