@@ -469,11 +469,20 @@ def test_int8_guard_keeps_fp32_writes_no_int8_and_exits_nonzero(digits_ckpt: Pat
     assert manifest["files"] == {"onnx": "model.onnx"} and list(manifest["contents"]) == ["model.onnx"]
     assert manifest["quantization"]["guard"] == {"max_drop": -1.0, "passed": False, "kept": False}
 
+    with pytest.raises(SystemExit):  # serve explains the missing file
+        main(["serve", "--export_dir", str(out), "--model", "int8"])
+    assert "export dropped it: INT8 lost more validation accuracy than --int8_max_drop" in capsys.readouterr().err
+
     main([*argv, "--int8_max_drop", "-1", "--keep_int8", "--overwrite"])
     assert "kept anyway (--keep_int8)" in capsys.readouterr().err
     assert (out / "model.int8.onnx").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["quantization"]["guard"] == {"max_drop": -1.0, "passed": False, "kept": True}
+    # Overwritten by an export whose INT8 is dropped: the older INT8 file does not linger beside the new fp32 one.
+    with pytest.raises(SystemExit):
+        main([*argv, "--int8_max_drop", "-1", "--overwrite"])
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
 
 
 class OutlierDigits(DigitsDataModule):
@@ -526,6 +535,7 @@ def test_static_int8_without_data_is_refused_in_one_line_and_nothing_is_written(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bare.ckpt"]  # no folder, no temporary folder
     manifest = export_checkpoint(bare, tmp_path / "out", formats="onnx", quantize="int8", int8_method="dynamic")
     assert manifest["quantization"]["method"] == "dynamic" and manifest["quantization"]["validation"]["metric"] is None
+    assert manifest["quantization"]["guard"] == {"max_drop": 0.01, "passed": None, "kept": True}  # nothing measured
     for bad, message in ((["--calibration_batches", "0"], "--calibration_batches must be a positive number"),
                          (["--int8_max_drop", "nan"], "--int8_max_drop is NaN")):
         with pytest.raises(SystemExit):

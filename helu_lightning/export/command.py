@@ -137,7 +137,8 @@ def export_checkpoint(
                                          samples)
             quantization["chosen_by"] = chosen_by
             rejected = guard(quantization["validation"], int8_max_drop)
-            quantization["guard"] = {"max_drop": int8_max_drop, "passed": rejected is None,
+            measured = bool(quantization["validation"].get("metric"))
+            quantization["guard"] = {"max_drop": int8_max_drop, "passed": rejected is None if measured else None,
                                      "kept": rejected is None or keep_int8}
             if rejected and not keep_int8:
                 (tmp / "model.int8.onnx").unlink()

@@ -128,6 +128,10 @@ def read_export(folder: str | Path, model: str = "onnx", trust_export: bool = Fa
     path = folder / MODEL_FILES[model]
     if not path.is_file():
         hint = " (export with --quantize int8)" if model == "int8" else ""
+        dropped = (manifest.get("quantization") or {}) if model == "int8" else {}
+        if isinstance(dropped, dict) and isinstance(dropped.get("guard"), dict) and not dropped["guard"].get("kept"):
+            hint = (" (export dropped it: INT8 lost more validation accuracy than --int8_max_drop allowed; see the "
+                    "manifest's quantization.validation)")
         raise UserError(f"{folder} has no {path.name}{hint}; choose --model from the files it holds")
     if contract["kind"] == "text" and not (folder / "hf" / "tokenizer.json").is_file():
         raise UserError(f"{folder}/hf/tokenizer.json is missing: the text model cannot tokenise requests; re-export "
