@@ -152,6 +152,7 @@ def test_two_activations_two_seeds_on_the_digits(tmp_path, one_thread, capsys):
         assert 0.0 <= row["test/acc"] <= 1.0 and row["seconds_per_epoch"] > 0 and row["epochs"] == 1
         assert 0.0 <= row["val_dead_fraction"] <= 1.0 and 0.0 <= row["val_band_fraction"] <= 1.0
         assert row["int8_delta"] == pytest.approx(row["int8"] - row["int8_fp32"]) and row["errors"] is None
+        assert row["int8_method"] == "static"  # the method helu-train export picks for a CNN
         assert len(row["curve"]) == 1 and row["curve"][0] == pytest.approx(row["monitor_last"])
         # Dead-unit and band fractions per validation run, the last one being the end-of-fit value.
         assert row["dead_curve"] == [row["val_dead_fraction"]] and row["band_curve"] == [row["val_band_fraction"]]
@@ -174,6 +175,7 @@ def test_two_activations_two_seeds_on_the_digits(tmp_path, one_thread, capsys):
     assert json.loads((out / "report.json").read_text())["metric"] == "test/acc"
     markdown = (out / "results.md").read_text()
     assert "| helu:auto (α≈" in markdown and "paired t-test" in markdown
+    assert "onnxruntime static-INT8 model (the method helu-train export picks)" in markdown
     for name in ("val_curves.png", "paired.png", "dead_units.png", "band.png"):
         assert (out / "plots" / name).read_bytes()[:4] == b"\x89PNG"
     assert "dead_curve" in (out / "runs.csv").read_text().splitlines()[0]

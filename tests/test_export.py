@@ -20,6 +20,8 @@ from torch import nn
 from helu_lightning import HeLU
 from helu_lightning.cli import cli
 from helu_lightning.commands import main
+from helu_lightning.data.digits import DigitsDataModule
+from helu_lightning.errors import UserError
 from helu_lightning.export import (
     CheckpointError,
     ExportOutputError,
@@ -164,6 +166,7 @@ def test_vision_round_trip_every_format(vision_ckpt: Path, tmp_path: Path, capsy
     assert validation["samples"] == 20 and validation["fp32"] == pytest.approx(sum(hits) / 20)
     assert validation["delta"] == pytest.approx(validation["int8"] - validation["fp32"])
     assert f"fp32 {validation['fp32']:.4f}, int8 {validation['int8']:.4f}" in printed
+    assert manifest["quantization"]["method"] == "static" and "QuantizeLinear" in _op_types(out / "model.int8.onnx")
 
     # A fresh interpreter loads every file with torchvision/onnxruntime alone, at another batch size.
     batch = torch.randn(3, 3, 32, 32)
@@ -183,11 +186,15 @@ def test_vision_round_trip_every_format(vision_ckpt: Path, tmp_path: Path, capsy
     assert exit_info.value.code == 2 and "--overwrite" in capsys.readouterr().err
     assert (out / "model.pt2").is_file()
 
-    # With the data gone, --overwrite replaces the directory and verification falls back to example_input.
+    # With the data gone, static INT8 has nothing to calibrate on: refused, the previous export untouched.
     for path in sorted(Path(data.folder).iterdir()):
         path.unlink()
+    with pytest.raises(UserError, match="static INT8 calibrates on the task's training data and there is none"):
+        export_checkpoint(vision_ckpt, out, formats="onnx", quantize="int8", overwrite=True)
+    assert (out / "model.pt2").is_file()
+    # Dynamic INT8 needs no data: --overwrite replaces the directory and verification falls back to example_input.
     manifest = export_checkpoint(vision_ckpt, out, formats="onnx", quantize="int8", overwrite=True,
-                                 task="helu_lightning.tasks.vision.VisionClassifier")
+                                 task="helu_lightning.tasks.vision.VisionClassifier", int8_method="dynamic")
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.int8.onnx", "model.onnx"]
     assert manifest["source"]["task"] == "helu_lightning.tasks.vision.VisionClassifier"
     assert manifest["verification"]["batch"].startswith("helu_lightning.tasks.vision.VisionClassifier.example_input")
@@ -359,3 +366,178 @@ def test_unsafe_load_opt_in_reads_pickled_checkpoints(tmp_path: Path) -> None:
         load_checkpoint(path)
     ckpt, raw = load_checkpoint(path, trust_checkpoint=True)
     assert isinstance(ckpt["extra"], _Pickled) and raw == path.read_bytes()
+
+
+# --- INT8: static QDQ calibrated on the task's data, the accuracy guard, refusal without data --------------------
+
+DIGITS = "helu_lightning.data.digits.DigitsDataModule"
+
+
+def _digits_checkpoint(path: Path, task: nn.Module, datamodule: str | None = DIGITS) -> Path:
+    """The checkpoint Lightning writes for ``task`` and (unless None) a DigitsDataModule with default arguments."""
+    import lightning
+
+    ckpt = {"state_dict": task.state_dict(), "epoch": 0, "global_step": 0,
+            "hyper_parameters": {"_class_path": "helu_lightning.tasks.vision.VisionClassifier", **task.hparams},
+            "pytorch-lightning_version": lightning.__version__}
+    if datamodule:
+        ckpt["datamodule_hyper_parameters"] = {"_class_path": datamodule, "batch_size": 64}
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def digits_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small_cnn (width 8) HeLU model trained 3 epochs on the digits (~97% validation accuracy, a few seconds)."""
+    from helu_lightning.tasks.vision import VisionClassifier
+
+    torch.manual_seed(0)
+    task = VisionClassifier(backbone="small_cnn", in_channels=1, image_size=8, backbone_options={"width": 8},
+                            activation={"name": "helu", "alpha": 0.05})
+    data = DigitsDataModule(batch_size=64)
+    data.setup("fit")
+    optimizer = torch.optim.Adam(task.parameters(), lr=1e-2)
+    task.train()
+    for _ in range(3):
+        for images, labels in data.train_dataloader():
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(task(images), labels).backward()
+            optimizer.step()
+    return _digits_checkpoint(tmp_path_factory.mktemp("digits") / "model.ckpt", task.eval())
+
+
+def _op_types(path: Path) -> set[str]:
+    import onnx
+
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_int8_export_of_a_conv_net_is_static_qdq_calibrated_on_its_training_batches(digits_ckpt: Path,
+                                                                                     tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    out = tmp_path / "out"
+    manifest = export_checkpoint(digits_ckpt, out, formats="onnx", quantize="int8", calibration_batches=3)
+    graph = onnx.load(str(out / "model.int8.onnx")).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert not ops & {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}  # what dynamic INT8 writes
+    # Weights are int8 constants, one scale per output channel, de-quantized along axis 0 into each Conv.
+    produced = {o: n for n in graph.node for o in n.output}
+    initializers = {i.name: i for i in graph.initializer}
+    for conv in (n for n in graph.node if n.op_type == "Conv"):
+        weight = produced[conv.input[1]]
+        assert weight.op_type == "DequantizeLinear"
+        assert initializers[weight.input[0]].data_type == onnx.TensorProto.INT8
+        assert onnx.numpy_helper.to_array(initializers[weight.input[1]]).size > 1  # per channel
+        assert produced[conv.input[0]].op_type == "DequantizeLinear"  # activations quantized too
+    quantization = manifest["quantization"]
+    assert quantization["method"] == "static" and quantization["format"] == "QDQ"
+    assert quantization["weights"] == "int8 per channel, 7-bit range"
+    assert quantization["activations"] == "uint8 per tensor"
+    assert quantization["preprocessed"] == "onnxruntime.quantization.quant_pre_process"
+    assert quantization["calibration"] == {"method": "MinMax", "split": "train", "batches": 3, "samples": 192}
+    assert quantization["chosen_by"].startswith("auto: static")
+    validation = quantization["validation"]
+    assert validation["metric"] == "accuracy" and validation["fp32"] > 0.9 and validation["delta"] >= -0.01
+    assert quantization["guard"] == {"max_drop": 0.01, "passed": True, "kept": True}
+    assert manifest["files"]["onnx_int8"] == "model.int8.onnx" and "model.int8.onnx" in manifest["contents"]
+    batch = torch.randn(5, 1, 8, 8).numpy()  # another batch size than the calibration batches
+    logits = ort.InferenceSession(str(out / "model.int8.onnx")).run(None, {"input": batch})[0]
+    assert logits.shape == (5, 10)
+
+    # Asked for by name, dynamic INT8 is what the file holds and what the manifest says.
+    dynamic = export_checkpoint(digits_ckpt, tmp_path / "dynamic", formats="onnx", quantize="int8",
+                                int8_method="dynamic")
+    assert dynamic["quantization"]["method"] == "dynamic" and dynamic["quantization"]["calibration"] is None
+    assert "ConvInteger" in _op_types(tmp_path / "dynamic" / "model.int8.onnx")
+
+
+def test_int8_guard_keeps_fp32_writes_no_int8_and_exits_nonzero(digits_ckpt: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    argv = ["export", "--ckpt_path", str(digits_ckpt), "--output_dir", str(out), "--format", "onnx",
+            "--quantize", "int8", "--calibration_batches", "2"]
+    with pytest.raises(SystemExit) as stop:  # a negative limit: even a lossless INT8 model is "too lossy"
+        main([*argv, "--int8_max_drop", "-1"])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1
+    assert "INT8 lost" in err and "limit -100 points" in err and "--keep_int8" in err and str(out) in err
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["files"] == {"onnx": "model.onnx"} and list(manifest["contents"]) == ["model.onnx"]
+    assert manifest["quantization"]["guard"] == {"max_drop": -1.0, "passed": False, "kept": False}
+
+    with pytest.raises(SystemExit):  # serve explains the missing file
+        main(["serve", "--export_dir", str(out), "--model", "int8"])
+    assert "export dropped it: INT8 lost more validation accuracy than --int8_max_drop" in capsys.readouterr().err
+
+    main([*argv, "--int8_max_drop", "-1", "--keep_int8", "--overwrite"])
+    assert "kept anyway (--keep_int8)" in capsys.readouterr().err
+    assert (out / "model.int8.onnx").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["quantization"]["guard"] == {"max_drop": -1.0, "passed": False, "kept": True}
+    # Overwritten by an export whose INT8 is dropped: the older INT8 file does not linger beside the new fp32 one.
+    with pytest.raises(SystemExit):
+        main([*argv, "--int8_max_drop", "-1", "--overwrite"])
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+
+
+class OutlierDigits(DigitsDataModule):
+    """Digits whose training batches each hold one pixel of 10,000: hostile calibration data. MinMax ranges span
+    the outlier, so INT8 activations lose all resolution on real digits."""
+
+    def train_dataloader(self) -> list:
+        batches = []
+        for images, labels in super().train_dataloader():
+            images = images.clone()
+            images[0, 0, 0, 0] = 1e4
+            batches.append((images, labels))
+        return batches
+
+
+class NaNDigits(DigitsDataModule):
+    """Digits whose first training batch holds a NaN pixel."""
+
+    def train_dataloader(self) -> list:
+        batches = list(super().train_dataloader())
+        batches[0][0][0, 0, 0, 0] = float("nan")
+        return batches
+
+
+def test_hostile_calibration_data_is_caught(digits_ckpt: Path, tmp_path: Path) -> None:
+    # Outliers in the training split ruin the ranges: the guard trips at its default limit, no INT8 file is kept.
+    with pytest.raises(UserError, match=r"INT8 lost \d+\.\d+ points of validation accuracy.*limit 1 points"):
+        export_checkpoint(digits_ckpt, tmp_path / "outlier", formats="onnx", quantize="int8",
+                          data="test_export.OutlierDigits", calibration_batches=2)
+    assert sorted(p.name for p in (tmp_path / "outlier").iterdir()) == ["manifest.json", "model.onnx"]
+    # NaN inputs are refused before anything is written.
+    with pytest.raises(UserError, match="calibration batch 0 of NaNDigits's training split holds NaN"):
+        export_checkpoint(digits_ckpt, tmp_path / "nan", formats="onnx", quantize="int8",
+                          data="test_export.NaNDigits")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outlier"]
+
+
+def test_static_int8_without_data_is_refused_in_one_line_and_nothing_is_written(
+        digits_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from helu_lightning.tasks.vision import VisionClassifier
+
+    task = VisionClassifier.load_from_checkpoint(digits_ckpt, map_location="cpu", weights_only=True)
+    bare = _digits_checkpoint(tmp_path / "bare.ckpt", task, datamodule=None)
+    with pytest.raises(SystemExit) as stop:
+        main(["export", "--ckpt_path", str(bare), "--output_dir", str(tmp_path / "out"), "--quantize", "int8"])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1
+    assert "static INT8 calibrates on the task's training data and there is none" in err
+    assert "pass --data package.module.DataModuleClass" in err and "--int8_method dynamic" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare.ckpt"]  # no folder, no temporary folder
+    manifest = export_checkpoint(bare, tmp_path / "out", formats="onnx", quantize="int8", int8_method="dynamic")
+    assert manifest["quantization"]["method"] == "dynamic" and manifest["quantization"]["validation"]["metric"] is None
+    assert manifest["quantization"]["guard"] == {"max_drop": 0.01, "passed": None, "kept": True}  # nothing measured
+    for bad, message in ((["--calibration_batches", "0"], "--calibration_batches must be a positive number"),
+                         (["--int8_max_drop", "nan"], "--int8_max_drop is NaN")):
+        with pytest.raises(SystemExit):
+            main(["export", "--ckpt_path", str(bare), "--output_dir", str(tmp_path / "x"), "--quantize", "int8", *bad])
+        assert message in capsys.readouterr().err

@@ -20,7 +20,7 @@ import pytest
 import torch
 from fixtures import write_cifar10, write_fashion_mnist_idx, write_imagenette
 from PIL import Image
-from serve_client import post, running_server, stop
+from serve_client import get, post, running_server, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BERT = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2,
@@ -245,9 +245,18 @@ def test_server_runs_the_pt2_and_int8_files(digits: dict, model: str, batch: str
     with running_server(["--export_dir", str(digits["export"]), "--model", model, "--max_batch_size", batch, *trust]
                         ) as (port, _):
         answers = [post(port, p.read_bytes(), "image/png") for p in digits["pngs"][:60]]
+        status, info = get(port, "/info")
     labels = [int(a["label"]) for _, a in answers]
     agree = np.mean(np.array(labels) == np.array(digits["labels"][:60]))
     assert agree == 1.0 if model == "pt2" else agree >= 0.95
+    # /info says which file is served and, for INT8, how it was quantized (export's default for a CNN: static).
+    metadata = json.loads(info)["model"]
+    assert status == 200 and metadata["model_file"] == {"pt2": "model.pt2", "int8": "model.int8.onnx"}[model]
+    if model == "int8":
+        assert metadata["int8"]["method"] == "static" and metadata["int8"]["format"] == "QDQ"
+        assert metadata["int8"]["calibration"]["split"] == "train" and metadata["int8"]["calibration"]["samples"] > 0
+    else:
+        assert "int8" not in metadata
 
 
 def test_serve_refuses_a_folder_it_cannot_serve_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -286,6 +295,30 @@ def test_serve_refuses_a_folder_it_cannot_serve_in_one_line(tmp_path: Path, caps
     with pytest.raises(SystemExit):
         main(["serve", "--export_dir", str(tmp_path / "no onnx"), "--model", "pt2"])
     assert "can run code" in capsys.readouterr().err
+
+
+def test_the_int8_method_of_an_export_is_read_from_its_manifest(tmp_path: Path) -> None:
+    from helu_lightning.serve.export_dir import read_export
+
+    image = {"kind": "image", "input_size": [1, 8, 8], "mean": [0.3], "std": [0.4]}
+    static = {"method": "static", "format": "QDQ", "weights": "int8 per channel, 7-bit range",
+              "activations": "uint8 per tensor", "calibration": {"method": "MinMax", "split": "train", "batches": 8,
+                                                                 "samples": 512}, "validation": {"fp32": 0.99}}
+    for name, quantization, expected in [
+            ("static", static, {k: v for k, v in static.items() if k != "validation"}),
+            ("dynamic", {"method": "dynamic", "calibration": None}, {"method": "dynamic", "calibration": None}),
+            ("before static INT8", {"method": "onnxruntime.quantization.quantize_dynamic, QInt8 weights"},
+             {"method": "unknown"}),
+            ("doctored", ["static"], {"method": "unknown"})]:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps({"input": image, "quantization": quantization}))
+        (folder / "model.onnx").write_bytes(b"")
+        (folder / "model.int8.onnx").write_bytes(b"")
+        served = read_export(folder, "int8")
+        assert served.int8 == expected, name
+        assert served.info == {**image, "model_file": "model.int8.onnx", "int8": expected}
+        assert read_export(folder, "onnx").info == {**image, "model_file": "model.onnx"}
 
 
 def test_the_serving_code_imports_no_training_code() -> None:

@@ -38,7 +38,7 @@ from helu_lightning.search.storage import sqlite_url
 __all__ = ["build_parser", "load_config", "main", "run"]
 
 RUN_COLUMNS = ["activation", "seed", "alpha", "monitor_last", "monitor_best", "epochs", "seconds_per_epoch",
-               "val_dead_fraction", "val_band_fraction", "int8_fp32", "int8", "int8_delta", "errors"]
+               "val_dead_fraction", "val_band_fraction", "int8_fp32", "int8", "int8_delta", "int8_method", "errors"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,5 +1,6 @@
 """After a run's fit: its best checkpoint tested with the config's DataModule, and exported HeLU -> ReLU to
-ONNX (in a temporary folder), quantized to INT8 with onnxruntime (dynamic), both scored on the validation set."""
+ONNX (in a temporary folder), quantized to INT8 as ``helu-train export`` does it (static QDQ calibrated on the
+training split for conv and MLP nets, dynamic for transformers), both scored on the validation set."""
 
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ class Evaluator:
         if self.int8:
             try:
                 with tempfile.TemporaryDirectory(prefix="helu-compare-onnx-") as tmp:  # ~100 MB for MiniLM
-                    result["int8"] = int8_accuracy(checkpoint, self._val_batches(cli.datamodule), Path(tmp))
+                    result["int8"] = int8_accuracy(checkpoint, self._val_batches(cli.datamodule), Path(tmp),
+                                                   cli.datamodule)
             except Exception as err:  # e.g. an op the exporter or quantizer cannot handle: reported per run
                 result["int8_error"] = f"{type(err).__name__}: {err}"[:500]
         return result

@@ -60,6 +60,7 @@ def run_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "int8_fp32": int8.get("fp32"),
             "int8": int8.get("int8"),
             "int8_delta": int8.get("delta"),
+            "int8_method": int8.get("method"),
             "errors": "; ".join(evaluation[k] for k in ("test_error", "int8_error") if k in evaluation) or None,
             "curve": curve,
             **{name: _curve(record, key) for name, key in CURVES.items()},
@@ -118,6 +119,7 @@ def summary_rows(rows: list[dict[str, Any]], labels: Sequence[str], baseline: st
             "val_dead_fraction": _mean([r["val_dead_fraction"] for r in runs]),
             "val_band_fraction": _mean([r["val_band_fraction"] for r in runs]),
             "int8_delta_mean": defined(delta_mean), "int8_delta_std": defined(delta_std),
+            "int8_method": "/".join(sorted({r["int8_method"] for r in runs if r.get("int8_method")})) or None,
         })
         summary.append(row)
     return summary
@@ -170,8 +172,10 @@ def to_markdown(summary: list[dict[str, Any]], metric: str, baseline: str | None
             f"| {row['activation']}{alpha} | {row['runs']} | {_pm(row['mean'], row['std'], scale)} | {diff} | {p} | "
             f"{_cell(row['val_dead_fraction'], 3)} | {_cell(row['val_band_fraction'], 3)} | "
             f"{_cell(row['seconds_per_epoch'], 3)} | {_pm(row['int8_delta_mean'], row['int8_delta_std'], 100.0)} |")
+    methods = "/".join(sorted({row["int8_method"] for row in summary if row.get("int8_method")})) or "no"
     lines.append(f"\nΔ: {metric} minus the baseline's over the same seeds; {PAIRED_TEST}. INT8 Δ: validation "
-                 "accuracy of the onnxruntime dynamic-INT8 model minus the fp32 ONNX model, in points.")
+                 f"accuracy of the onnxruntime {methods}-INT8 model (the method helu-train export picks) minus the "
+                 "fp32 ONNX model, in points.")
     return "\n".join(lines) + "\n"
 
 

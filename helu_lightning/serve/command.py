@@ -114,8 +114,9 @@ def serve(args: argparse.Namespace, api: Any = None) -> None:
     middleware = (RequestBody, {"kind": folder.kind, "path": PREDICT_PATH, "max_bytes": args.max_body_mb * 2**20,
                                 "fields": model_fields(folder.contract)})
     server = ls.LitServer(api, accelerator=accelerator, devices=1, workers_per_device=args.workers,
-                          timeout=args.timeout, middlewares=[middleware], model_metadata=folder.contract)
-    print(f"serve: {folder.model_path} ({folder.kind}, {args.model}) on http://{args.host}:{args.port}{PREDICT_PATH}"
+                          timeout=args.timeout, middlewares=[middleware], model_metadata=folder.info)
+    method = f", {folder.int8['method']} INT8" if folder.int8 else ""
+    print(f"serve: {folder.model_path} ({folder.kind}, {args.model}{method}) on http://{args.host}:{args.port}{PREDICT_PATH}"
           f"; health: /health; contract: /info", flush=True)
     with _sigterm_stops():
         server.run(host=args.host, port=args.port, generate_client_file=False, log_level="warning")

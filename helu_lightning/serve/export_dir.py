@@ -11,22 +11,31 @@ from typing import Any
 
 from ..errors import UserError
 
-__all__ = ["MODEL_FILES", "ExportFolder", "check_model_inputs", "read_export"]
+__all__ = ["MODEL_FILES", "ExportFolder", "check_model_inputs", "int8_record", "read_export"]
 
 MODEL_FILES = {"onnx": "model.onnx", "int8": "model.int8.onnx", "pt2": "model.pt2"}
 MAX_MANIFEST_BYTES = 16 * 2**20
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 TEXT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+INT8_KEYS = ("method", "format", "weights", "activations", "calibration")
 
 
 @dataclass(frozen=True)
 class ExportFolder:
-    """An export ready to serve: the model file, its kind (``onnx``/``int8``/``pt2``), input names and contract."""
+    """An export ready to serve: the model file, its kind (``onnx``/``int8``/``pt2``), input names, contract and,
+    for ``int8``, how the file was quantized (the manifest's record)."""
 
     model_path: Path
     model: str
     inputs: list[str]
     contract: dict[str, Any]
+    int8: dict[str, Any] | None = None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What ``/info`` shows: the input contract, the model file served and, for INT8, its method."""
+        return {**self.contract, "model_file": self.model_path.name,
+                **({"int8": self.int8} if self.int8 is not None else {})}
 
     @property
     def kind(self) -> str:
@@ -119,11 +128,25 @@ def read_export(folder: str | Path, model: str = "onnx", trust_export: bool = Fa
     path = folder / MODEL_FILES[model]
     if not path.is_file():
         hint = " (export with --quantize int8)" if model == "int8" else ""
+        dropped = (manifest.get("quantization") or {}) if model == "int8" else {}
+        if isinstance(dropped, dict) and isinstance(dropped.get("guard"), dict) and not dropped["guard"].get("kept"):
+            hint = (" (export dropped it: INT8 lost more validation accuracy than --int8_max_drop allowed; see the "
+                    "manifest's quantization.validation)")
         raise UserError(f"{folder} has no {path.name}{hint}; choose --model from the files it holds")
     if contract["kind"] == "text" and not (folder / "hf" / "tokenizer.json").is_file():
         raise UserError(f"{folder}/hf/tokenizer.json is missing: the text model cannot tokenise requests; re-export "
                         "with --tokenizer NAME_OR_PATH")
-    return ExportFolder(path, model, _input_names(manifest.get("model"), contract["kind"], manifest_path), contract)
+    int8 = int8_record(manifest.get("quantization")) if model == "int8" else None
+    return ExportFolder(path, model, _input_names(manifest.get("model"), contract["kind"], manifest_path), contract,
+                        int8)
+
+
+def int8_record(quantization: Any) -> dict[str, Any]:
+    """How ``model.int8.onnx`` was quantized, from the manifest (method static or dynamic, QDQ format, calibration);
+    ``{"method": "unknown"}`` for a manifest that does not say (exports from before static INT8 wrote dynamic)."""
+    if not isinstance(quantization, dict) or quantization.get("method") not in ("static", "dynamic"):
+        return {"method": "unknown"}
+    return {key: quantization[key] for key in INT8_KEYS if key in quantization}
 
 
 def _input_names(model: Any, kind: str, where: Path) -> list[str]:
