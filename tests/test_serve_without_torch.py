@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,16 @@ def _resident_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def test_readme_quotes_the_serve_memory_artifact() -> None:
+    """The README's memory numbers are the ones benchmarks/serve_memory.py wrote."""
+    text = (ROOT / "benchmarks" / "results" / "serve_memory.txt").read_text()
+    before, after = (part.split("\n## ")[0] for part in text.split("\n## before")[1].split("\n## after"))
+    rows = {name: [int(line.split()[1]) for line in part.splitlines() if re.match(r"\s*(main|\d+)\s+\d+", line)]
+            for name, part in (("before", before), ("after", after))}
+    totals = {name: re.search(r"total (\d+) MiB over (\d+)", part).groups() for name, part in (("before", before),
+                                                                                             ("after", after))}
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"largest process {max(rows['after'])} MiB ({max(rows['before'])} MiB while the face imported torch), "
+            f"all {totals['after'][1]} processes {totals['after'][0]} MiB ({totals['before'][0]} MiB)") in readme
