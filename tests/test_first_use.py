@@ -122,7 +122,7 @@ def test_threads_setting_is_applied_printed_and_saved_in_config_yaml(tmp_path: P
 @pytest.mark.parametrize("config", ["offline.yaml", "text_offline.yaml", "fashion_mnist.yaml", "plain_mlp_digits.yaml",
                                     "plain_mlp_fashion_mnist.yaml"])
 def test_configs_behind_readme_numbers_fix_one_thread(config: str) -> None:
-    # Their README numbers (0.996, 0.957, the Results tables) were measured at one thread.
+    # Their README numbers (0.996, the text run's range, the Results tables) were measured at one thread.
     assert yaml.safe_load((CONFIGS / config).read_text()).get("threads") == 1
     readme = (ROOT / "README.md").read_text()
     assert f"`{config}`" in readme.split("**Threads.**")[1].split("\n\n")[0]

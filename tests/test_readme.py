@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load
 from fixtures import write_cifar10, write_cifar100, write_fashion_mnist_idx, write_imagenette
 from glue_fixtures import write_glue
 from serve_client import free_port, get, stop
@@ -292,3 +293,13 @@ def test_readme_serve_block_answers_curl_with_the_digits_it_shows(tmp_path: Path
         left = stop(server) if server is not None else set()
     assert left == set()
     assert len(answers) >= 2 and all(answers[p] == shown[p] for p in answers), (answers, shown)
+
+
+def test_readme_quotes_the_text_runs_from_their_artifact() -> None:
+    """The text number is the mean and range of docs/results/text_fit/seeds.json (benchmarks/text_fit_seeds.py),
+    with its thread count and CPU, and the artifact records what produced it."""
+    script = load("text_fit_seeds")
+    result = json.loads(script.DEFAULT_OUTPUT.read_text())
+    assert {"package_commit", "torch", "transformers", "threads", "cpu_model"} <= set(result)
+    assert result["summary"] == script.summary(result["runs"]) and result["summary"]["n"] >= 3
+    assert script.readme_claim(result) in " ".join(README.read_text().split())
