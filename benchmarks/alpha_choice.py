@@ -1,0 +1,277 @@
+"""Does a chooser of alpha find the alpha a grid finds, and at what share of the grid's compute?
+
+Reads a `helu-train compare` grid over alpha (its runs.csv and run_seconds.csv), a compare study with a
+`helu:auto` arm (runs.csv: the alpha suggest_alpha picked per seed; calibration.csv: what the pick alone costs) and
+`helu-train search` studies (summary.csv); prints the grid's accuracy by alpha and, per chooser, the alpha picked,
+the grid's mean accuracy there (log-linear between grid points), the regret (grid best minus that) and the compute
+spent as a share of the grid's (summed run seconds, and epochs). Optionally plots accuracy vs alpha, picks marked.
+
+    python benchmarks/alpha_choice.py table --grid docs/results/alpha_grid_digits_d8 \\
+        --auto docs/results/alpha_auto_digits_d8 --search docs/results/alpha_search_digits_d8_s* \\
+        --plot docs/results/alpha_choice_digits_d8.png
+    # the files it reads that compare and search do not write:
+    python benchmarks/alpha_choice.py seconds runs/compare/alpha_grid_digits_d8 > run_seconds.csv
+    python benchmarks/alpha_choice.py calibrate --config configs/plain_mlp_digits.yaml --seeds 5 \\
+        --model.init_args.backbone_options.depth 8 > calibration.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SEARCH_GOAL = (1.0, 0.35)  # search: within 1 point of the grid's best at <= 0.35x its compute
+AUTO_GOAL = (2.0, 0.02)    # helu:auto: within 2 points at <= 2% of it
+
+
+def _csv(path: Path, needed: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of ``path``; SystemExit naming the file when it is missing or lacks a column of ``needed``."""
+    if not path.is_file():
+        raise SystemExit(f"alpha_choice.py: {path} does not exist; see the docstring for what writes it")
+    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    if not rows or any(column not in rows[0] for column in needed):
+        raise SystemExit(f"alpha_choice.py: {path} has no rows or lacks the columns {', '.join(needed)}")
+    return rows
+
+
+def _float(value: str | None, where: str) -> float | None:
+    """A CSV cell as a finite float; None for an empty cell; SystemExit for text that is not a number."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise SystemExit(f"alpha_choice.py: {where} is {value!r}, not a number") from None
+    return number if math.isfinite(number) else None
+
+
+def alpha_of(label: str) -> float | None:
+    """The fixed alpha of a compare label (helu:0.05 -> 0.05); None for relu, helu:auto and schedules."""
+    name, _, value = label.partition(":")
+    try:
+        return float(value) if name == "helu" else None
+    except ValueError:
+        return None
+
+
+def grid_values(folder: Path, metric: str) -> dict[str, dict[int, float]]:
+    """Per compare label, seed -> ``metric`` of ``folder``/runs.csv."""
+    values: dict[str, dict[int, float]] = {}
+    for i, row in enumerate(_csv(folder / "runs.csv", ("activation", "seed", metric)), start=2):
+        value = _float(row[metric], f"{folder / 'runs.csv'} line {i}, {metric}")
+        if value is not None:
+            values.setdefault(row["activation"], {})[int(row["seed"])] = value
+    return values
+
+
+def mean_at(alpha: float, means: dict[float, float]) -> tuple[float, str]:
+    """The grid's mean at ``alpha``: log-linear between the neighbouring grid alphas, the end value outside the
+    grid; and a note ('' on a grid point, 'between', 'below grid', 'above grid')."""
+    alphas = sorted(means)
+    if alpha in means:
+        return means[alpha], ""
+    if alpha < alphas[0]:
+        return means[alphas[0]], "below grid"
+    if alpha > alphas[-1]:
+        return means[alphas[-1]], "above grid"
+    high = next(a for a in alphas if a > alpha)
+    low = alphas[alphas.index(high) - 1]
+    t = (math.log(alpha) - math.log(low)) / (math.log(high) - math.log(low))
+    return means[low] + t * (means[high] - means[low]), "between"
+
+
+def search_pick(folder: Path) -> dict[str, float]:
+    """The best completed trial's alpha of a search's summary.csv, with its summed seconds and epochs."""
+    path = folder / "summary.csv"
+    rows = _csv(path, ("state", "value", "alpha", "epochs", "seconds"))
+    done = [r for r in rows if r["state"] == "COMPLETE" and _float(r["value"], f"{path} value") is not None]
+    if not done:
+        raise SystemExit(f"alpha_choice.py: {path} has no completed trial; let the search run on")
+    best = max(done, key=lambda r: float(r["value"]))
+    return {"alpha": float(best["alpha"]), "value": float(best["value"]), "trials": len(rows),
+            "seconds": sum(_float(r["seconds"], f"{path} seconds") or 0.0 for r in rows),
+            "epochs": sum(_float(r["epochs"], f"{path} epochs") or 0.0 for r in rows)}
+
+
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{100 * x:.{digits}f}"
+
+
+def _pm(values: list[float]) -> str:
+    spread = f" ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else ""
+    return f"{100 * statistics.mean(values):.1f}{spread}"
+
+
+def _verdict(regret: float, share: float | None, goal: tuple[float, float]) -> str:
+    if share is None:
+        return "-"
+    return "met" if regret <= goal[0] and share <= goal[1] else "not met"
+
+
+def table(grid: Path, auto: Path | None, searches: list[Path], metric: str = "test/acc",
+          plot: Path | None = None) -> str:
+    """The grid table and the choosers' table as Markdown (and the plot, when asked)."""
+    values = grid_values(grid, metric)
+    seconds_rows = _csv(grid / "run_seconds.csv", ("activation", "seed", "seconds"))
+    grid_seconds = sum(float(r["seconds"]) for r in seconds_rows)
+    grid_epochs = sum(_float(r.get("epochs"), f"{grid / 'runs.csv'} epochs") or 0.0
+                      for r in _csv(grid / "runs.csv", ("epochs",)))
+    fixed = {alpha_of(label): runs for label, runs in values.items() if alpha_of(label) is not None}
+    if len(fixed) < 2:
+        raise SystemExit(f"alpha_choice.py: {grid / 'runs.csv'} has fewer than two helu:<alpha> arms; pass a grid")
+    means = {alpha: statistics.mean(runs.values()) for alpha, runs in fixed.items()}
+    best = max(means, key=means.get)
+    runs = sum(len(v) for v in values.values())
+    out = [f"grid: {runs} runs, {grid_epochs:.0f} epochs, {grid_seconds / 60:.1f} min summed run time; "
+           f"{metric} (%) by alpha, mean ± std over seeds (min-max):", "",
+           "| alpha | runs | mean ± std | min-max |", "|---|---|---|---|"]
+    for label, runs_ in sorted(values.items(), key=lambda kv: alpha_of(kv[0]) or 0.0):
+        mark = " **best**" if alpha_of(label) == best else ""
+        out.append(f"| {label}{mark} | {len(runs_)} | {_pm(list(runs_.values()))} | "
+                   f"{_pct(min(runs_.values()))}-{_pct(max(runs_.values()))} |")
+    out += ["", "| chooser | alpha picked | grid mean there (%) | regret (points) | compute share (time) | "
+            "compute share (epochs) | goal |", "|---|---|---|---|---|---|---|"]
+    picks: dict[str, list[float]] = {"helu:auto": [], "search": []}
+    if auto is not None:
+        auto_values = grid_values(auto, metric)
+        calibration = {int(r["seed"]): r for r in _csv(auto / "calibration.csv", ("seed", "alpha", "seconds"))}
+        auto_rows = [r for r in _csv(auto / "runs.csv", ("activation", "seed", "alpha"))
+                     if r["activation"].endswith(":auto")]
+        for row in auto_rows:
+            seed, alpha = int(row["seed"]), float(row["alpha"])
+            picks["helu:auto"].append(alpha)
+            mean, note = mean_at(alpha, means)
+            regret = 100 * (means[best] - mean)
+            cost = _float((calibration.get(seed) or {}).get("seconds"), f"{auto / 'calibration.csv'} seconds")
+            share = None if cost is None else cost / grid_seconds
+            out.append(f"| helu:auto, seed {seed} | {alpha:.3g} | {_pct(mean)}{' (' + note + ')' if note else ''} "
+                       f"| {regret:.1f} | {'-' if share is None else f'{100 * share:.2f}%'} | - | "
+                       f"{_verdict(regret, share, AUTO_GOAL)} |")
+        for label, runs_ in auto_values.items():  # measured: the arms trained at their own alpha, same seeds
+            shared = sorted(set(runs_) & set(fixed[best]))
+            diff = [runs_[s] - fixed[best][s] for s in shared]
+            out.append(f"| {label} trained (measured, {len(runs_)} seeds) | - | {_pm(list(runs_.values()))} | "
+                       f"{-100 * statistics.mean(diff):.1f} vs alpha {best:g} on the same seeds | - | - | - |"
+                       if diff else f"| {label} trained | - | {_pm(list(runs_.values()))} | - | - | - | - |")
+    for folder in searches:
+        pick = search_pick(folder)
+        picks["search"].append(pick["alpha"])
+        mean, note = mean_at(pick["alpha"], means)
+        regret = 100 * (means[best] - mean)
+        share = pick["seconds"] / grid_seconds
+        out.append(f"| search {folder.name} ({pick['trials']} trials) | {pick['alpha']:.3g} | "
+                   f"{_pct(mean)}{' (' + note + ')' if note else ''} | {regret:.1f} | {share:.2f}x | "
+                   f"{pick['epochs'] / grid_epochs:.2f}x | {_verdict(regret, share, SEARCH_GOAL)} |")
+    out += ["", f"grid best: alpha {best:g}, {_pct(means[best])}%. Regret: the grid's best mean minus its mean at the "
+            "pick (log-linear between grid points). Goals: search within 1 point at <= 0.35x the grid's compute, "
+            "helu:auto within 2 points at <= 2% (its cost: the calibration pass alone)."]
+    if plot is not None:
+        _plot(fixed, values.get("relu"), best, picks, plot, metric)
+    return "\n".join(out)
+
+
+def _plot(fixed: dict[float, dict[int, float]], relu: dict[int, float] | None, best: float,
+          picks: dict[str, list[float]], path: Path, metric: str) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
+    alphas = sorted(fixed)
+    means = [100 * statistics.mean(fixed[a].values()) for a in alphas]
+    stds = [100 * statistics.stdev(fixed[a].values()) if len(fixed[a]) > 1 else 0.0 for a in alphas]
+    ax.errorbar(alphas, means, yerr=stds, marker="o", capsize=3, label="HeLU grid (mean ± std)")
+    for a in alphas:
+        ax.scatter([a] * len(fixed[a]), [100 * v for v in fixed[a].values()], s=8, color="grey", alpha=0.5)
+    if relu:
+        ax.axhline(100 * statistics.mean(relu.values()), color="black", linestyle="--", label="ReLU")
+    top = max(m + s for m, s in zip(means, stds))
+    for (name, values), marker, color, height in zip(picks.items(), ("v", "x"), ("tab:red", "tab:green"),
+                                                     (top + 6, top + 3)):
+        if values:
+            ax.scatter(values, [height] * len(values), marker=marker, color=color, s=50,
+                       label=f"{name} picks ({len(values)})")
+    ax.axvline(best, color="tab:orange", alpha=0.4, label=f"grid best ({best:g})")
+    ax.set_xscale("log")
+    ax.set_xlabel("alpha")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def seconds(folder: Path, study_name: str = "helu-compare") -> str:
+    """run_seconds.csv of a compare study: trial, activation, seed, seconds (Optuna's start and end)."""
+    import optuna
+
+    from helu_lightning.compare.snapshot import read_study
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["trial", "activation", "seed", "seconds"])
+    with read_study(folder, study_name) as study:
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            spent = (t.datetime_complete - t.datetime_start).total_seconds()
+            writer.writerow([t.number, t.params["activation"], t.params["seed"], f"{spent:.2f}"])
+    return buffer.getvalue()
+
+
+def calibrate(config: str, seeds: int, overrides: list[str]) -> str:
+    """calibration.csv: per seed, suggest_alpha's global alpha for the freshly initialised model (as helu:auto
+    computes it), the seconds that took (building the model and data included) and the per-layer suggestions."""
+    from helu_lightning.calibration import suggest_alpha
+    from helu_lightning.cli import cli as build_cli
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["seed", "alpha", "seconds", "per_layer"])
+    for seed in range(seeds):
+        with tempfile.TemporaryDirectory(prefix="alpha-choice-") as tmp:
+            start = time.perf_counter()
+            args = ["--config", config, *overrides, f"--seed_everything={seed}", f"--trainer.default_root_dir={tmp}"]
+            built = build_cli(args=args, run=False, trainer_defaults={"logger": False, "enable_progress_bar": False})
+            built.datamodule.prepare_data()
+            built.datamodule.setup("fit")
+            model = getattr(built.model, "model", None) or built.model
+            suggestion = suggest_alpha(model, built.datamodule.train_dataloader(), train_mode=True)
+            spent = time.perf_counter() - start
+        per_layer = {name: round(value, 5) for name, value in suggestion.per_layer.items()}
+        writer.writerow([seed, f"{suggestion.global_alpha:.6g}", f"{spent:.2f}", json.dumps(per_layer)])
+    return buffer.getvalue()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    show = commands.add_parser("table", help="the grid and chooser tables (and --plot)")
+    show.add_argument("--grid", type=Path, required=True, help="compare folder: runs.csv, run_seconds.csv")
+    show.add_argument("--auto", type=Path, help="compare folder with a helu:auto arm: runs.csv, calibration.csv")
+    show.add_argument("--search", type=Path, nargs="*", default=[], help="search folders: summary.csv")
+    show.add_argument("--metric", default="test/acc")
+    show.add_argument("--plot", type=Path, help="PNG: accuracy vs alpha with the picks")
+    times = commands.add_parser("seconds", help="run_seconds.csv of a compare study, from its study.db")
+    times.add_argument("folder", type=Path)
+    calib = commands.add_parser("calibrate", help="calibration.csv: helu:auto's alpha and its cost per seed")
+    calib.add_argument("--config", required=True)
+    calib.add_argument("--seeds", type=int, default=5)
+    args, overrides = parser.parse_known_args(argv)
+    if overrides and args.command != "calibrate":
+        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
+    if args.command == "table":
+        print(table(args.grid, args.auto, args.search, args.metric, args.plot))
+    elif args.command == "seconds":
+        sys.stdout.write(seconds(args.folder))
+    else:
+        sys.stdout.write(calibrate(args.config, args.seeds, overrides))
+
+
+if __name__ == "__main__":
+    main()
