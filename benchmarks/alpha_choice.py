@@ -161,6 +161,8 @@ def table(grid: Path, auto: Path | None, searches: list[Path], metric: str = "te
             out.append(f"| {label} trained (measured, {len(runs_)} seeds) | - | {_pm(list(runs_.values()))} | "
                        f"{-100 * statistics.mean(diff):.1f} vs alpha {best:g} on the same seeds | - | - | - |"
                        if diff else f"| {label} trained | - | {_pm(list(runs_.values()))} | - | - | - | - |")
+    if auto is not None:
+        out += _targets(_csv(auto / "calibration.csv", ("seed", "alpha")), means, best)
     for folder in searches:
         pick = search_pick(folder)
         picks["search"].append(pick["alpha"])
@@ -176,6 +178,19 @@ def table(grid: Path, auto: Path | None, searches: list[Path], metric: str = "te
     if plot is not None:
         _plot(fixed, values.get("relu"), best, picks, plot, metric)
     return "\n".join(out)
+
+
+def _targets(calibration: list[dict[str, str]], means: dict[float, float], best: float) -> list[str]:
+    """Rows for suggest_alpha at other target band fractions (calibration.csv's alpha_at_<t> columns): the alpha
+    over seeds (mean, min-max), the grid's mean at the mean alpha and the regret there."""
+    rows = []
+    for column in [c for c in calibration[0] if c.startswith("alpha_at_")]:
+        alphas = [float(r[column]) for r in calibration]
+        mean, note = mean_at(statistics.mean(alphas), means)
+        rows.append(f"| suggest_alpha, target band {column.removeprefix('alpha_at_')} ({len(alphas)} seeds) | "
+                    f"{statistics.mean(alphas):.3g} ({min(alphas):.3g}-{max(alphas):.3g}) | "
+                    f"{_pct(mean)}{' (' + note + ')' if note else ''} | {100 * (means[best] - mean):.1f} | - | - | - |")
+    return rows
 
 
 def _plot(fixed: dict[float, dict[int, float]], relu: dict[int, float] | None, best: float,
@@ -224,15 +239,16 @@ def seconds(folder: Path, study_name: str = "helu-compare") -> str:
     return buffer.getvalue()
 
 
-def calibrate(config: str, seeds: int, overrides: list[str]) -> str:
+def calibrate(config: str, seeds: int, overrides: list[str], targets: tuple[float, ...] = ()) -> str:
     """calibration.csv: per seed, suggest_alpha's global alpha for the freshly initialised model (as helu:auto
-    computes it), the seconds that took (building the model and data included) and the per-layer suggestions."""
+    computes it, target band fraction 0.1), the seconds that took (building the model and data included), the
+    per-layer suggestions, and the global alpha at each other target band fraction of ``targets`` (the same pass)."""
     from helu_lightning.calibration import suggest_alpha
     from helu_lightning.cli import cli as build_cli
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["seed", "alpha", "seconds", "per_layer"])
+    writer.writerow(["seed", "alpha", "seconds", "per_layer", *(f"alpha_at_{t:g}" for t in targets)])
     for seed in range(seeds):
         with tempfile.TemporaryDirectory(prefix="alpha-choice-") as tmp:
             start = time.perf_counter()
@@ -243,8 +259,11 @@ def calibrate(config: str, seeds: int, overrides: list[str]) -> str:
             model = getattr(built.model, "model", None) or built.model
             suggestion = suggest_alpha(model, built.datamodule.train_dataloader(), train_mode=True)
             spent = time.perf_counter() - start
+            others = [suggest_alpha(model, built.datamodule.train_dataloader(), target_band_fraction=t,
+                                    train_mode=True).global_alpha for t in targets]
         per_layer = {name: round(value, 5) for name, value in suggestion.per_layer.items()}
-        writer.writerow([seed, f"{suggestion.global_alpha:.6g}", f"{spent:.2f}", json.dumps(per_layer)])
+        writer.writerow([seed, f"{suggestion.global_alpha:.6g}", f"{spent:.2f}", json.dumps(per_layer),
+                         *(f"{value:.6g}" for value in others)])
     return buffer.getvalue()
 
 
@@ -262,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     calib = commands.add_parser("calibrate", help="calibration.csv: helu:auto's alpha and its cost per seed")
     calib.add_argument("--config", required=True)
     calib.add_argument("--seeds", type=int, default=5)
+    calib.add_argument("--targets", type=float, nargs="*", default=[],
+                       help="other target band fractions whose global alpha to add (e.g. 0.25 0.5 0.75 0.9)")
     args, overrides = parser.parse_known_args(argv)
     if overrides and args.command != "calibrate":
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
@@ -270,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "seconds":
         sys.stdout.write(seconds(args.folder))
     else:
-        sys.stdout.write(calibrate(args.config, args.seeds, overrides))
+        sys.stdout.write(calibrate(args.config, args.seeds, overrides, tuple(args.targets)))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ def _fixture(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
     auto = tmp_path / "auto"
     _write(auto / "runs.csv", "activation,seed,alpha,test/acc,epochs\n"
            "helu:auto,0,0.01,0.11,30\nhelu:auto,1,0.0316228,0.30,30\n")
-    _write(auto / "calibration.csv", "seed,alpha,seconds,per_layer\n0,0.01,0.8,{}\n1,0.0316228,2.4,{}\n")
+    _write(auto / "calibration.csv", "seed,alpha,seconds,per_layer,alpha_at_0.9\n"
+           "0,0.01,0.8,{},0.1\n1,0.0316228,2.4,{},1.0\n")
     good = tmp_path / "search_s0"
     _write(good / "summary.csv", "number,state,value,alpha,epochs,seconds\n"
            "0,COMPLETE,0.4,0.05,30,10\n1,PRUNED,0.1,0.5,1,1\n2,COMPLETE,0.55,0.1,30,10\n3,FAIL,,0.2,,\n")
@@ -55,6 +56,9 @@ def test_table_by_hand(tmp_path: Path) -> None:
     # trained at its own alpha: 20.5 ± 13.4, and 34.5 points below alpha 0.1 over seeds 0 and 1
     assert "| helu:auto trained (measured, 2 seeds) | - | 20.5 ± 13.4 | 34.5 vs alpha 0.1 on the same seeds | - | - " \
            "| - |" in lines
+    # suggest_alpha at target band 0.9: alpha 0.1 and 1.0, mean 0.55 lies between 0.1 and 1.0 in log alpha
+    # (log10 0.55 = -0.26: 74% of the way from 0.1 to 1.0): 55 - 0.74 * 20 = 40.2, regret 14.8
+    assert "| suggest_alpha, target band 0.9 (2 seeds) | 0.55 (0.1-1) | 40.2 (between) | 14.8 | - | - | - |" in lines
     # search: the best completed trial (0.55 at alpha 0.1), 21 of 80 s and 61 of 240 epochs
     assert "| search search_s0 (4 trials) | 0.1 | 55.0 | 0.0 | 0.26x | 0.25x | met |" in lines
     assert "| search search_s1 (1 trials) | 0.001 | 12.0 (below grid) | 43.0 | 0.50x | 0.12x | not met |" in lines
