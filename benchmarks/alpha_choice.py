@@ -88,16 +88,24 @@ def mean_at(alpha: float, means: dict[float, float]) -> tuple[float, str]:
     return means[low] + t * (means[high] - means[low]), "between"
 
 
-def search_pick(folder: Path) -> dict[str, float]:
-    """The best completed trial's alpha of a search's summary.csv, with its summed seconds and epochs."""
+def search_pick(folder: Path, limit: float | None = None) -> dict[str, float] | None:
+    """The best completed trial's alpha of a search's summary.csv, with the trials' summed seconds and epochs; with
+    ``limit`` (seconds), over the first trials only, as many as fit in it (the search stopped at that budget), and
+    None when none of those completed."""
     path = folder / "summary.csv"
-    rows = _csv(path, ("state", "value", "alpha", "epochs", "seconds"))
+    columns = ("number", "state", "value", "alpha", "epochs", "seconds")
+    rows = sorted(_csv(path, columns), key=lambda r: int(r["number"]))
+    spent = [_float(r["seconds"], f"{path} seconds") or 0.0 for r in rows]
+    if limit is not None:
+        fit = next((i for i in range(len(rows)) if sum(spent[:i + 1]) > limit), len(rows))
+        rows, spent = rows[:fit], spent[:fit]
     done = [r for r in rows if r["state"] == "COMPLETE" and _float(r["value"], f"{path} value") is not None]
+    if not done and limit is not None:
+        return None
     if not done:
         raise SystemExit(f"alpha_choice.py: {path} has no completed trial; let the search run on")
     best = max(done, key=lambda r: float(r["value"]))
-    return {"alpha": float(best["alpha"]), "value": float(best["value"]), "trials": len(rows),
-            "seconds": sum(_float(r["seconds"], f"{path} seconds") or 0.0 for r in rows),
+    return {"alpha": float(best["alpha"]), "value": float(best["value"]), "trials": len(rows), "seconds": sum(spent),
             "epochs": sum(_float(r["epochs"], f"{path} epochs") or 0.0 for r in rows)}
 
 
@@ -164,14 +172,22 @@ def table(grid: Path, auto: Path | None, searches: list[Path], metric: str = "te
     if auto is not None:
         out += _targets(_csv(auto / "calibration.csv", ("seed", "alpha")), means, best)
     for folder in searches:
-        pick = search_pick(folder)
-        picks["search"].append(pick["alpha"])
-        mean, note = mean_at(pick["alpha"], means)
-        regret = 100 * (means[best] - mean)
-        share = pick["seconds"] / grid_seconds
-        out.append(f"| search {folder.name} ({pick['trials']} trials) | {pick['alpha']:.3g} | "
-                   f"{_pct(mean)}{' (' + note + ')' if note else ''} | {regret:.1f} | {share:.2f}x | "
-                   f"{pick['epochs'] / grid_epochs:.2f}x | {_verdict(regret, share, SEARCH_GOAL)} |")
+        full = search_pick(folder)
+        budgeted = search_pick(folder, SEARCH_GOAL[1] * grid_seconds)
+        picks["search"].append(full["alpha"])
+        rows = [(f"search {folder.name} ({full['trials']} trials)", full)]
+        if budgeted is None:
+            out.append(f"| search {folder.name}, within {SEARCH_GOAL[1]}x | no trial completed | - | - | - | - | "
+                       "not met |")
+        elif budgeted["trials"] < full["trials"]:
+            rows.append((f"search {folder.name}, first {budgeted['trials']} (<= {SEARCH_GOAL[1]}x)", budgeted))
+        for name, pick in rows:
+            mean, note = mean_at(pick["alpha"], means)
+            regret = 100 * (means[best] - mean)
+            share = pick["seconds"] / grid_seconds
+            out.append(f"| {name} | {pick['alpha']:.3g} | {_pct(mean)}{' (' + note + ')' if note else ''} | "
+                       f"{regret:.1f} | {share:.2f}x | {pick['epochs'] / grid_epochs:.2f}x | "
+                       f"{_verdict(regret, share, SEARCH_GOAL)} |")
     out += ["", f"grid best: alpha {best:g}, {_pct(means[best])}%. Regret: the grid's best mean minus its mean at the "
             "pick (log-linear between grid points). Goals: search within 1 point at <= 0.35x the grid's compute, "
             "helu:auto within 2 points at <= 2% (its cost: the calibration pass alone)."]

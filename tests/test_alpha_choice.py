@@ -38,7 +38,8 @@ def _fixture(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
     _write(good / "summary.csv", "number,state,value,alpha,epochs,seconds\n"
            "0,COMPLETE,0.4,0.05,30,10\n1,PRUNED,0.1,0.5,1,1\n2,COMPLETE,0.55,0.1,30,10\n3,FAIL,,0.2,,\n")
     low = tmp_path / "search_s1"
-    _write(low / "summary.csv", "number,state,value,alpha,epochs,seconds\n0,COMPLETE,0.3,0.001,30,40\n")
+    _write(low / "summary.csv", "number,state,value,alpha,epochs,seconds\n"
+           "0,COMPLETE,0.3,0.001,30,20\n1,COMPLETE,0.5,0.2,30,20\n")
     return grid, auto, good, low
 
 
@@ -61,7 +62,11 @@ def test_table_by_hand(tmp_path: Path) -> None:
     assert "| suggest_alpha, target band 0.9 (2 seeds) | 0.55 (0.1-1) | 40.2 (between) | 14.8 | - | - | - |" in lines
     # search: the best completed trial (0.55 at alpha 0.1), 21 of 80 s and 61 of 240 epochs
     assert "| search search_s0 (4 trials) | 0.1 | 55.0 | 0.0 | 0.26x | 0.25x | met |" in lines
-    assert "| search search_s1 (1 trials) | 0.001 | 12.0 (below grid) | 43.0 | 0.50x | 0.12x | not met |" in lines
+    # search_s1: its best (alpha 0.2, between 0.1 and 1.0: 55 - 0.301 * 20 = 49.0) took 40 s (0.50x); within
+    # 0.35 x 80 = 28 s only its first trial fits, whose alpha 0.001 lies below the grid (ReLU-like 12.0)
+    assert "| search search_s1 (2 trials) | 0.2 | 49.0 (between) | 6.0 | 0.50x | 0.25x | not met |" in lines
+    assert "| search search_s1, first 1 (<= 0.35x) | 0.001 | 12.0 (below grid) | 43.0 | 0.25x | 0.12x | not met |" \
+        in lines
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 
@@ -88,6 +93,14 @@ def test_a_search_without_a_completed_trial_is_refused(tmp_path: Path) -> None:
     (good / "summary.csv").write_text("number,state,value,alpha,epochs,seconds\n0,PRUNED,0.1,0.5,1,1\n")
     with pytest.raises(SystemExit, match="summary.csv has no completed trial"):
         _module().table(grid, None, [good])
+
+
+def test_a_search_with_no_trial_done_within_the_budget_says_so(tmp_path: Path) -> None:
+    grid, _, good, _ = _fixture(tmp_path)
+    (good / "summary.csv").write_text("number,state,value,alpha,epochs,seconds\n0,COMPLETE,0.55,0.1,30,50\n")
+    lines = _module().table(grid, None, [good]).splitlines()
+    assert "| search search_s0 (1 trials) | 0.1 | 55.0 | 0.0 | 0.62x | 0.12x | not met |" in lines
+    assert "| search search_s0, within 0.35x | no trial completed | - | - | - | - | not met |" in lines
 
 
 def test_a_missing_column_is_refused(tmp_path: Path) -> None:
