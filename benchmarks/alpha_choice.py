@@ -164,11 +164,7 @@ def table(grid: Path, auto: Path | None, searches: list[Path], metric: str = "te
                        f"| {regret:.1f} | {'-' if share is None else f'{100 * share:.2f}%'} | - | "
                        f"{_verdict(regret, share, AUTO_GOAL)} |")
         for label, runs_ in auto_values.items():  # measured: the arms trained at their own alpha, same seeds
-            shared = sorted(set(runs_) & set(fixed[best]))
-            diff = [runs_[s] - fixed[best][s] for s in shared]
-            out.append(f"| {label} trained (measured, {len(runs_)} seeds) | - | {_pm(list(runs_.values()))} | "
-                       f"{-100 * statistics.mean(diff):.1f} vs alpha {best:g} on the same seeds | - | - | - |"
-                       if diff else f"| {label} trained | - | {_pm(list(runs_.values()))} | - | - | - | - |")
+            out.append(_measured(label, runs_, fixed[best], best))
     if auto is not None:
         out += _targets(_csv(auto / "calibration.csv", ("seed", "alpha")), means, best)
     for folder in searches:
@@ -196,6 +192,18 @@ def table(grid: Path, auto: Path | None, searches: list[Path], metric: str = "te
     return "\n".join(out)
 
 
+def _measured(label: str, runs: dict[int, float], best_runs: dict[int, float], best: float) -> str:
+    """A row for an arm trained on the grid's seeds: its mean ± std, and its regret as the paired difference to the
+    grid's best alpha over the seeds both have (95% t interval, paired t-test, as compare's own table)."""
+    from helu_lightning.compare.stats import paired_difference
+
+    paired = paired_difference(best_runs, runs)
+    interval = "" if math.isnan(paired.low) else \
+        f" [{100 * paired.low:+.1f}, {100 * paired.high:+.1f}], p {paired.p_value:.2g}"
+    return (f"| {label}, trained ({len(runs)} seeds) | - | {_pm(list(runs.values()))} (measured) | "
+            f"{100 * paired.mean:+.1f}{interval} (paired, vs alpha {best:g}) | - | - | - |")
+
+
 def _targets(calibration: list[dict[str, str]], means: dict[float, float], best: float) -> list[str]:
     """Rows for suggest_alpha at other target band fractions (calibration.csv's alpha_at_<t> columns): the alpha
     over seeds (mean, min-max), the grid's mean at the mean alpha and the regret there."""
@@ -213,7 +221,7 @@ def _plot(fixed: dict[float, dict[int, float]], relu: dict[int, float] | None, b
           picks: dict[str, list[float]], path: Path, metric: str) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(8.4, 4.2))
     ax = fig.subplots()
     alphas = sorted(fixed)
     means = [100 * statistics.mean(fixed[a].values()) for a in alphas]
@@ -233,7 +241,7 @@ def _plot(fixed: dict[float, dict[int, float]], relu: dict[int, float] | None, b
     ax.set_xscale("log")
     ax.set_xlabel("alpha")
     ax.set_ylabel(f"{metric} (%)")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
