@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import math
+import re
 import statistics
 import sys
 import tempfile
@@ -147,7 +148,7 @@ def table(grid: Path, auto: Path | None, searches: list[Path], metric: str = "te
                    f"{_pct(min(runs_.values()))}-{_pct(max(runs_.values()))} |")
     out += ["", "| chooser | alpha picked | grid mean there (%) | regret (points) | compute share (time) | "
             "compute share (epochs) | goal |", "|---|---|---|---|---|---|---|"]
-    picks: dict[str, list[float]] = {"helu:auto": [], "search": []}
+    picks: dict[str, list[float]] = {"helu:auto": []}
     if auto is not None:
         auto_values = grid_values(auto, metric)
         calibration = {int(r["seed"]): r for r in _csv(auto / "calibration.csv", ("seed", "alpha", "seconds"))}
@@ -170,7 +171,7 @@ def table(grid: Path, auto: Path | None, searches: list[Path], metric: str = "te
     for folder in searches:
         full = search_pick(folder)
         budgeted = search_pick(folder, SEARCH_GOAL[1] * grid_seconds)
-        picks["search"].append(full["alpha"])
+        picks.setdefault(re.sub(r"_s\d+$", "", folder.name), []).append(full["alpha"])  # one mark per setting
         rows = [(f"search {folder.name} ({full['trials']} trials)", full)]
         if budgeted is None:
             out.append(f"| search {folder.name}, within {SEARCH_GOAL[1]}x | no trial completed | - | - | - | - | "
@@ -232,8 +233,8 @@ def _plot(fixed: dict[float, dict[int, float]], relu: dict[int, float] | None, b
     if relu:
         ax.axhline(100 * statistics.mean(relu.values()), color="black", linestyle="--", label="ReLU")
     top = max(m + s for m, s in zip(means, stds))
-    for (name, values), marker, color, height in zip(picks.items(), ("v", "x"), ("tab:red", "tab:green"),
-                                                     (top + 6, top + 3)):
+    for i, (name, values) in enumerate(picks.items()):
+        marker, color, height = "vxP*D"[i % 5], f"C{(i + 3) % 10}", top + 6 - 3 * i
         if values:
             ax.scatter(values, [height] * len(values), marker=marker, color=color, s=50,
                        label=f"{name} picks ({len(values)})")
