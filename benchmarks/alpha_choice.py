@@ -161,7 +161,7 @@ def table(grid: Path, auto: Path | None, searches: list[Path], metric: str = "te
             regret = 100 * (means[best] - mean)
             cost = _float((calibration.get(seed) or {}).get("seconds"), f"{auto / 'calibration.csv'} seconds")
             share = None if cost is None else cost / grid_seconds
-            out.append(f"| helu:auto, seed {seed} | {alpha:.3g} | {_pct(mean)}{' (' + note + ')' if note else ''} "
+            out.append(f"| helu:auto, seed {seed} | {alpha:.4g} | {_pct(mean)}{' (' + note + ')' if note else ''} "
                        f"| {regret:.1f} | {'-' if share is None else f'{100 * share:.2f}%'} | - | "
                        f"{_verdict(regret, share, AUTO_GOAL)} |")
         for label, runs_ in auto_values.items():  # measured: the arms trained at their own alpha, same seeds
@@ -182,7 +182,7 @@ def table(grid: Path, auto: Path | None, searches: list[Path], metric: str = "te
             mean, note = mean_at(pick["alpha"], means)
             regret = 100 * (means[best] - mean)
             share = pick["seconds"] / grid_seconds
-            out.append(f"| {name} | {pick['alpha']:.3g} | {_pct(mean)}{' (' + note + ')' if note else ''} | "
+            out.append(f"| {name} | {pick['alpha']:.4g} | {_pct(mean)}{' (' + note + ')' if note else ''} | "
                        f"{regret:.1f} | {share:.2f}x | {pick['epochs'] / grid_epochs:.2f}x | "
                        f"{_verdict(regret, share, SEARCH_GOAL)} |")
     out += ["", f"grid best: alpha {best:g}, {_pct(means[best])}%. Regret: the grid's best mean minus its mean at the "

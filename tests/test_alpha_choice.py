@@ -53,7 +53,7 @@ def test_table_by_hand(tmp_path: Path) -> None:
     # auto: seed 0 on a grid point (12.0, regret 43.0, 0.8 s of 80 s = 1.00%), seed 1 halfway in log alpha between
     # 0.01 and 0.1 ((12 + 55) / 2 = 33.5, regret 21.5) at 3.00%: over the 2% budget
     assert "| helu:auto, seed 0 | 0.01 | 12.0 | 43.0 | 1.00% | - | not met |" in lines
-    assert "| helu:auto, seed 1 | 0.0316 | 33.5 (between) | 21.5 | 3.00% | - | not met |" in lines
+    assert "| helu:auto, seed 1 | 0.03162 | 33.5 (between) | 21.5 | 3.00% | - | not met |" in lines
     # trained at its own alpha: 20.5 ± 13.4; alpha 0.1 minus it, seed by seed: 39 and 30 points, mean 34.5, sd 6.36,
     # t(1) = 12.71: half-width 57.2, p 0.083
     assert "| helu:auto, trained (2 seeds) | - | 20.5 ± 13.4 (measured) | +34.5 [-22.7, +91.7], p 0.083 (paired, vs " \
