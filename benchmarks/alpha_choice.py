@@ -2,13 +2,14 @@
 
 Reads a `helu-train compare` grid over alpha (its runs.csv and run_seconds.csv), a compare study with a
 `helu:auto` arm (runs.csv: the alpha suggest_alpha picked per seed; calibration.csv: what the pick alone costs) and
-`helu-train search` studies (summary.csv); prints the grid's accuracy by alpha and, per chooser, the alpha picked,
+`helu-train search` studies (summary.csv), optionally compare studies of other arms on the grid's seeds
+(--measured, e.g. the searches' picks); prints the grid's accuracy by alpha and, per chooser, the alpha picked,
 the grid's mean accuracy there (log-linear between grid points), the regret (grid best minus that) and the compute
 spent as a share of the grid's (summed run seconds, and epochs). Optionally plots accuracy vs alpha, picks marked.
 
     python benchmarks/alpha_choice.py table --grid docs/results/alpha_grid_digits_d8 \\
         --auto docs/results/alpha_auto_digits_d8 --search docs/results/alpha_search_digits_d8_s* \\
-        --plot docs/results/alpha_choice_digits_d8.png
+        --measured docs/results/alpha_picks_digits_d8 --plot docs/results/alpha_grid_digits_d8/alpha_choice.png
     # the files it reads that compare and search do not write:
     python benchmarks/alpha_choice.py seconds runs/compare/alpha_grid_digits_d8 > run_seconds.csv
     python benchmarks/alpha_choice.py calibrate --config configs/plain_mlp_digits.yaml --seeds 5 \\
@@ -126,7 +127,7 @@ def _verdict(regret: float, share: float | None, goal: tuple[float, float]) -> s
 
 
 def table(grid: Path, auto: Path | None, searches: list[Path], metric: str = "test/acc",
-          plot: Path | None = None) -> str:
+          plot: Path | None = None, measured: list[Path] = ()) -> str:
     """The grid table and the choosers' table as Markdown (and the plot, when asked)."""
     values = grid_values(grid, metric)
     seconds_rows = _csv(grid / "run_seconds.csv", ("activation", "seed", "seconds"))
@@ -166,6 +167,8 @@ def table(grid: Path, auto: Path | None, searches: list[Path], metric: str = "te
                        f"{_verdict(regret, share, AUTO_GOAL)} |")
         for label, runs_ in auto_values.items():  # measured: the arms trained at their own alpha, same seeds
             out.append(_measured(label, runs_, fixed[best], best))
+    for folder in measured:  # other compare studies on the grid's seeds, e.g. the searches' picks trained
+        out += [_measured(label, runs_, fixed[best], best) for label, runs_ in grid_values(folder, metric).items()]
     if auto is not None:
         out += _targets(_csv(auto / "calibration.csv", ("seed", "alpha")), means, best)
     for folder in searches:
@@ -299,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     show.add_argument("--grid", type=Path, required=True, help="compare folder: runs.csv, run_seconds.csv")
     show.add_argument("--auto", type=Path, help="compare folder with a helu:auto arm: runs.csv, calibration.csv")
     show.add_argument("--search", type=Path, nargs="*", default=[], help="search folders: summary.csv")
+    show.add_argument("--measured", type=Path, nargs="*", default=[],
+                      help="compare folders of arms trained on the grid's seeds (runs.csv): paired with its best")
     show.add_argument("--metric", default="test/acc")
     show.add_argument("--plot", type=Path, help="PNG: accuracy vs alpha with the picks")
     times = commands.add_parser("seconds", help="run_seconds.csv of a compare study, from its study.db")
@@ -312,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     if overrides and args.command != "calibrate":
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     if args.command == "table":
-        print(table(args.grid, args.auto, args.search, args.metric, args.plot))
+        print(table(args.grid, args.auto, args.search, args.metric, args.plot, args.measured))
     elif args.command == "seconds":
         sys.stdout.write(seconds(args.folder))
     else:
