@@ -167,8 +167,12 @@ def table(grid: Path, auto: Path | None, searches: list[Path], metric: str = "te
                        f"{_verdict(regret, share, AUTO_GOAL)} |")
         for label, runs_ in auto_values.items():  # measured: the arms trained at their own alpha, same seeds
             out.append(_measured(label, runs_, fixed[best], best))
+    trained: dict[float, dict[int, float]] = {}  # fixed alphas trained on the grid's seeds outside it, for the plot
     for folder in measured:  # other compare studies on the grid's seeds, e.g. the searches' picks trained
-        out += [_measured(label, runs_, fixed[best], best) for label, runs_ in grid_values(folder, metric).items()]
+        for label, runs_ in grid_values(folder, metric).items():
+            out.append(_measured(label, runs_, fixed[best], best))
+            if alpha_of(label) is not None:
+                trained[alpha_of(label)] = runs_
     if auto is not None:
         out += _targets(_csv(auto / "calibration.csv", ("seed", "alpha")), means, best)
     for folder in searches:
@@ -192,7 +196,7 @@ def table(grid: Path, auto: Path | None, searches: list[Path], metric: str = "te
             "pick (log-linear between grid points). Goals: search within 1 point at <= 0.35x the grid's compute, "
             "helu:auto within 2 points at <= 2% (its cost: the calibration pass alone)."]
     if plot is not None:
-        _plot(fixed, values.get("relu"), best, picks, plot, metric)
+        _plot(fixed, values.get("relu"), best, picks, plot, metric, trained)
     return "\n".join(out)
 
 
@@ -222,7 +226,8 @@ def _targets(calibration: list[dict[str, str]], means: dict[float, float], best:
 
 
 def _plot(fixed: dict[float, dict[int, float]], relu: dict[int, float] | None, best: float,
-          picks: dict[str, list[float]], path: Path, metric: str) -> None:
+          picks: dict[str, list[float]], path: Path, metric: str,
+          trained: dict[float, dict[int, float]] | None = None) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8.4, 4.2))
@@ -233,6 +238,11 @@ def _plot(fixed: dict[float, dict[int, float]], relu: dict[int, float] | None, b
     ax.errorbar(alphas, means, yerr=stds, marker="o", capsize=3, label="HeLU grid (mean ± std)")
     for a in alphas:
         ax.scatter([a] * len(fixed[a]), [100 * v for v in fixed[a].values()], s=8, color="grey", alpha=0.5)
+    if trained:
+        extra = sorted(trained)
+        ax.errorbar(extra, [100 * statistics.mean(trained[a].values()) for a in extra],
+                    yerr=[100 * statistics.stdev(trained[a].values()) if len(trained[a]) > 1 else 0.0 for a in extra],
+                    marker="s", linestyle="none", capsize=3, color="tab:olive", label="picks trained (mean ± std)")
     if relu:
         ax.axhline(100 * statistics.mean(relu.values()), color="black", linestyle="--", label="ReLU")
     top = max(m + s for m, s in zip(means, stds))

@@ -46,7 +46,9 @@ def _fixture(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
 def test_table_by_hand(tmp_path: Path) -> None:
     grid, auto, good, low = _fixture(tmp_path)
     plot = tmp_path / "plots" / "choice.png"
-    lines = _module().table(grid, auto, [good, low], plot=plot).splitlines()
+    measured = _write(tmp_path / "picks" / "runs.csv", "activation,seed,alpha,test/acc\n"
+                      "helu:0.3,0,0.3,0.45\nhelu:0.3,1,0.3,0.50\n").parent
+    lines = _module().table(grid, auto, [good, low], plot=plot, measured=[measured]).splitlines()
     assert lines[0].startswith("grid: 8 runs, 240 epochs, 1.3 min summed run time")
     assert "| relu | 2 | 11.0 ± 1.4 | 10.0-12.0 |" in lines
     assert "| helu:0.1 **best** | 2 | 55.0 ± 7.1 | 50.0-60.0 |" in lines
@@ -58,6 +60,9 @@ def test_table_by_hand(tmp_path: Path) -> None:
     # t(1) = 12.71: half-width 57.2, p 0.083
     assert "| helu:auto, trained (2 seeds) | - | 20.5 ± 13.4 (measured) | +34.5 [-22.7, +91.7], p 0.083 (paired, vs " \
            "alpha 0.1) | - | - | - |" in lines
+    # a pick trained on the grid's seeds: alpha 0.1 minus it, 5 and 10 points: mean 7.5, half-width 31.8, p 0.2
+    assert "| helu:0.3, trained (2 seeds) | - | 47.5 ± 3.5 (measured) | +7.5 [-24.3, +39.3], p 0.2 (paired, vs alpha " \
+           "0.1) | - | - | - |" in lines
     # suggest_alpha at target band 0.9: alpha 0.1 and 1.0, mean 0.55 lies between 0.1 and 1.0 in log alpha
     # (log10 0.55 = -0.26: 74% of the way from 0.1 to 1.0): 55 - 0.74 * 20 = 40.2, regret 14.8
     assert "| suggest_alpha, target band 0.9 (2 seeds) | 0.55 (0.1-1) | 40.2 (between) | 14.8 | - | - | - |" in lines
@@ -109,3 +114,16 @@ def test_a_missing_column_is_refused(tmp_path: Path) -> None:
     (grid / "run_seconds.csv").write_text("trial,activation,seed\n0,x,0\n")
     with pytest.raises(SystemExit, match="run_seconds.csv has no rows or lacks the columns"):
         _module().table(grid, None, [])
+
+
+def test_readme_alpha_tables_are_the_committed_files() -> None:
+    # The README's "Choosing alpha" tables are printed by alpha_choice.py from docs/results, not typed.
+    root = Path(__file__).resolve().parents[1]
+    results = root / "docs" / "results"
+    searches = [folder for name in ("alpha_search", "alpha_span_search")
+                for folder in sorted(results.glob(f"{name}_digits_d8_s*"))]
+    printed = _module().table(results / "alpha_grid_digits_d8", results / "alpha_auto_digits_d8", searches)
+    rows = [line for line in printed.splitlines() if line.startswith("| ")]
+    assert len(rows) > 20
+    readme = (root / "README.md").read_text().splitlines()
+    assert [line for line in rows if line not in readme] == []
