@@ -47,7 +47,7 @@ def test_table_by_hand(tmp_path: Path) -> None:
     grid, auto, good, low = _fixture(tmp_path)
     plot = tmp_path / "plots" / "choice.png"
     measured = _write(tmp_path / "picks" / "runs.csv", "activation,seed,alpha,test/acc\n"
-                      "helu:0.3,0,0.3,0.45\nhelu:0.3,1,0.3,0.50\n").parent
+                      "helu:0.2,0,0.2,0.45\nhelu:0.2,1,0.2,0.50\n").parent
     lines = _module().table(grid, auto, [good, low], plot=plot, measured=[measured]).splitlines()
     assert lines[0].startswith("grid: 8 runs, 240 epochs, 1.3 min summed run time")
     assert "| relu | 2 | 11.0 ± 1.4 | 10.0-12.0 |" in lines
@@ -60,8 +60,8 @@ def test_table_by_hand(tmp_path: Path) -> None:
     # t(1) = 12.71: half-width 57.2, p 0.083
     assert "| helu:auto, trained (2 seeds) | - | 20.5 ± 13.4 (measured) | +34.5 [-22.7, +91.7], p 0.083 (paired, vs " \
            "alpha 0.1) | - | - | - |" in lines
-    # a pick trained on the grid's seeds: alpha 0.1 minus it, 5 and 10 points: mean 7.5, half-width 31.8, p 0.2
-    assert "| helu:0.3, trained (2 seeds) | - | 47.5 ± 3.5 (measured) | +7.5 [-24.3, +39.3], p 0.2 (paired, vs alpha " \
+    # the pick 0.2 trained on the grid's seeds: alpha 0.1 minus it, 5 and 10 points: mean 7.5, half-width 31.8, p 0.2
+    assert "| helu:0.2, trained (2 seeds) | - | 47.5 ± 3.5 (measured) | +7.5 [-24.3, +39.3], p 0.2 (paired, vs alpha " \
            "0.1) | - | - | - |" in lines
     # suggest_alpha at target band 0.9: alpha 0.1 and 1.0, mean 0.55 lies between 0.1 and 1.0 in log alpha
     # (log10 0.55 = -0.26: 74% of the way from 0.1 to 1.0): 55 - 0.74 * 20 = 40.2, regret 14.8
@@ -69,8 +69,10 @@ def test_table_by_hand(tmp_path: Path) -> None:
     # search: the best completed trial (0.55 at alpha 0.1), 21 of 80 s and 61 of 240 epochs
     assert "| search search_s0 (4 trials) | 0.1 | 55.0 | 0.0 | 0.26x | 0.25x | met |" in lines
     # search_s1: its best (alpha 0.2, between 0.1 and 1.0: 55 - 0.301 * 20 = 49.0) took 40 s (0.50x); within
-    # 0.35 x 80 = 28 s only its first trial fits, whose alpha 0.001 lies below the grid (ReLU-like 12.0)
-    assert "| search search_s1 (2 trials) | 0.2 | 49.0 (between) | 6.0 | 0.50x | 0.25x | not met |" in lines
+    # 0.35 x 80 = 28 s only its first trial fits, whose alpha 0.001 lies below the grid (ReLU-like 12.0); its pick
+    # 0.2 was trained on the grid's seeds, 7.5 points below alpha 0.1, and that decides the goal
+    assert "| search search_s1 (2 trials) | 0.2 | 49.0 (between) | 6.0; trained +7.5 | 0.50x | 0.25x | not met |" \
+        in lines
     assert "| search search_s1, first 1 (<= 0.35x) | 0.001 | 12.0 (below grid) | 43.0 | 0.25x | 0.12x | not met |" \
         in lines
     assert plot.read_bytes().startswith(b"\x89PNG")
@@ -122,7 +124,9 @@ def test_readme_alpha_tables_are_the_committed_files() -> None:
     results = root / "docs" / "results"
     searches = [folder for name in ("alpha_search", "alpha_span_search")
                 for folder in sorted(results.glob(f"{name}_digits_d8_s*"))]
-    printed = _module().table(results / "alpha_grid_digits_d8", results / "alpha_auto_digits_d8", searches)
+    picks = [results / "alpha_picks_digits_d8", results / "alpha_picks2_digits_d8"]
+    printed = _module().table(results / "alpha_grid_digits_d8", results / "alpha_auto_digits_d8", searches,
+                              measured=picks)
     rows = [line for line in printed.splitlines() if line.startswith("| ")]
     assert len(rows) > 20
     readme = (root / "README.md").read_text().splitlines()
