@@ -109,6 +109,67 @@ depth_fashion_mnist_long() {
         --model.init_args.backbone_options.depth 8 --trainer.max_epochs 20
 }
 
+# 9. Choosing alpha (issue 30) where it matters: the depth-8 plain MLP on digits of 4. The grid: ReLU and HeLU at 8
+#    log-spaced alphas from 0.005 to 1, 5 seeds. The choosers: helu:auto (suggest_alpha per seed, at the start of
+#    training) with a cosine alpha schedule from 1 to 0.05 beside it, over the same seeds; and helu-train search with
+#    its shipped defaults (alpha log-uniform in [1e-4, 1], TPE, median pruner) at the grid's per-run budget, 20 trials,
+#    3 times (sampler and training seed 0, 1, 2). alpha_choice_digits writes the files alpha_choice.py reads
+#    (per-run seconds of the grid, the calibration's alpha and cost per seed) and prints its tables and plot.
+ALPHA_DIGITS=(--config configs/plain_mlp_digits.yaml)
+ALPHA_DEPTH=(--model.init_args.backbone_options.depth 8)
+alpha_grid_digits() {
+    helu-train compare "${ALPHA_DIGITS[@]}" \
+        --activations relu helu:0.005 helu:0.01 helu:0.02 helu:0.05 helu:0.1 helu:0.2 helu:0.5 helu:1.0 --seeds 5 \
+        --output_dir runs/compare/alpha_grid_digits_d8 --no_int8 "${ALPHA_DEPTH[@]}"
+}
+alpha_auto_digits() {
+    helu-train compare "${ALPHA_DIGITS[@]}" --activations helu:auto "$SCHEDULE" --baseline none --seeds 5 \
+        --output_dir runs/compare/alpha_auto_digits_d8 --no_int8 "${ALPHA_DEPTH[@]}"
+}
+alpha_search_digits() {
+    local seed
+    for seed in 0 1 2; do
+        helu-train search "${ALPHA_DIGITS[@]}" --n_trials 20 --output_dir "runs/search/alpha_search_digits_d8_s${seed}" \
+            --sampler_seed "$seed" --seed_everything "$seed" "${ALPHA_DEPTH[@]}"
+    done
+}
+# The same with a space that spans the grid (alpha log-uniform in [0.005, 1]), no pruning (here pruned trials ran
+# 18-29 of the 30 epochs, saving little) and TPE from the 6th trial: 15 trials, a third of the grid's epochs.
+alpha_span_search_digits() {
+    local seed
+    for seed in 0 1 2; do
+        helu-train search "${ALPHA_DIGITS[@]}" --space configs/search/alpha_span.yaml --pruner none \
+            --sampler_startup_trials 5 --n_trials 15 --output_dir "runs/search/alpha_span_search_digits_d8_s${seed}" \
+            --sampler_seed "$seed" --seed_everything "$seed" "${ALPHA_DEPTH[@]}"
+    done
+}
+# The searches' picks trained on the grid's seeds: their regret measured (the second study: the span search's last
+# pick, and 0.2003, a hair from the grid's 0.2).
+alpha_picks_digits() {
+    helu-train compare "${ALPHA_DIGITS[@]}" --activations helu:0.2235 helu:0.2359 helu:0.2515 helu:0.3041 \
+        --baseline none --seeds 5 --output_dir runs/compare/alpha_picks_digits_d8 --no_int8 "${ALPHA_DEPTH[@]}"
+    helu-train compare "${ALPHA_DIGITS[@]}" --activations helu:0.2003 helu:0.2178 \
+        --baseline none --seeds 5 --output_dir runs/compare/alpha_picks2_digits_d8 --no_int8 "${ALPHA_DEPTH[@]}"
+}
+# The tables and plot of 9 from the finished studies, after writing there the per-run seconds and the calibration that
+# compare and search do not write (RESULTS=docs/results: from the committed files).
+alpha_choice_digits() {
+    local grid=runs/compare/alpha_grid_digits_d8 auto=runs/compare/alpha_auto_digits_d8
+    local picks=(runs/compare/alpha_picks_digits_d8 runs/compare/alpha_picks2_digits_d8)
+    local searches=(runs/search/alpha_search_digits_d8_s* runs/search/alpha_span_search_digits_d8_s*)
+    if [ -n "${RESULTS:-}" ]; then
+        grid=$RESULTS/alpha_grid_digits_d8 auto=$RESULTS/alpha_auto_digits_d8
+        picks=("$RESULTS"/alpha_picks_digits_d8 "$RESULTS"/alpha_picks2_digits_d8)
+        searches=("$RESULTS"/alpha_search_digits_d8_s* "$RESULTS"/alpha_span_search_digits_d8_s*)
+    else
+        python benchmarks/alpha_choice.py seconds "$grid" > "$grid/run_seconds.csv"
+        [ -f "$auto/calibration.csv" ] || python benchmarks/alpha_choice.py calibrate "${ALPHA_DIGITS[@]}" --seeds 5 \
+            --targets 0.25 0.5 0.75 0.9 "${ALPHA_DEPTH[@]}" > "$auto/calibration.csv"
+    fi
+    python benchmarks/alpha_choice.py table --grid "$grid" --auto "$auto" --search "${searches[@]}" \
+        --measured "${picks[@]}" --plot "$grid/alpha_choice.png"
+}
+
 # The README's depth-sweep tables (accuracy, paired difference to ReLU, dead units), from the finished studies above
 # (RESULTS=docs/results: from the reports committed with the README).
 depth_tables() {
@@ -124,8 +185,9 @@ depth_tables() {
 }
 
 STUDIES=(fashion_mnist digits_high_lr text_bbc depth_digits text_relufication text_relufication_distill
-         depth_fashion_mnist depth_fashion_mnist_he depth_fashion_mnist_long)
-KNOWN=("${STUDIES[@]}" text_teacher depth_tables)
+         depth_fashion_mnist depth_fashion_mnist_he depth_fashion_mnist_long alpha_grid_digits alpha_auto_digits
+         alpha_search_digits alpha_span_search_digits alpha_picks_digits)
+KNOWN=("${STUDIES[@]}" text_teacher depth_tables alpha_choice_digits)
 studies=("$@")
 [ ${#studies[@]} -eq 0 ] && studies=("${STUDIES[@]}")
 is_known() {
