@@ -1,55 +1,22 @@
-"""INT8 accuracy of one run: its checkpoint rebuilt, HeLU swapped for ReLU (``export.to_relu``), written to ONNX,
-quantized by the same method ``helu-train export --quantize int8`` picks (static QDQ calibrated on the training
-split for conv and MLP nets, dynamic for transformers), and both the fp32 and the INT8 ONNX models scored on the
-same validation batches."""
+"""INT8 accuracy of one run: its checkpoint rebuilt, HeLU swapped for ReLU (``export.to_relu``), written to ONNX
+as export writes it (``export.graph.write_onnx``), quantized by the same method ``helu-train export --quantize int8``
+picks (static QDQ calibrated on the training split for conv and MLP nets, dynamic for transformers), and both the
+fp32 and the INT8 ONNX models scored on the same validation batches."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch import Tensor, nn
 
 from helu_lightning.export import load_task, split_batch, to_relu
-from helu_lightning.export.graph import export_onnx
+from helu_lightning.export.graph import onnx_feeds, write_onnx
 from helu_lightning.export.quantize import CALIBRATION_BATCHES, calibration_feeds, choose_method, write_int8
 
 __all__ = ["int8_accuracy"]
-
-
-class _Logits(nn.Module):
-    """Takes the model's named inputs positionally and returns only the logits (one ONNX output)."""
-
-    def __init__(self, model: nn.Module, names: list[str]) -> None:
-        super().__init__()
-        self.model, self.names = model, names
-
-    def forward(self, *tensors: Tensor) -> Tensor:
-        output = self.model(**dict(zip(self.names, tensors))) if self.names else self.model(*tensors)
-        return output.logits if hasattr(output, "logits") else output
-
-
-def _tensors(inputs: Tensor | Mapping[str, Tensor]) -> tuple[list[str], tuple[Tensor, ...]]:
-    if isinstance(inputs, Mapping):
-        names = sorted(inputs)
-        return names, tuple(inputs[n] for n in names)
-    return [], (inputs,)
-
-
-def _write_onnx(model: nn.Module, inputs: Tensor | Mapping[str, Tensor], path: Path) -> list[str]:
-    """ONNX with a dynamic batch (and sequence, for token inputs); returns the graph's input names."""
-    names, tensors = _tensors(inputs)
-    batch = torch.export.Dim("batch", min=1)
-    sequence = torch.export.Dim("sequence", min=1)
-    # forward(*tensors) is one parameter to torch.export: the per-tensor shapes nest one level down.
-    shapes = (tuple({0: batch, 1: sequence} if names and t.dim() >= 2 else {0: batch} for t in tensors),)
-    graph_names = names or ["input"]
-    export_onnx(_Logits(model, names).eval(), tensors, path, input_names=graph_names, output_names=["logits"],
-                dynamic_shapes=shapes)
-    return graph_names
 
 
 def int8_accuracy(checkpoint: str | Path, batches: Iterable[Any], output_dir: Path,
@@ -73,7 +40,7 @@ def int8_accuracy(checkpoint: str | Path, batches: Iterable[Any], output_dir: Pa
     first, _ = split_batch(batches[0], plain)
     output_dir.mkdir(parents=True, exist_ok=True)
     fp32_path, int8_path = output_dir / "model.onnx", output_dir / "model.int8.onnx"
-    names = _write_onnx(plain, first, fp32_path)
+    names = write_onnx(plain, first, fp32_path)
     how = write_int8(fp32_path, int8_path, method, names, calibration)
     sessions = {k: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
                 for k, p in (("fp32", fp32_path), ("int8", int8_path))}
@@ -83,8 +50,7 @@ def int8_accuracy(checkpoint: str | Path, batches: Iterable[Any], output_dir: Pa
         inputs, labels = split_batch(batch, plain)
         if labels is None:
             raise ValueError("validation batches carry no labels; INT8 accuracy needs them")
-        _, tensors = _tensors(inputs)
-        feeds = {name: t.numpy() for name, t in zip(names, tensors)}
+        feeds = onnx_feeds(names, inputs)
         for key, session in sessions.items():
             predicted = torch.from_numpy(session.run(None, feeds)[0]).argmax(dim=-1)
             correct[key] += int((predicted == labels).sum())
