@@ -1,9 +1,11 @@
-"""HTTP serving speed of `helu-train serve` on the loopback: the digits HeLU model exported as plain ReLU (ONNX fp32
-and INT8) against its ReLU-trained and GELU-trained twins (same backbone, exported the same way) and the HeLU
-checkpoint itself served by eager torch behind the same LitServe API.
+"""HTTP serving speed of `helu-train serve` on the loopback: the digits HeLU model exported as plain ReLU (ONNX fp32,
+static INT8 and dynamic INT8) against its ReLU-trained and GELU-trained twins (same backbone, exported the same way;
+the GELU twin also in both INT8 methods) and the HeLU checkpoint itself served by eager torch behind the same
+LitServe API.
 
     python benchmarks/serve.py --requests 200 --rounds 3   # the README table; about 12 minutes on 2 busy cores
     python benchmarks/serve.py --width 256 --requests 150 --rounds 2   # a 64x wider CNN: compute shows
+    python benchmarks/serve.py --output benchmarks/results/serve.txt   # also write the output as an artifact
 
 Each variant is trained for a few steps with configs/offline.yaml (speed does not depend on the weights), exported,
 and served on 127.0.0.1 with one inference worker, one model thread and dynamic batching (max 8). A client drives
@@ -37,7 +39,8 @@ from serve_client import HOST, running_server  # noqa: E402
 from helu_lightning.serve.api import ExportAPI  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
-VARIANTS = ("exported", "exported int8", "relu twin", "gelu twin", "helu eager")
+VARIANTS = ("exported", "exported static", "exported dynamic", "relu twin", "gelu twin", "gelu static",
+            "gelu dynamic", "helu eager")
 
 
 def _helu_train(*args: object) -> None:
@@ -57,15 +60,20 @@ def build(workdir: Path, width: int) -> dict[str, list[str]]:
                     "--trainer.default_root_dir", workdir / act, "--trainer.enable_progress_bar", "false",
                     "--test_after_fit", "false", "--model.init_args.activation", spec,
                     "--model.init_args.backbone_options.width", width)
-        _helu_train("export", "--ckpt_path", workdir / act / "checkpoints" / "last.ckpt",
-                    "--output_dir", workdir / f"{act}_export", "--format", "onnx",
-                    *(["--quantize", "int8"] if act == "helu" else []))
-        exports[act] = str(workdir / f"{act}_export")
-    return {"exported": ["--export_dir", exports["helu"]],
-            "exported int8": ["--export_dir", exports["helu"], "--model", "int8"],
-            "relu twin": ["--export_dir", exports["relu"]],
-            "gelu twin": ["--export_dir", exports["gelu"]],
-            "helu eager": ["--export_dir", exports["helu"], "--eager_ckpt",
+        for method in ("static", "dynamic") if act != "relu" else ("none",):
+            # A few training steps leave accuracy near chance: --keep_int8, the guard is not what is timed here.
+            _helu_train("export", "--ckpt_path", workdir / act / "checkpoints" / "last.ckpt",
+                        "--output_dir", workdir / f"{act}_{method}", "--format", "onnx",
+                        *(["--quantize", "int8", "--int8_method", method, "--keep_int8"] if act != "relu" else []))
+            exports[f"{act} {method}"] = str(workdir / f"{act}_{method}")
+    return {"exported": ["--export_dir", exports["helu static"]],
+            "exported static": ["--export_dir", exports["helu static"], "--model", "int8"],
+            "exported dynamic": ["--export_dir", exports["helu dynamic"], "--model", "int8"],
+            "relu twin": ["--export_dir", exports["relu none"]],
+            "gelu twin": ["--export_dir", exports["gelu static"]],
+            "gelu static": ["--export_dir", exports["gelu static"], "--model", "int8"],
+            "gelu dynamic": ["--export_dir", exports["gelu dynamic"], "--model", "int8"],
+            "helu eager": ["--export_dir", exports["helu static"], "--eager_ckpt",
                            str(workdir / "helu" / "checkpoints" / "last.ckpt")]}
 
 
@@ -172,6 +180,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=32, help="small_cnn width (32: configs/offline.yaml)")
     parser.add_argument("--max_batch_size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="model threads per server (the same for every variant)")
+    parser.add_argument("--output", type=Path, default=None, help="also write the results to this file")
     args = parser.parse_args()
     body = _digit_png()
     results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
@@ -191,26 +200,49 @@ def main() -> None:
                         rate, latencies = drive(port, body, concurrency, args.requests)
                         results.setdefault((variant, concurrency), []).append(
                             (rate, _percentile(latencies, 0.5) * 1e3, _percentile(latencies, 0.99) * 1e3))
-    print(f"helu-train serve on {HOST}, 1 inference worker, {args.threads} model thread(s), max_batch_size "
-          f"{args.max_batch_size}, small_cnn width "
-          f"{args.width} on 8x8 digits PNGs; {args.requests} requests per level, {args.rounds} round(s), "
-          f"{os.cpu_count()} CPUs; medians over rounds")
-    print(f"{'variant':<14} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    lines = [f"python benchmarks/serve.py {' '.join(sys.argv[1:])}", _machine(args.threads),
+             f"helu-train serve on {HOST}, 1 inference worker, {args.threads} model thread(s), max_batch_size "
+             f"{args.max_batch_size}, small_cnn width {args.width} on 8x8 digits PNGs; {args.requests} requests per "
+             f"level, {args.rounds} round(s); medians over rounds",
+             f"{'variant':<16} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}"]
     median = {key: [statistics.median(v[i] for v in runs) for i in range(3)] for key, runs in results.items()}
     for variant in VARIANTS:
         for concurrency in CONCURRENCY:
             rate, p50, p99 = median[(variant, concurrency)]
-            print(f"{variant:<14} {concurrency:>4} {rate:>8.1f} {p50:>8.2f} {p99:>8.2f}")
-    print("requests/s of the exported model over each twin's (>1: exported faster)")
+            lines.append(f"{variant:<16} {concurrency:>4} {rate:>8.1f} {p50:>8.2f} {p99:>8.2f}")
+    lines.append("requests/s of the exported model over each twin's (>1: exported faster)")
     for concurrency in CONCURRENCY:
         base = median[("exported", concurrency)][0]
         ratios = {v: base / median[(v, concurrency)][0] for v in ("relu twin", "gelu twin", "helu eager")}
-        print(f"  concurrency {concurrency:>2}: " + ", ".join(f"vs {v} {r:.2f}x" for v, r in ratios.items()))
+        lines.append(f"  concurrency {concurrency:>2}: " + ", ".join(f"vs {v} {r:.2f}x" for v, r in ratios.items()))
+    lines.append("requests/s of each INT8 file over its own fp32 file's and over the GELU twin's fp32")
+    for variant, fp32 in (("exported static", "exported"), ("exported dynamic", "exported"),
+                          ("gelu static", "gelu twin"), ("gelu dynamic", "gelu twin")):
+        own = [median[(variant, c)][0] / median[(fp32, c)][0] for c in CONCURRENCY]
+        gelu = [median[(variant, c)][0] / median[("gelu twin", c)][0] for c in CONCURRENCY]
+        lines.append(f"  {variant:<16} vs own fp32 {' / '.join(f'{r:.2f}x' for r in own)}, vs gelu fp32 "
+                     f"{' / '.join(f'{r:.2f}x' for r in gelu)} (concurrency {' / '.join(map(str, CONCURRENCY))})")
     relu = [median[("exported", c)][0] / median[("relu twin", c)][0] for c in CONCURRENCY]
     gelu = [median[("exported", c)][0] / median[("gelu twin", c)][0] for c in CONCURRENCY]
-    print(f"goal exported >= relu twin (>= 0.95x): {'met' if min(relu) >= 0.95 else 'not met'}; "
-          f"exported faster than gelu twin (> 1.00x): {'met' if min(gelu) > 1.0 else 'not met'}")
-    print(json.dumps({f"{v}@{c}": [round(x, 2) for x in m] for (v, c), m in median.items()}))
+    static = [median[("exported static", c)][0] / median[("exported", c)][0] for c in CONCURRENCY]
+    lines.append(f"goal exported >= relu twin (>= 0.95x): {'met' if min(relu) >= 0.95 else 'not met'}; "
+                 f"exported faster than gelu twin (> 1.00x): {'met' if min(gelu) > 1.0 else 'not met'}; "
+                 f"static INT8 >= 1.8x exported fp32: {'met' if min(static) >= 1.8 else 'not met'}")
+    lines.append(json.dumps({f"{v}@{c}": [round(x, 2) for x in m] for (v, c), m in median.items()}))
+    print("\n".join(lines))
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _machine(threads: int) -> str:
+    """CPU, platform and package versions, for the artifact."""
+    import importlib.metadata
+    import platform
+
+    versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("onnxruntime", "litserve", "torch"))
+    return (f"{platform.machine()}, {platform.platform()}, python {platform.python_version()}, {versions}; "
+            f"{threads} model thread(s), {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
