@@ -9,11 +9,13 @@ we write is refused."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import UserError
@@ -91,7 +93,21 @@ def write_owned(folder: str | os.PathLike, name: str, data: bytes, command: str,
     first: a crash in between leaves a file that no longer matches it, which the next run refuses (never one it
     would replace unrecorded)."""
     folder = Path(folder)
-    refuse_foreign(folder, [name], command, fix)
-    files = {**_recorded(folder), name: hashlib.sha256(data).hexdigest()}
-    atomic_write_text(folder / RECORD, json.dumps({"files": dict(sorted(files.items()))}, indent=1) + "\n")
-    return atomic_write_bytes(folder / name, data)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder):  # several workers of one comparison finish into the same folder
+        refuse_foreign(folder, [name], command, fix)
+        files = {**_recorded(folder), name: hashlib.sha256(data).hexdigest()}
+        atomic_write_text(folder / RECORD, json.dumps({"files": dict(sorted(files.items()))}, indent=1) + "\n")
+        return atomic_write_bytes(folder / name, data)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive flock on the folder itself while its record and a file change together, so two processes
+    writing into one folder never leave a record whose hash is the other's content."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -159,3 +159,21 @@ def test_search_is_not_fooled_by_a_planted_record(tmp_path: Path) -> None:
                       cwd=tmp_path)
     _not_replaced(done, out / "best.yaml", "the user's own file")
     assert not (out / "trials").exists(), "the search stops before its first trial"
+
+
+def _write_many(folder: str, worker: int) -> None:
+    from helu_lightning.owned_files import write_owned
+
+    for i in range(30):
+        for name in ("results.md", "runs.csv"):
+            write_owned(folder, name, f"worker {worker}, round {i}".encode(), "compare")
+
+
+def test_workers_finishing_into_one_folder_never_leave_a_record_that_disowns_the_file(tmp_path: Path) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from helu_lightning.owned_files import owned
+
+    with ProcessPoolExecutor(3) as pool:
+        list(pool.map(_write_many, [str(tmp_path)] * 3, range(3)))
+    assert owned(tmp_path, "results.md") and owned(tmp_path, "runs.csv")
