@@ -14,13 +14,15 @@ from typing import Any
 
 from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
 from lightning.pytorch import Trainer
+from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.utilities import rank_zero_warn
 
 from .checkpoints import CheckpointError, forget_parsed_checkpoint, read_checkpoint
 from .restored_state import checkpoint_folders, clean_callback_states
 from .run_paths import outside_reason
 
-__all__ = ["CheckedCheckpointIO", "install_checked_io", "note_written", "refuse_url"]
+__all__ = ["CheckedCheckpointIO", "bypasses_reader", "install_checked_io", "note_written",
+           "refuse_self_loading_strategy", "refuse_url"]
 
 
 def refuse_url(path: Any, what: str = "helu-train reads") -> None:
@@ -101,3 +103,23 @@ def install_checked_io(trainer: Trainer, trusted: bool = False) -> CheckedCheckp
     checked = CheckedCheckpointIO(trainer, inner=current, trusted=trusted)
     trainer.strategy.checkpoint_io = checked
     return checked
+
+
+def bypasses_reader(strategy: Strategy | type[Strategy]) -> bool:
+    """Whether a strategy reads checkpoints itself instead of through its CheckpointIO (the checked reader):
+    DeepSpeed (its engine), FSDP (sharded folders and full files alike) and ModelParallel override
+    ``Strategy.load_checkpoint``."""
+    cls = strategy if isinstance(strategy, type) else type(strategy)
+    return cls.load_checkpoint is not Strategy.load_checkpoint
+
+
+def refuse_self_loading_strategy(trainer: Trainer, ckpt_path: Any, trusted: bool) -> None:
+    """UserError, before anything is loaded, when an untrusted ``--ckpt_path`` would be read by a strategy that
+    bypasses the checked reader (it would unpickle the file, or load a folder the reader never sees)."""
+    if ckpt_path is None or trusted or not bypasses_reader(trainer.strategy):
+        return
+    name = type(trainer.strategy).__name__
+    raise CheckpointError(f"--ckpt_path {ckpt_path}: the {name} strategy loads checkpoints itself, past helu-train's "
+                          "checked reader (which refuses pickles and foreign import paths); pass --trust_checkpoint "
+                          "true for a checkpoint you made yourself, or load it with a strategy that reads through "
+                          "the CheckpointIO (auto, ddp)")

@@ -25,7 +25,7 @@ from lightning.pytorch.utilities.model_registry import _is_registry
 
 from .callbacks.last import LastCheckpoint
 from .callbacks.progress import VersionedRichProgressBar
-from .checkpoint_io import install_checked_io, refuse_url
+from .checkpoint_io import install_checked_io, refuse_self_loading_strategy, refuse_url
 from .checkpoints import CheckpointError, read_checkpoint
 from .errors import UserError, shown_path
 from .finished import refuse_a_finished_run
@@ -157,6 +157,7 @@ class HeluCLI(LightningCLI):
 
     def _run_subcommand(self, subcommand: str) -> None:
         # fit (with test_after_fit) holds <default_root_dir>/.helu-train.lock: a second fit into the folder refuses.
+        refuse_self_loading_strategy(self.trainer, self._section().get("ckpt_path"), self._trusted())
         folder = str(self.trainer.default_root_dir)
         if subcommand != "fit" or not is_launching_process():
             super()._run_subcommand(subcommand)

@@ -18,8 +18,8 @@ __all__ = ["PATH_OPTION", "refuse_linked_run_folders", "refuse_remote", "refuse_
            "refuse_remote_options"]
 
 # Option names that hold a path: default_root_dir, dirpath, save_dir, data_dir, output_dir, export_dir, ckpt_path,
-# output_file, cache_dir, run_dirs, config, ...
-PATH_OPTION = re.compile(r"(.*_(dir|dirs|path|paths|file|files|root)|dirpath|root|config)")
+# output_file, cache_dir, run_dirs, config, tokenizer and pretrained (a local folder or a hub name), ...
+PATH_OPTION = re.compile(r"(.*_(dir|dirs|path|paths|file|files|root)|dirpath|root|config|tokenizer|pretrained)")
 # Folders a run writes checkpoints into and rotates (deletes) them in.
 _RUN_FOLDERS = ("default_root_dir", "dirpath")
 

@@ -26,11 +26,13 @@ import yaml
 from .callbacks.monitor import STATS
 from .errors import DataError, MissingDataError, UserError
 from .io import read_utf8
-from .owned_files import write_owned
+from .owned_files import refuse_foreign, write_owned
 
 __all__ = ["build_parser", "constant_alpha", "find_metrics_csv", "main", "plot_runs", "read_metrics", "run"]
 
 Series = dict[str, list[tuple[float, float]]]  # metric name -> [(x, value)]
+# Every file plot may write: checked before any run is read, so a user's PNG stops plot before any work.
+_PLOT_NAMES = ("alpha.png", *(f"{stage}_{stat}.png" for stage in ("train", "val") for stat in STATS))
 
 
 def find_metrics_csv(run_dir: str | Path) -> Path:
@@ -117,10 +119,11 @@ def _natural(name: str) -> list:
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path) -> tuple[Path, bytes]:
+    """The PNG of ``fig``, to be written to ``path`` once every file of the command is known to be ours."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return write_owned(path.parent, path.name, buffer.getvalue(), "plot")
+    return path, buffer.getvalue()
 
 
 def _panel_grid(count: int, title: str):
@@ -137,7 +140,7 @@ def _panel_grid(count: int, title: str):
 
 
 def _plot_alpha(runs: list[tuple[str, dict[str, Series]]], constants: list[float | None],
-                output_dir: Path) -> list[Path]:
+                output_dir: Path) -> list[tuple[Path, bytes]]:
     """``alpha.png``: every run's logged alpha (and per-group alphas) over steps, and the fixed alpha of a HeLU run
     that logged none as a flat line over its steps; nothing when no run trained HeLU."""
     alpha_keys = sorted({k for _, s in runs for k in s["step"] if k == "alpha" or k.startswith("alpha/")})
@@ -161,7 +164,7 @@ def _plot_alpha(runs: list[tuple[str, dict[str, Series]]], constants: list[float
     return [_save(fig, output_dir / "alpha.png")]
 
 
-def _plot_monitor(runs: list[tuple[str, dict[str, Series]]], output_dir: Path) -> list[Path]:
+def _plot_monitor(runs: list[tuple[str, dict[str, Series]]], output_dir: Path) -> list[tuple[Path, bytes]]:
     """``<stage>_<stat>.png`` for each ActivationMonitor statistic logged: all layers, then one panel per layer."""
     written = []
     for stage, x_name in (("train", "step"), ("val", "epoch")):
@@ -197,13 +200,15 @@ def plot_runs(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = Non
     csvs = [find_metrics_csv(d) for d in run_dirs]
     runs = [(label, dict(zip(("step", "epoch"), read_metrics(path)))) for label, path in zip(labels, csvs)]
     output_dir = Path(output_dir)
-    written = _plot_alpha(runs, [constant_alpha(path) for path in csvs], output_dir) + _plot_monitor(runs, output_dir)
-    if not written:
+    refuse_foreign(output_dir, _PLOT_NAMES, "plot")  # before any work: every name plot may write
+    pending = _plot_alpha(runs, [constant_alpha(path) for path in csvs], output_dir) + _plot_monitor(runs, output_dir)
+    if not pending:
         raise UserError(
             f"no alpha or monitor metrics in {[str(d) for d in run_dirs]}; train with the AlphaScheduler and/or "
             "ActivationMonitor callbacks (configs/monitor.yaml) and a CSVLogger"
         )
-    return written
+    refuse_foreign(output_dir, [path.name for path, _ in pending], "plot")
+    return [write_owned(path.parent, path.name, data, "plot") for path, data in pending]
 
 
 def build_parser() -> argparse.ArgumentParser:

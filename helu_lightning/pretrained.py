@@ -31,7 +31,8 @@ def resolve_pretrained(name_or_path: str) -> str:
 def from_pretrained(loader: Any, path: str, option: str, **kwargs: Any) -> Any:
     """``loader.from_pretrained(path, **kwargs)`` (a transformers Auto class), any failure to read the files a
     UserError of one line naming ``option`` and the fix: a ``pytorch_model.bin`` holding pickled objects that
-    ``weights_only`` refuses, a corrupt or truncated weight file, a missing or unreadable folder."""
+    ``weights_only`` refuses, a corrupt or truncated weight file. An OSError (no such folder, a hub name without a
+    network) passes unchanged."""
     try:
         return loader.from_pretrained(path, **kwargs)
     except pickle.UnpicklingError as err:
@@ -39,6 +40,8 @@ def from_pretrained(loader: Any, path: str, option: str, **kwargs: Any) -> Any:
         raise UserError(f"{option} {path}: its weights file holds pickled Python objects that weights_only loading "
                         f"refuses ({reason.strip()[:200]}); a model file must hold tensors only: save it with "
                         "save_pretrained (model.safetensors)") from None
+    except OSError:
+        raise  # a missing folder or an unreachable hub name: helu-train's dispatcher adds the fix (no network here)
     except Exception as err:  # noqa: BLE001 - safetensors, torch and transformers each raise their own types
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise UserError(f"{option} {path} cannot be read as a Hugging Face model ({type(err).__name__}: {reason}); "

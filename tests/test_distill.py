@@ -277,3 +277,15 @@ def test_a_refused_teacher_pickle_stops_helu_train_fit_in_one_line(make, glue_di
     assert "Traceback" not in done.stderr and "UnpicklingError" not in done.stderr, done.stderr[-3000:]
     errors = [line for line in done.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "pickled" in errors[0] and str(teacher) in errors[0], done.stderr[-3000:]
+
+
+def test_a_pretrained_backbone_with_a_refused_pickle_is_one_user_error(tmp_path: Path) -> None:
+    from helu_lightning.errors import UserError
+
+    folder = _pickled_teacher(tmp_path / "backbone")
+    with pytest.raises(UserError, match=r"pretrained .*pickled Python objects") as raised:
+        GlueClassifier(task="sst2", pretrained=str(folder))
+    assert "\n" not in str(raised.value)
+    (folder / "pytorch_model.bin").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(UserError, match=r"pretrained .*cannot be read as a Hugging Face model"):
+        GlueClassifier(task="sst2", pretrained=str(folder))

@@ -62,3 +62,18 @@ def test_compare_summary_writes_undefined_statistics_as_empty_not_nan() -> None:
     summary[1]["mean"] = math.inf
     with pytest.raises(UserError, match="results.md"):
         to_markdown(summary, "m", "relu", False)
+
+
+def test_search_summary_never_writes_inf_and_never_picks_it_as_best(tmp_path) -> None:
+    import optuna
+
+    from helu_lightning.search.report import summary_rows as search_rows
+    from helu_lightning.search.report import write_outputs
+
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=math.inf))
+    rows = search_rows(study, [])
+    assert rows[0]["value"] is None and "inf" in rows[0]["state"]
+    write_outputs(study, {}, [], tmp_path, "val/acc")
+    text = (tmp_path / "summary.csv").read_text()
+    assert "inf" not in text.split("\n", 1)[1].replace("(value inf)", "") and not (tmp_path / "best.yaml").exists()

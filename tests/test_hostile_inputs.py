@@ -197,7 +197,7 @@ def test_predict_does_not_overwrite_a_file_it_did_not_write(tmp_path):
             "--trainer.limit_predict_batches", "1",
             "--trainer.callbacks+=helu_lightning.callbacks.PredictionWriter",
             "--trainer.callbacks.output_file", str(notes)]
-    with pytest.raises(UserError, match="not a predictions file"):
+    with pytest.raises(UserError, match="predict did not write it"):
         cli(["predict", *args])
     assert notes.read_text() == "my own notes, not predictions\n"
     notes.unlink()

@@ -7,6 +7,7 @@ process."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,17 @@ def test_a_symlinked_checkpoint_dirpath_is_refused_before_lightning_resolves_it(
     _one_line(done, "dirpath", "is a symbolic link")
     assert sorted(os.listdir(elsewhere)) == ["epoch=0-step=2.ckpt"]
     assert (elsewhere / "epoch=0-step=2.ckpt").read_text() == "someone else's"
+
+
+@pytest.mark.parametrize("option, config", [
+    ("--data.tokenizer", {"data": {"init_args": {"tokenizer": "hf://bert-base"}}}),
+    ("--model.pretrained", {"model": {"init_args": {"pretrained": "s3://models/bert"}}}),
+    ("--data.data_dir", {"data": {"init_args": {"data_dir": "file:///data"}}}),
+    ("--trainer.callbacks[0].dirpath", {"trainer": {"callbacks": [{"init_args": {"dirpath": "gs://b/c"}}]}}),
+])
+def test_a_url_anywhere_in_a_trainer_config_is_named_by_its_option(option: str, config: dict) -> None:
+    from helu_lightning.errors import UserError
+    from helu_lightning.local_paths import refuse_remote_config
+
+    with pytest.raises(UserError, match=re.escape(option) + " .* is a URL"):
+        refuse_remote_config(config)

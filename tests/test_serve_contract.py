@@ -111,6 +111,6 @@ def test_the_middleware_parses_json_only_for_json_content_types() -> None:
     for content_type in ("", "text/plain", "application/x-www-form-urlencoded", "text/json-ish", "image/png"):
         payload, status, _ = text._payload(b'[Reuters] {"markets": 1}', content_type)
         assert status == 200 and json.loads(payload) == {"text": '[Reuters] {"markets": 1}'}, content_type
-    for content_type in ("application/json", "application/ld+json"):
+    for content_type in ("application/json", "application/ld+json", "text/json"):
         payload, status, reason = text._payload(b'{"text": "x", "text_pair": "y"}', content_type)
         assert payload is None and status == 422 and "text_pair" in reason, content_type

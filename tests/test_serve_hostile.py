@@ -189,6 +189,17 @@ def test_helu_train_serve_exits_on_a_doctored_manifest_as_a_subprocess(tmp_path:
     assert len(done.stderr.strip().splitlines()) == 1 and "serve:" not in done.stdout, done.stderr
 
 
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", b"\x80\x02 a pickle, not an export"])
+def test_a_pt2_that_does_not_load_stops_serve_in_one_line_before_listening(tmp_path: Path, content: bytes) -> None:
+    folder = _export(tmp_path / "export")
+    (folder / "model.pt2").write_bytes(content)
+    command = ["serve", "--export_dir", str(folder), "--model", "pt2", "--trust_export", "--port", str(free_port())]
+    done = subprocess.run([sys.executable, "-m", "helu_lightning", *command],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 2 and "cannot be loaded by torch.export.load" in done.stderr, done.stderr[-2000:]
+    assert len(done.stderr.strip().splitlines()) == 1 and "serve:" not in done.stdout, done.stderr
+
+
 def test_the_serving_path_imports_exactly_what_the_readme_says() -> None:
     """The README's Serve section names what the serving modules import: torch and HeLU's own modules through the
     package ``__init__``, nothing of the training code. A change to either side must change the other."""

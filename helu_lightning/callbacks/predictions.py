@@ -4,7 +4,8 @@ for vision and text classifiers (``PredictionWriter``).
 Under DDP each rank predicts its own shard; the writers gather every rank's rows (Lightning's
 ``strategy.all_gather``), keep one row per example index, sort by index and write once, on rank zero, atomically.
 A row whose prediction is NaN or inf (a diverged model) stops predict with an error naming its example index, before
-any file is written.
+any file is written. A file is replaced only when predict recorded writing it (``owned_files``: name and sha256),
+checked before the first batch: a user's CSV is never overwritten, whatever its first line.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from torch import Tensor
 
 from ..data.glue import GlueTask
 from ..errors import UserError
-from ..io import atomic_write_text
+from ..local_paths import refuse_remote
+from ..owned_files import refuse_foreign, write_owned
 
 __all__ = ["GluePredictionWriter", "PredictionWriter", "check_finite", "format_predictions", "gather_rows"]
 
@@ -97,28 +99,31 @@ def check_finite(index: Tensor, values: Tensor, path: Path | str) -> None:
                     "or its checkpoint holds NaN/inf weights: predict with an earlier checkpoint")
 
 
-def _replace_problem(path: Path, header: str) -> str | None:
-    """Why ``path`` may not be replaced: it exists and is not a file this writer wrote (one starting ``header``)."""
-    if not (path.exists() or path.is_symlink()):
-        return None
-    if path.is_symlink() or not path.is_file():
-        return f"{path} exists and is not a plain file"
-    with open(path, "rb") as handle:
-        first = handle.read(len(header.encode()) + 1)
-    text = first.decode("utf-8", "replace")
-    if not (text.startswith(header) and text[len(header):] in ("", "\n", "\r", ",")):
-        return f"{path} exists and is not a predictions file written by helu-train (its first line is not {header!r})"
+PREDICT_FIX = ("move the file away, or write elsewhere (--trainer.default_root_dir, PredictionWriter output_file or "
+               "GluePredictionWriter output_dir)")
+
+
+def _replace_problem(path: Path) -> str | None:
+    """Why ``path`` may not be replaced: it exists and is not a file predict recorded writing (owned_files)."""
+    try:
+        refuse_foreign(path.parent, [path.name], "predict", PREDICT_FIX)
+    except UserError as err:
+        return str(err)
     return None
 
 
-def _check_replaceable(trainer: Trainer, paths: Sequence[Path], header: str) -> None:
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, recorded as predict's own (so the next predict may replace it)."""
+    write_owned(path.parent, path.name, text.encode("utf-8"), "predict", PREDICT_FIX)
+
+
+def _check_replaceable(trainer: Trainer, paths: Sequence[Path]) -> None:
     """Refuse, on every rank alike, to overwrite a file that a previous predict did not write."""
-    problem = next(filter(None, (_replace_problem(path, header) for path in paths)), None) \
+    problem = next(filter(None, (_replace_problem(path) for path in paths)), None) \
         if trainer.is_global_zero else None
     problem = trainer.strategy.broadcast(problem, src=0)
     if problem:
-        raise UserError(f"{problem}; predict only replaces its own earlier output: move the file away or choose "
-                        "another output path")
+        raise UserError(problem)
 
 
 class GluePredictionWriter(BasePredictionWriter):
@@ -132,8 +137,15 @@ class GluePredictionWriter(BasePredictionWriter):
 
     def __init__(self, output_dir: str = "glue_predictions") -> None:
         super().__init__(write_interval="epoch")
+        refuse_remote(output_dir, "GluePredictionWriter output_dir")
         self.output_dir = Path(output_dir)
         self.written: list[Path] = []
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Before any batch is predicted: a submission file of the user's in ``output_dir`` stops predict."""
+        task: GlueTask | None = getattr(pl_module, "spec", None)
+        if task is not None:
+            _check_replaceable(trainer, [self.output_dir / split.submission for split in task.test])
 
     def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions: Any,
                            batch_indices: Any) -> None:
@@ -147,7 +159,7 @@ class GluePredictionWriter(BasePredictionWriter):
             raise UserError(f"GLUE {task.directory} has {len(files)} test file(s) {files} but predict ran "
                             f"{len(loaders)} dataloader(s); use GlueDataModule for the predict data")
         self.written = []
-        _check_replaceable(trainer, [self.output_dir / name for name in files], "index\tprediction")
+        _check_replaceable(trainer, [self.output_dir / name for name in files])
         rows = []
         for name, (outputs, _) in zip(files, loaders):
             idx = torch.cat([out["idx"].cpu() for out in outputs])
@@ -157,7 +169,7 @@ class GluePredictionWriter(BasePredictionWriter):
             rows.append((self.output_dir / name, idx, values))
         for path, idx, values in rows:  # all checked first: no submission file is written when one row is bad
             if trainer.is_global_zero:
-                atomic_write_text(path, format_predictions(task, idx, values))
+                _write(path, format_predictions(task, idx, values))
                 rank_zero_info(f"Predictions for {len(idx)} examples written to {path}")
             self.written.append(path)
         trainer.strategy.barrier("GluePredictionWriter")
@@ -188,6 +200,7 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise UserError(f"PredictionWriter top_k must be an integer >= 1 (e.g. 5), got {top_k!r}")
+        refuse_remote(output_file, "PredictionWriter output_file")
         self.output_file = None if output_file is None else Path(output_file)
         self.top_k = top_k
         self.written: list[Path] = []
@@ -196,13 +209,17 @@ class PredictionWriter(BasePredictionWriter):
         path = self.output_file or Path(trainer.default_root_dir) / "predictions.csv"
         return path if loaders == 1 else path.with_name(f"{path.stem}_{loader}{path.suffix}")
 
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Before any batch is predicted: a CSV of the user's where predictions go stops predict."""
+        loaders = max(1, len(trainer.num_predict_batches))
+        _check_replaceable(trainer, [self._path(trainer, n, loaders) for n in range(loaders)])
+
     def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions: Any,
                            batch_indices: Any) -> None:
         names = getattr(trainer.datamodule, "class_names", None)
         loaders = _per_loader(predictions, batch_indices)
         self.written = []
-        _check_replaceable(trainer, [self._path(trainer, n, len(loaders)) for n in range(len(loaders))],
-                           "index,label,probability")
+        _check_replaceable(trainer, [self._path(trainer, n, len(loaders)) for n in range(len(loaders))])
         rows = []
         for number, (outputs, indices) in enumerate(loaders):
             index, probabilities = gather_rows(trainer, *self._rows(trainer, outputs, indices))
@@ -210,7 +227,7 @@ class PredictionWriter(BasePredictionWriter):
             rows.append((self._path(trainer, number, len(loaders)), index, probabilities))
         for path, index, probabilities in rows:  # all checked first: no file is written when one row is bad
             if trainer.is_global_zero:
-                atomic_write_text(path, self.to_csv(index, probabilities, names))
+                _write(path, self.to_csv(index, probabilities, names))
                 rank_zero_info(f"Predictions for {len(index)} examples written to {path}")
             self.written.append(path)
         trainer.strategy.barrier("PredictionWriter")

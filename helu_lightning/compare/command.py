@@ -17,7 +17,7 @@ from typing import Any
 
 from helu_lightning.compare.arms import CompareError, parse_arms
 from helu_lightning.compare.evaluate import Evaluator
-from helu_lightning.compare.plots import write_plots
+from helu_lightning.compare.plots import PLOT_FILES, write_plots
 from helu_lightning.compare.report import (
     compared_metric,
     run_rows,
@@ -29,7 +29,7 @@ from helu_lightning.compare.report import (
 from helu_lightning.compare.runner import CompareObjective, check_config, open_study, run_grid
 from helu_lightning.errors import UserError
 from helu_lightning.finite import finite_json
-from helu_lightning.io import atomic_write_text
+from helu_lightning.owned_files import refuse_foreign, write_owned
 from helu_lightning.search import SearchSetupError
 from helu_lightning.search.config import read_config
 from helu_lightning.search.options import resolve_direction
@@ -37,6 +37,7 @@ from helu_lightning.search.storage import sqlite_url
 
 __all__ = ["build_parser", "load_config", "main", "run"]
 
+REPORT_FILES = ("runs.csv", "summary.csv", "results.md", "report.json")
 RUN_COLUMNS = ["activation", "seed", "alpha", "monitor_last", "monitor_best", "epochs", "seconds_per_epoch",
                "val_dead_fraction", "val_band_fraction", "int8_fp32", "int8", "int8_delta", "int8_method", "errors"]
 
@@ -113,6 +114,7 @@ def run(args: argparse.Namespace, build_cli: Any = None) -> dict[str, Any]:
     arms, baseline_arm = parse_arms(args.activations, baseline)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     output_dir = Path(args.output_dir)
+    refuse_foreign_outputs(output_dir)  # before any fit: a user's results.md is never replaced at the end
     if build_cli is None:
         from helu_lightning.cli import cli as build_cli
     resolved = check_config(config, arms[0], seeds[0], args.overrides, build_cli)
@@ -140,10 +142,12 @@ def write_report(study: Any, output_dir: Path, monitor: str, requested_metric: s
     report = {"study": study.study_name, "monitor": monitor, "metric": metric, "baseline": baseline,
               "runs": rows, "summary": summary}
     report_json = finite_json(report, str(output_dir / "report.json"), indent=1, default=str) + "\n"
-    atomic_write_text(output_dir / "runs.csv", to_csv(rows, str(output_dir / "runs.csv")))
-    atomic_write_text(output_dir / "summary.csv", to_csv(summary, str(output_dir / "summary.csv")))
-    atomic_write_text(output_dir / "results.md", markdown)
-    atomic_write_text(output_dir / "report.json", report_json)
+    files = {"runs.csv": to_csv(rows, str(output_dir / "runs.csv")),
+             "summary.csv": to_csv(summary, str(output_dir / "summary.csv")), "results.md": markdown,
+             "report.json": report_json}
+    refuse_foreign_outputs(output_dir)
+    for name, text in files.items():
+        write_owned(output_dir, name, text.encode("utf-8"), "compare")
     if rows:
         write_plots(rows, summary, labels, monitor, metric, baseline, output_dir / "plots")
     metric_columns = [metric] if metric != "monitor_last" else []
@@ -152,6 +156,13 @@ def write_report(study: Any, output_dir: Path, monitor: str, requested_metric: s
     print(markdown)
     print(f"helu-train compare: {len(rows)} runs reported in {output_dir}/ (results.md, runs.csv, plots/)")
     return report
+
+
+def refuse_foreign_outputs(output_dir: Path) -> None:
+    """UserError when a file compare would write (its report files, its plots) is in ``output_dir`` but not one it
+    recorded writing there: compare replaces only its own earlier output."""
+    refuse_foreign(output_dir, REPORT_FILES, "compare")
+    refuse_foreign(output_dir / "plots", PLOT_FILES, "compare")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

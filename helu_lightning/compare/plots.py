@@ -11,9 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from helu_lightning.io import atomic_write_bytes
+from helu_lightning.owned_files import write_owned
 
-__all__ = ["write_plots"]
+__all__ = ["PLOT_FILES", "write_plots"]
+
+# What write_plots may write into plot_dir.
+PLOT_FILES = ("val_curves.png", "dead_units.png", "band.png", "paired.png")
 
 
 def _save(figure: Any, path: Path) -> Path:
@@ -22,7 +25,7 @@ def _save(figure: Any, path: Path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     plt.close(figure)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return write_owned(path.parent, path.name, buffer.getvalue(), "compare")
 
 
 def _curves(rows: list[dict[str, Any]], labels: Sequence[str], key: str, ylabel: str, path: Path) -> Path | None:

@@ -13,6 +13,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from helu_lightning.finite import defined, refuse_non_finite
 from helu_lightning.owned_files import write_owned
 from helu_lightning.search.config import logs_into
 from helu_lightning.search.space import SearchParam, apply_params, outside_space
@@ -26,6 +27,7 @@ OUTPUT_NAMES = ("summary.csv", "best.yaml", "plots/history.png", "plots/importan
 def write_outputs(study: optuna.Study, config: dict, params: list[SearchParam], output_dir: Path, monitor: str) -> None:
     """best.yaml (a fit config), summary.csv (+ printed), and PNG plots of history, importance, alpha vs metric."""
     rows = summary_rows(study, params)
+    refuse_non_finite(rows, str(output_dir / "summary.csv"))
     header = list(rows[0]) if rows else ["number", "state", monitor]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
@@ -37,7 +39,7 @@ def write_outputs(study: optuna.Study, config: dict, params: list[SearchParam], 
     if not complete:
         print(f"no trial of study {study.study_name!r} completed yet: no best.yaml or plots written")
         return
-    fitting = [t for t in complete if t.value is not None and not outside_space(params, t.params)]
+    fitting = [t for t in complete if defined(t.value) is not None and not outside_space(params, t.params)]
     if len(fitting) < len(complete):
         print(f"helu-train search: {len(complete) - len(fitting)} completed trial(s) of study {study.study_name!r} "
               "hold values outside this search space (another space, or written into the storage by hand); "
@@ -69,17 +71,19 @@ def runs_into(config: dict, folder: Path) -> dict:
 
 
 def summary_rows(study: optuna.Study, params: list[SearchParam]) -> list[dict[str, Any]]:
-    """One row per trial: number, state, value, each parameter, epochs trained and seconds taken."""
+    """One row per trial: number, state, value, each parameter, epochs trained and seconds taken; a value that is not
+    finite (an inf loss) is left empty and named in the state, so summary.csv never holds ``inf``."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         seconds = None
         if t.datetime_complete and t.datetime_start:
             seconds = (t.datetime_complete - t.datetime_start).total_seconds()
+        state = t.state.name if t.value is None or defined(t.value) is not None else f"{t.state.name} (value {t.value})"
         rows.append(
             {
                 "number": t.number,
-                "state": t.state.name,
-                "value": t.value,
+                "state": state,
+                "value": defined(t.value),
                 **{p.name: t.params.get(p.name) for p in params},
                 "epochs": t.user_attrs.get("epochs"),
                 "seconds": None if seconds is None else round(seconds, 2),

@@ -18,6 +18,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 FIELDS = {"image": ("image",), "text": ("text", "text_pair")}  # what decode_request reads, per input kind
 INPUT_FIELDS = ("image", "text", "text_pair")  # every input any served model reads
+DRAIN_LIMIT = 256 * 2**20  # read (and drop) at most this much of a body that is too large, so the client gets the 413
 
 
 def model_fields(contract: dict[str, Any]) -> tuple[str, ...]:
@@ -30,9 +31,8 @@ def model_fields(contract: dict[str, Any]) -> tuple[str, ...]:
 def is_json(content_type: str) -> bool:
     """Whether a media type says JSON (``application/json``, ``application/<x>+json``); only then is a body parsed
     as JSON: a news item starting "[Reuters]" sent as text is text."""
-    return content_type == "application/json" or (content_type.startswith("application/")
-                                                  and content_type.endswith("+json"))
-DRAIN_LIMIT = 256 * 2**20  # read (and drop) at most this much of a body that is too large, so the client gets the 413
+    return content_type in ("application/json", "text/json") or (content_type.startswith("application/")
+                                                                 and content_type.endswith("+json"))
 
 
 async def reject(send: Send, status: int, reason: str) -> None:

@@ -168,11 +168,32 @@ def _input_names(model: Any, kind: str, where: Path) -> list[str]:
     return names
 
 
+def _check_pt2_opens(folder: ExportFolder) -> None:
+    """UserError of one line when ``model.pt2`` (trusted with --trust_export) cannot be loaded: found before
+    listening, not as a traceback in every worker."""
+    import logging
+
+    import torch
+
+    logger = logging.getLogger("torch.export")  # it logs the failure's traceback as a warning before raising
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        torch.export.load(str(folder.model_path))
+    except Exception as err:  # noqa: BLE001 - torch.export.load raises many types for a truncated or foreign file
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise UserError(f"{folder.model_path} cannot be loaded by torch.export.load ({type(err).__name__}: {reason}); "
+                        "re-export the checkpoint, or serve --model onnx") from None
+    finally:
+        logger.setLevel(level)
+
+
 def check_model_inputs(folder: ExportFolder) -> None:
     """UserError unless the ONNX file's own inputs are the manifest's names, with the rank (and any fixed image size)
     the contract makes; run before listening, so a doctored manifest stops serve instead of failing every request.
-    A ``model.pt2`` is only checked when it is opened (it is the user's own, ``--trust_export``)."""
+    A ``model.pt2`` (the user's own, ``--trust_export``) is only checked to load."""
     if folder.model == "pt2":
+        _check_pt2_opens(folder)
         return
     import onnxruntime as ort
 

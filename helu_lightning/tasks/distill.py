@@ -75,6 +75,9 @@ def load_teacher(path: str, task_class: Any) -> nn.Module:
                                     local_files_only=True, trust_remote_code=False)
         except UserError as err:
             raise DistillError(str(err)) from None
+        except OSError as err:
+            raise DistillError(f"distill.teacher {path} cannot be read as a Hugging Face sequence classifier: "
+                               f"{str(err).splitlines()[0]}") from None
     elif location.is_file():
         try:
             model = task_class.load_from_checkpoint(location, map_location="cpu", distill=None).model
