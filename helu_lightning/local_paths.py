@@ -1,8 +1,9 @@
 """Every option that names a file or folder is a local path. A protocol prefix (``file://``, ``s3://``, anything
-with ``://``) is refused up front, in one line naming the option and the fix: Lightning would write logs through
-fsspec to one place and checkpoints to ``./file:/...`` under the working directory, and the run lock and the
-ownership checks see only local folders. A folder a run writes and deletes checkpoints in is checked for being a
-symbolic link here, before Lightning resolves it (``ModelCheckpoint`` stores ``realpath(dirpath)``)."""
+with ``://``, or an fsspec chain such as ``memory::/x``) is refused up front, in one line naming the option and the
+fix: Lightning would write logs through fsspec to one place and checkpoints to ``./file:/...`` under the working
+directory, and the run lock and the ownership checks see only local folders. A folder a run writes and deletes
+checkpoints in is checked for being a symbolic link here, before Lightning resolves it (``ModelCheckpoint`` stores
+``realpath(dirpath)``)."""
 
 from __future__ import annotations
 
@@ -24,17 +25,28 @@ PATH_OPTION = re.compile(r"(.*_(dir|dirs|path|paths|file|files|root)|dirpath|roo
 _RUN_FOLDERS = ("default_root_dir", "dirpath")
 
 
+# A protocol prefix: "scheme://..." or an fsspec chain "scheme::..." (file::/x, memory::/x, simplecache::s3://b/x),
+# which Lightning's fsspec I/O would also follow while other writers take it as a relative local path.
+_PROTOCOL = re.compile(r"^([A-Za-z][\w+.-]*)(://|::)(.*)$", flags=re.S)
+
+
 def refuse_remote(value: Any, option: str) -> None:
-    """UserError when ``value`` (a path option's value) carries a protocol prefix such as ``file://`` or ``s3://``."""
+    """UserError when ``value`` (a path option's value) carries a protocol prefix such as ``file://``, ``s3://`` or
+    an fsspec chain such as ``memory::/x``."""
     text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
-    if not isinstance(text, str) or "://" not in text:
+    if not isinstance(text, str):
         return
-    scheme, rest = text.split("://", 1)
+    found = _PROTOCOL.match(text)
+    if found is None:
+        if "://" not in text:
+            return
+        found = re.match(r"^(.*?)(://)(.*)$", text, flags=re.S)
+    scheme, separator, rest = found.groups()
     fix = (f"pass the local path itself: {option} {rest if rest.startswith('/') else '/' + rest}"
            if scheme.lower() == "file" else
            f"copy or mount the data locally and pass its local path as {option}")
-    raise UserError(f"{option} {text!r} is a URL ({scheme}://); helu-train reads and writes local paths only (logs, "
-                    f"checkpoints and the run lock in one place): {fix}")
+    raise UserError(f"{option} {text!r} is a URL ({scheme}{separator}); helu-train reads and writes local paths only "
+                    f"(logs, checkpoints and the run lock in one place): {fix}")
 
 
 def _walk(value: Any, where: str) -> list[tuple[str, Any]]:

@@ -26,10 +26,11 @@ def _one_line(done, *words: str) -> str:
 
 
 def _nothing_written(cwd: Path) -> None:
-    assert not any(p.name.startswith(("file:", "s3:", "gs:")) for p in cwd.rglob("*")), sorted(cwd.rglob("*"))
+    written = sorted(cwd.rglob("*"))
+    assert not any(p.name.startswith(("file:", "s3:", "gs:", "memory:")) for p in written), written
 
 
-@pytest.mark.parametrize("scheme", ["file://", "s3://bucket"])
+@pytest.mark.parametrize("scheme", ["file://", "s3://bucket", "memory::"])
 def test_fit_refuses_a_url_as_its_run_folder(tmp_path: Path, scheme: str) -> None:
     target = tmp_path / "abs" / "run"
     (tmp_path / "cwd").mkdir()
@@ -114,3 +115,23 @@ def test_a_url_anywhere_in_a_trainer_config_is_named_by_its_option(option: str, 
 
     with pytest.raises(UserError, match=re.escape(option) + " .* is a URL"):
         refuse_remote_config(config)
+
+
+@pytest.mark.parametrize("value", ["file::/tmp/run", "memory::/x", "simplecache::s3://bucket/x", "s3://bucket/x",
+                                   "file:///tmp/run", "gs://b/x"])
+def test_a_protocol_or_fsspec_chain_is_refused_in_one_line(value: str) -> None:
+    from helu_lightning.errors import UserError
+    from helu_lightning.local_paths import refuse_remote
+
+    with pytest.raises(UserError, match=r"--output_dir .* is a URL .*local path") as refused:
+        refuse_remote(value, "--output_dir")
+    assert "\n" not in str(refused.value)
+    if value.startswith("file:"):
+        assert str(refused.value).endswith("--output_dir /tmp/run")
+
+
+@pytest.mark.parametrize("value", ["/tmp/a::b", "runs/x", "relative/dir", "C_drive/x"])
+def test_local_paths_with_colons_or_none_pass(value: str) -> None:
+    from helu_lightning.local_paths import refuse_remote
+
+    refuse_remote(value, "--output_dir")
